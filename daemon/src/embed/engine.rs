@@ -1,0 +1,318 @@
+//! [`CandleEmbedder`]: tokenizer, length-sorted batches, the encoder, pooling and
+//! normalisation, as sentence-transformers does them.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use candle_core::{D, DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use codesearch_proto::Pooling;
+use serde::Deserialize;
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use super::batch::{self, BatchPolicy};
+use super::bert::{Bert, BertConfig};
+use super::device::describe;
+use super::files::ModelDir;
+use super::registry::ModelSpec;
+use super::{EmbedError, Embedder, InputKind};
+
+/// The dtype the encoder computes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// 32-bit floats: the reference, and the fastest on CPUs.
+    F32,
+    /// IEEE half: the fast path on GPUs.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+impl Precision {
+    fn dtype(self) -> DType {
+        match self {
+            Self::F32 => DType::F32,
+            Self::F16 => DType::F16,
+            Self::Bf16 => DType::BF16,
+        }
+    }
+}
+
+impl FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Self::F32),
+            "f16" | "fp16" | "float16" => Ok(Self::F16),
+            "bf16" | "bfloat16" => Ok(Self::Bf16),
+            _ => Err(format!("unknown precision `{s}`; use f32, f16 or bf16")),
+        }
+    }
+}
+
+/// Counters since the embedder was loaded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EmbedStats {
+    /// Texts embedded.
+    pub texts: u64,
+    /// Real (non-padding) tokens fed to the encoder.
+    pub tokens: u64,
+    /// Token slots including padding.
+    pub padded_tokens: u64,
+    /// Forward passes.
+    pub batches: u64,
+}
+
+/// A BERT-family model running on candle.
+#[derive(Debug)]
+pub struct CandleEmbedder {
+    spec: &'static ModelSpec,
+    tokenizer: Tokenizer,
+    model: Bert,
+    pooling: Pooling,
+    max_tokens: usize,
+    dims: usize,
+    pad_id: u32,
+    policy: BatchPolicy,
+    stats: EmbedStats,
+}
+
+#[derive(Deserialize)]
+struct PoolingConfig {
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+}
+
+#[derive(Deserialize)]
+struct SentenceBertConfig {
+    max_seq_length: Option<usize>,
+}
+
+impl CandleEmbedder {
+    /// Loads the files in `dir` onto `device`.
+    pub fn load(
+        spec: &'static ModelSpec,
+        dir: &ModelDir,
+        device: Device,
+        policy: BatchPolicy,
+        precision: Option<Precision>,
+    ) -> Result<Self, EmbedError> {
+        let model = spec.name;
+        let config_path = dir.file("config.json");
+        let cfg: BertConfig = read_json(model, &config_path)?;
+        if let Some(t) = cfg.model_type.as_deref().filter(|t| *t != "bert") {
+            return Err(EmbedError::bad_file(
+                model,
+                &config_path,
+                format!("model_type `{t}` is not a BERT model"),
+            ));
+        }
+        let pooling =
+            match read_optional_json::<PoolingConfig>(model, &dir.file("1_Pooling/config.json"))? {
+                Some(p) if p.pooling_mode_cls_token => Pooling::Cls,
+                Some(p) if p.pooling_mode_mean_tokens => Pooling::Mean,
+                Some(_) => {
+                    return Err(EmbedError::bad_file(
+                        model,
+                        &dir.file("1_Pooling/config.json"),
+                        "only mean and CLS pooling are supported",
+                    ));
+                }
+                None => spec.pooling,
+            };
+        let max_tokens = read_optional_json::<SentenceBertConfig>(
+            model,
+            &dir.file("sentence_bert_config.json"),
+        )?
+        .and_then(|c| c.max_seq_length)
+        .unwrap_or(spec.max_tokens)
+        .min(cfg.max_position_embeddings);
+
+        let tokenizer_path = dir.file("tokenizer.json");
+        let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
+            .map_err(|e| EmbedError::bad_file(model, &tokenizer_path, e))?;
+        // The shipped tokenizer.json may pad to a fixed length; we pad per batch.
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: max_tokens,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| EmbedError::bad_file(model, &tokenizer_path, e))?;
+
+        let dtype = precision
+            .unwrap_or(if device.is_cpu() {
+                Precision::F32
+            } else {
+                Precision::F16
+            })
+            .dtype();
+        let weights_path = dir.file("model.safetensors");
+        let bytes = std::fs::read(&weights_path)
+            .map_err(|e| EmbedError::bad_file(model, &weights_path, e))?;
+        let compute = |source| EmbedError::Compute {
+            model,
+            device: describe(&device),
+            source,
+        };
+        let vb = VarBuilder::from_buffered_safetensors(bytes, dtype, &device).map_err(compute)?;
+        let bert =
+            Bert::load(vb, &cfg).map_err(|e| EmbedError::bad_file(model, &weights_path, e))?;
+        tracing::info!(
+            model,
+            dir = %dir.0.display(),
+            device = %describe(&device),
+            ?dtype,
+            ?pooling,
+            max_tokens,
+            "model loaded"
+        );
+        Ok(Self {
+            spec,
+            tokenizer,
+            model: bert,
+            pooling,
+            max_tokens,
+            dims: cfg.hidden_size,
+            pad_id: cfg.pad_token_id,
+            policy,
+            stats: EmbedStats::default(),
+        })
+    }
+
+    /// Counters since load.
+    pub fn stats(&self) -> EmbedStats {
+        self.stats
+    }
+
+    /// The registry entry of the loaded model.
+    pub fn spec(&self) -> &'static ModelSpec {
+        self.spec
+    }
+
+    /// Token ids of `texts` after truncation, without padding.
+    pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, EmbedError> {
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| EmbedError::Tokenize {
+                model: self.spec.name,
+                reason: e.to_string(),
+            })?;
+        Ok(encodings
+            .into_iter()
+            .map(|e| e.get_ids().to_vec())
+            .collect())
+    }
+
+    fn compute_err(&self, source: candle_core::Error) -> EmbedError {
+        EmbedError::Compute {
+            model: self.spec.name,
+            device: describe(self.model.device()),
+            source,
+        }
+    }
+
+    /// One forward pass over texts of similar length; returns `[n, dims]` f32 rows.
+    fn forward(&self, rows: &[&[u32]]) -> candle_core::Result<Vec<Vec<f32>>> {
+        let device = self.model.device();
+        let len = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(rows.len() * len);
+        let mut mask = Vec::with_capacity(rows.len() * len);
+        for r in rows {
+            ids.extend_from_slice(r);
+            ids.extend(std::iter::repeat_n(self.pad_id, len - r.len()));
+            mask.extend(std::iter::repeat_n(1f32, r.len()));
+            mask.extend(std::iter::repeat_n(0f32, len - r.len()));
+        }
+        let ids = Tensor::from_vec(ids, (rows.len(), len), device)?;
+        let mask = Tensor::from_vec(mask, (rows.len(), len), device)?;
+        let hidden = self
+            .model
+            .forward(&ids, &mask.to_dtype(self.model.dtype())?)?
+            .to_dtype(DType::F32)?;
+        let pooled = match self.pooling {
+            Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
+            Pooling::Mean => {
+                let m = mask.unsqueeze(2)?;
+                let sum = hidden.broadcast_mul(&m)?.sum(1)?;
+                sum.broadcast_div(&m.sum(1)?.clamp(1e-9, f64::MAX)?)?
+            }
+        };
+        let norm = pooled
+            .sqr()?
+            .sum_keepdim(D::Minus1)?
+            .sqrt()?
+            .clamp(1e-12, f64::MAX)?;
+        pooled.broadcast_div(&norm)?.to_vec2()
+    }
+}
+
+impl Embedder for CandleEmbedder {
+    fn model_name(&self) -> &str {
+        self.spec.name
+    }
+
+    fn dims(&self) -> usize {
+        self.dims
+    }
+
+    fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+
+    fn device_name(&self) -> String {
+        describe(self.model.device())
+    }
+
+    fn embed(&mut self, texts: &[&str], kind: InputKind) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let prefix = match kind {
+            InputKind::Query => self.spec.query_prefix,
+            InputKind::Document => self.spec.document_prefix,
+        };
+        let ids = if prefix.is_empty() {
+            self.tokenize(texts)?
+        } else {
+            let prefixed: Vec<String> = texts.iter().map(|t| format!("{prefix}{t}")).collect();
+            self.tokenize(&prefixed.iter().map(String::as_str).collect::<Vec<_>>())?
+        };
+        let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
+        let mut out = vec![Vec::new(); texts.len()];
+        for group in batch::plan(&lens, self.policy) {
+            let rows: Vec<&[u32]> = group.iter().map(|&i| ids[i].as_slice()).collect();
+            let vectors = self.forward(&rows).map_err(|e| self.compute_err(e))?;
+            self.stats.batches += 1;
+            self.stats.padded_tokens += (group.len() * lens[group[0]]) as u64;
+            for (i, v) in group.into_iter().zip(vectors) {
+                self.stats.tokens += lens[i] as u64;
+                out[i] = v;
+            }
+        }
+        self.stats.texts += texts.len() as u64;
+        Ok(out)
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(
+    model: &'static str,
+    path: &Path,
+) -> Result<T, EmbedError> {
+    let text = std::fs::read_to_string(path).map_err(|e| EmbedError::bad_file(model, path, e))?;
+    serde_json::from_str(&text).map_err(|e| EmbedError::bad_file(model, path, e))
+}
+
+fn read_optional_json<T: serde::de::DeserializeOwned>(
+    model: &'static str,
+    path: &Path,
+) -> Result<Option<T>, EmbedError> {
+    if path.is_file() {
+        read_json(model, path).map(Some)
+    } else {
+        Ok(None)
+    }
+}

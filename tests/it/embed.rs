@@ -1,0 +1,76 @@
+//! The candle engine on the real all-MiniLM-L6-v2.
+
+use codesearchd::bench::{self, cosine};
+use codesearchd::embed::{Embedder, InputKind};
+
+use crate::util::{minilm, shared_dir};
+
+#[test]
+fn vectors_match_sentence_transformers() {
+    let shared = shared_dir();
+    let chunks = bench::read_chunks(&shared.join("reference/chunks.jsonl")).unwrap();
+    let reference = bench::read_reference(&shared.join("reference/ref_first20.json")).unwrap();
+    assert!(reference.ids.len() >= 20 && reference.query_embedding.is_some());
+    let mut model = minilm();
+    let cosines = bench::compare_with_reference(&mut *model, &chunks, &reference).unwrap();
+    assert_eq!(cosines.len(), reference.ids.len() + 1);
+    let below: Vec<_> = cosines.iter().filter(|(_, c)| *c < 0.999).collect();
+    assert!(
+        below.is_empty(),
+        "cosine < 0.999 against the reference: {below:?}"
+    );
+}
+
+#[test]
+fn a_text_gets_the_same_vector_alone_and_in_a_padded_batch() {
+    let shared = shared_dir();
+    let chunks = bench::read_chunks(&shared.join("reference/chunks.jsonl")).unwrap();
+    // Lengths from a few tokens to past the 256-token truncation, so padding and
+    // truncation both happen inside one batch.
+    let texts: Vec<&str> = chunks.iter().step_by(97).map(|c| c.text.as_str()).collect();
+    let mut model = minilm();
+    let together = model.embed(&texts, InputKind::Document).unwrap();
+    for (text, v) in texts.iter().zip(&together) {
+        let alone = model.embed(&[text], InputKind::Document).unwrap();
+        let c = cosine(&alone[0], v);
+        assert!(
+            c > 0.9999,
+            "batch changed a vector: cosine {c} for {text:?}"
+        );
+    }
+}
+
+#[test]
+fn vectors_are_unit_length_and_model_sized() {
+    let mut model = minilm();
+    let texts = ["", "x", "fn main() {}", &"word ".repeat(2000)];
+    let vectors = model.embed(&texts, InputKind::Document).unwrap();
+    assert_eq!(model.dims(), 384);
+    assert_eq!(model.max_tokens(), 256);
+    for v in &vectors {
+        assert_eq!(v.len(), 384);
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+        assert!(v.iter().all(|x| x.is_finite()));
+    }
+    assert!(model.embed(&[], InputKind::Query).unwrap().is_empty());
+}
+
+#[test]
+fn related_code_ranks_above_unrelated_code() {
+    let mut model = minilm();
+    let docs = [
+        "def parse_headers(lines):\n    headers = {}\n    for line in lines:\n        k, v = line.split(':', 1)\n        headers[k.strip().lower()] = v.strip()\n    return headers",
+        "def mean(xs):\n    return sum(xs) / len(xs)",
+        "fn open_database(path: &Path) -> Connection { Connection::open(path).unwrap() }",
+    ];
+    let d = model.embed(&docs, InputKind::Document).unwrap();
+    let q = model
+        .embed(&["parse http headers"], InputKind::Query)
+        .unwrap();
+    let scores: Vec<f32> = d.iter().map(|v| cosine(&q[0], v)).collect();
+    assert!(
+        scores[0] > scores[1] && scores[0] > scores[2],
+        "scores {scores:?}"
+    );
+}

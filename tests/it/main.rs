@@ -1,0 +1,9 @@
+//! The one integration-test binary: real model, real files, real binaries.
+//!
+//! Modules, one per capability:
+//! - `embed`: the candle engine against sentence-transformers' reference vectors.
+//! - `cli`: the `codesearchd` binary's benchmark and its error messages.
+
+mod cli;
+mod embed;
+mod util;

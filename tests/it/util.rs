@@ -1,0 +1,85 @@
+//! Shared test helpers: where the shared data and the binaries are.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use codesearchd::embed::{self, CandleEmbedder, EmbedOptions, ModelLocator};
+
+/// `../shared` beside the repository, or `$CODESEARCH_SHARED_DIR`.
+pub fn shared_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CODESEARCH_SHARED_DIR") {
+        return dir.into();
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("../../shared");
+    assert!(
+        dir.join("reference/chunks.jsonl").is_file(),
+        "the shared data is not at {}; set CODESEARCH_SHARED_DIR",
+        dir.display()
+    );
+    dir
+}
+
+/// The real all-MiniLM-L6-v2 from the HF cache, loaded once per test binary.
+///
+/// Tests take the lock for as long as they use it, so they never run the model
+/// concurrently on this two-core machine.
+pub fn minilm() -> MutexGuard<'static, CandleEmbedder> {
+    static MODEL: OnceLock<Mutex<CandleEmbedder>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let options = EmbedOptions {
+                model: "minilm".into(),
+                device: embed::DeviceChoice::Cpu,
+                ..Default::default()
+            };
+            let model = embed::load(&options, &ModelLocator::from_env()).unwrap_or_else(|e| {
+                panic!("{e}\n(the real model is required: run scripts/fetch-model.sh)")
+            });
+            Mutex::new(model)
+        })
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A binary of this workspace, built in the profile (and target folder) of this test.
+///
+/// `cargo test` builds only the binaries of the package under test, and these tests
+/// live in their own package, so the first call builds `codesearchd` and `codesearch`
+/// with the same cargo. Their dependencies are already compiled for the tests, so
+/// this links two binaries and compiles nothing twice.
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/integration-<hash> -> target/<profile>
+        let dir = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .expect("test executable lives in target/<profile>/deps")
+            .to_owned();
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo.current_dir(env!("CARGO_MANIFEST_DIR")).args([
+            "build",
+            "--quiet",
+            "--bins",
+            "-p",
+            "codesearchd",
+            "-p",
+            "codesearch",
+        ]);
+        if dir.file_name().is_some_and(|p| p == "release") {
+            cargo.arg("--release");
+        }
+        if cfg!(feature = "cuda") {
+            cargo.args(["--features", "codesearchd/cuda"]);
+        }
+        let status = cargo.status().expect("run cargo to build the binaries");
+        assert!(status.success(), "cargo build of the binaries failed");
+        dir
+    });
+    let path = dir.join(name);
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
