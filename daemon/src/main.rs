@@ -56,6 +56,11 @@ struct BenchArgs {
     json: bool,
 }
 
+// Every candle op allocates its output; glibc returns big blocks to the OS and takes
+// a page fault per page on the next op. mimalloc keeps them: measured in BENCHMARKS.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
