@@ -10,6 +10,8 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
+use super::cpu_ops::{Attention, GeluErf, SMALL_ROWS, SmallLinear};
+
 /// The fields of a Hugging Face `config.json` that the encoder needs.
 #[derive(Debug, Clone, Deserialize)]
 pub struct BertConfig {
@@ -83,6 +85,8 @@ pub struct Bert {
     hidden: usize,
     dtype: DType,
     device: Device,
+    /// F32 on the CPU: attention and GELU run as the fused kernels of `cpu_ops`.
+    fused_cpu: bool,
 }
 
 impl Bert {
@@ -137,6 +141,7 @@ impl Bert {
             hidden: h,
             dtype: vb.dtype(),
             device: vb.device().clone(),
+            fused_cpu: vb.device().is_cpu() && vb.dtype() == DType::F32,
         })
     }
 
@@ -153,8 +158,10 @@ impl Bert {
     /// Runs the encoder on a padded batch.
     ///
     /// `ids` is `[batch, len]` (u32); `mask` is `[batch, len]` with 1 for real tokens
-    /// and 0 for padding, in the model's dtype. Returns `[batch, len, hidden]`.
-    pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    /// and 0 for padding, in the model's dtype; `lens` holds each sequence's real
+    /// length (the same information, for the fused CPU kernels). Real tokens come
+    /// first in every row. Returns `[batch, len, hidden]`.
+    pub fn forward(&self, ids: &Tensor, mask: &Tensor, lens: &[usize]) -> Result<Tensor> {
         let (b, len) = ids.dims2()?;
         let positions = Tensor::arange(0u32, len as u32, &self.device)?;
         let x = self
@@ -168,52 +175,90 @@ impl Bert {
         // dtype, so `0 * fill` never makes NaN and softmax gives padding zero weight.
         let bias =
             ((mask.ones_like()? - mask)? * fill_value(self.dtype))?.reshape((b, 1, 1, len))?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let batch = Batch {
+            bias: &bias,
+            lens,
+            b,
+            len,
+            scale: 1.0 / (self.head_dim as f64).sqrt(),
+        };
         for layer in &self.layers {
-            x = self.layer(layer, &x, &bias, b, len, scale)?;
+            x = self.layer(layer, &x, &batch)?;
         }
         x.reshape((b, len, self.hidden))
     }
 
-    fn layer(
-        &self,
-        layer: &Layer,
-        x: &Tensor,
-        bias: &Tensor,
-        b: usize,
-        len: usize,
-        scale: f64,
-    ) -> Result<Tensor> {
-        let (nh, hd) = (self.heads, self.head_dim);
-        // [tokens, 3h] -> [3, b, heads, len, head_dim]: one copy puts q, k and v each
-        // in the contiguous layout the batched matmul wants.
-        let qkv = layer
-            .qkv
-            .forward(x)?
-            .reshape((b, len, 3, nh, hd))?
-            .permute((2, 0, 3, 1, 4))?
-            .contiguous()?;
-        let q = (qkv.get(0)? * scale)?;
-        let k = qkv.get(1)?;
-        let v = qkv.get(2)?;
-        let scores = q.matmul(&k.t()?)?.broadcast_add(bias)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let ctx = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b * len, self.hidden))?;
+    fn layer(&self, layer: &Layer, x: &Tensor, batch: &Batch) -> Result<Tensor> {
+        let qkv = self.linear(&layer.qkv, x)?;
+        let ctx = if self.fused_cpu {
+            qkv.apply_op1_no_bwd(&Attention {
+                batch: batch.b,
+                len: batch.len,
+                heads: self.heads,
+                head_dim: self.head_dim,
+                lens: batch.lens.to_vec(),
+                scale: batch.scale as f32,
+            })?
+        } else {
+            self.attention(&qkv, batch)?
+        };
         let x = layer
             .attn_norm
-            .forward(&(layer.attn_out.forward(&ctx)? + x)?)?;
-        let up = layer.up.forward(&x)?;
+            .forward(&(self.linear(&layer.attn_out, &ctx)? + x)?)?;
+        let up = self.linear(&layer.up, &x)?;
         let up = match self.act {
+            Act::GeluErf if self.fused_cpu => up.apply_op1_no_bwd(&GeluErf)?,
             Act::GeluErf => up.gelu_erf()?,
             Act::GeluTanh => up.gelu()?,
             Act::Relu => up.relu()?,
         };
-        layer.out_norm.forward(&(layer.down.forward(&up)? + x)?)
+        layer
+            .out_norm
+            .forward(&(self.linear(&layer.down, &up)? + x)?)
     }
+
+    /// A dense layer on `[tokens, in]`: GEMM, or one pass over the weights for a query.
+    fn linear(&self, linear: &Linear, x: &Tensor) -> Result<Tensor> {
+        match linear.bias() {
+            Some(bias) if self.fused_cpu && x.dim(0)? <= SMALL_ROWS => {
+                x.apply_op3_no_bwd(linear.weight(), bias, &SmallLinear)
+            }
+            _ => linear.forward(x),
+        }
+    }
+
+    /// Attention with candle's generic ops, for GPUs and half precision.
+    fn attention(&self, qkv: &Tensor, batch: &Batch) -> Result<Tensor> {
+        let (nh, hd, b, len) = (self.heads, self.head_dim, batch.b, batch.len);
+        // [tokens, 3h] -> [3, b, heads, len, head_dim]: one copy puts q, k and v each
+        // in the contiguous layout the batched matmul wants.
+        let qkv = qkv
+            .reshape((b, len, 3, nh, hd))?
+            .permute((2, 0, 3, 1, 4))?
+            .contiguous()?;
+        let q = (qkv.get(0)? * batch.scale)?;
+        let k = qkv.get(1)?;
+        let v = qkv.get(2)?;
+        let scores = q.matmul(&k.t()?)?.broadcast_add(batch.bias)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b * len, self.hidden))
+    }
+}
+
+/// The shape of one forward pass, shared by every layer.
+struct Batch<'a> {
+    /// `[b, 1, 1, len]`: 0 for real keys, a large negative for padding.
+    bias: &'a Tensor,
+    /// Real length of each sequence.
+    lens: &'a [usize],
+    b: usize,
+    len: usize,
+    /// `1/√head_dim`.
+    scale: f64,
 }
 
 fn fill_value(dtype: DType) -> f64 {

@@ -221,7 +221,8 @@ impl CandleEmbedder {
     /// One forward pass over texts of similar length; returns `[n, dims]` f32 rows.
     fn forward(&self, rows: &[&[u32]]) -> candle_core::Result<Vec<Vec<f32>>> {
         let device = self.model.device();
-        let len = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+        let lens: Vec<usize> = rows.iter().map(|r| r.len()).collect();
+        let len = lens.iter().copied().max().unwrap_or(0);
         let mut ids = Vec::with_capacity(rows.len() * len);
         let mut mask = Vec::with_capacity(rows.len() * len);
         for r in rows {
@@ -234,7 +235,7 @@ impl CandleEmbedder {
         let mask = Tensor::from_vec(mask, (rows.len(), len), device)?;
         let hidden = self
             .model
-            .forward(&ids, &mask.to_dtype(self.model.dtype())?)?
+            .forward(&ids, &mask.to_dtype(self.model.dtype())?, &lens)?
             .to_dtype(DType::F32)?;
         let pooled = match self.pooling {
             Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,

@@ -9,10 +9,12 @@
 //! - `device`: `auto`/`cpu`/`cuda`/`metal` and the errors that name the fix.
 //! - `batch`: length-sorted batches under a token budget.
 //! - `bert`: the BERT encoder on candle.
+//! - `cpu_ops`: fused CPU kernels (attention, GELU) the encoder uses for F32 on the CPU.
 //! - `engine`: tokenizer + batches + encoder + pooling = [`CandleEmbedder`].
 
 mod batch;
 mod bert;
+mod cpu_ops;
 mod device;
 mod engine;
 mod files;
