@@ -17,7 +17,7 @@ impl Default for BatchPolicy {
     fn default() -> Self {
         Self {
             max_batch: 32,
-            token_budget: 8192,
+            token_budget: 4096,
         }
     }
 }
@@ -85,7 +85,7 @@ mod tests {
             .inspect(|b| {
                 let longest = lens[b[0]];
                 assert!(b.len() <= 32);
-                assert!(b.len() == 1 || b.len() * longest <= 8192);
+                assert!(b.len() == 1 || b.len() * longest <= 4096);
             })
             .flatten()
             .collect();
