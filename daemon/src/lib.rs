@@ -5,10 +5,14 @@
 //!
 //! One module per stage of the data's path (see docs/ARCHITECTURE.md):
 //!
+//! - [`walk`]: a repository's files under its ignore rules, with every skip counted.
+//! - [`chunk`]: a file's text to tree-sitter entities and line windows (pure).
 //! - [`embed`]: text to vectors (model registry, weights, devices, batching, candle).
 //! - [`bench`]: the embedding benchmark behind `codesearchd bench-embed`.
 //!
-//! Walk, chunk, store, index, watch, search and rpc arrive with later issues.
+//! Store, index, watch, search and rpc arrive with later issues.
 
 pub mod bench;
+pub mod chunk;
 pub mod embed;
+pub mod walk;

@@ -1,9 +1,11 @@
 //! The one integration-test binary: real model, real files, real binaries.
 //!
 //! Modules, one per capability:
+//! - `chunk`: the chunker on real files from the registries, as snapshots.
 //! - `embed`: the candle engine against sentence-transformers' reference vectors.
 //! - `cli`: the `codesearchd` binary's benchmark and its error messages.
 
+mod chunk;
 mod cli;
 mod embed;
 mod util;

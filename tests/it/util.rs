@@ -83,3 +83,49 @@ pub fn bin(name: &str) -> PathBuf {
     assert!(path.is_file(), "{} was not built", path.display());
     path
 }
+
+/// `file` inside the registry source of `krate` at the version `Cargo.lock` pins.
+pub fn registry_file(krate: &str, file: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap();
+    let needle = format!("name = \"{krate}\"\nversion = \"");
+    let at = lock
+        .find(&needle)
+        .unwrap_or_else(|| panic!("{krate} is not in Cargo.lock"));
+    let version = lock[at + needle.len()..].split('"').next().unwrap();
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cargo"));
+    let src = cargo_home.join("registry/src");
+    let found = std::fs::read_dir(&src)
+        .unwrap_or_else(|e| panic!("{}: {e}", src.display()))
+        .flatten()
+        .map(|index| index.path().join(format!("{krate}-{version}")).join(file))
+        .find(|p| p.is_file());
+    found.unwrap_or_else(|| {
+        panic!(
+            "{krate}-{version}/{file} is not in {}; run `cargo fetch`",
+            src.display()
+        )
+    })
+}
+
+/// Compares `got` with `it/snapshots/<name>.txt`; `UPDATE_SNAPSHOTS=1` rewrites it.
+#[track_caller]
+pub fn check_snapshot(name: &str, got: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("it/snapshots/{name}.txt"));
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with UPDATE_SNAPSHOTS=1 to create it",
+            path.display()
+        )
+    });
+    assert!(
+        got == want,
+        "snapshot {name} differs (UPDATE_SNAPSHOTS=1 rewrites it)\n--- got ---\n{got}\n--- want ---\n{want}"
+    );
+}
