@@ -8,11 +8,17 @@
 //! - [`walk`]: a repository's files under its ignore rules, with every skip counted.
 //! - [`chunk`]: a file's text to tree-sitter entities and line windows (pure).
 //! - [`embed`]: text to vectors (model registry, weights, devices, batching, candle).
+//! - [`store`]: one repository's SQLite + HNSW index on disk.
+//! - [`index`]: the incremental pipeline walk → chunk → embed new keys → store.
+//! - [`search`]: query → HNSW → hits with snippets and `stale`.
 //! - [`bench`]: the embedding benchmark behind `codesearchd bench-embed`.
 //!
-//! Store, index, watch, search and rpc arrive with later issues.
+//! Watch and rpc arrive with later issues.
 
 pub mod bench;
 pub mod chunk;
 pub mod embed;
+pub mod index;
+pub mod search;
+pub mod store;
 pub mod walk;

@@ -1,0 +1,254 @@
+//! The indexing pipeline: walk → what changed → chunk → embed only new keys →
+//! store, in batches that each commit, so an interrupted run keeps what it did.
+//!
+//! A file is re-read only when its size or mtime changed, re-chunked only when its
+//! content hash changed, and a chunk is embedded only when no stored vector has its
+//! key (the vectors of deleted chunks stay cached for a while, so moving code or
+//! switching branches back costs nothing).
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::UNIX_EPOCH;
+
+use serde::Serialize;
+
+use crate::chunk::{ChunkOptions, Chunker};
+use crate::embed::{EmbedError, Embedder, InputKind};
+use crate::store::{FileRow, FileUpdate, Key, NewChunk, Store, StoreError};
+use crate::walk::{self, Skips, WalkOptions};
+
+/// Chunks per committed batch: big enough to keep the embedder's batches full,
+/// small enough that a crash loses little.
+const CHUNKS_PER_COMMIT: usize = 512;
+
+/// Indexing failures.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// The root cannot be walked.
+    #[error("cannot index {root}: {source}", root = root.display())]
+    Root {
+        /// The repository root.
+        root: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Embedding failed.
+    #[error(transparent)]
+    Embed(Box<EmbedError>),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What one indexing run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct IndexStats {
+    /// Files the walk found.
+    pub files_seen: u64,
+    /// Files skipped because size and mtime were unchanged.
+    pub files_unchanged: u64,
+    /// Files read whose content hash was unchanged.
+    pub files_same_content: u64,
+    /// Files chunked and stored.
+    pub files_indexed: u64,
+    /// Files removed from the index (deleted, ignored now, or skipped now).
+    pub files_removed: u64,
+    /// Chunks written.
+    pub chunks_written: u64,
+    /// Chunks whose vector was computed by the model in this run.
+    pub chunks_embedded: u64,
+    /// Files left out, by reason.
+    pub skips: Skips,
+}
+
+/// Settings of a run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IndexOptions {
+    /// Walk limits.
+    pub walk: WalkOptions,
+    /// Chunk sizes.
+    pub chunk: ChunkOptions,
+}
+
+/// Brings the store in line with the files under `root`.
+pub fn index(
+    root: &Path,
+    store: &mut Store,
+    embedder: &mut dyn Embedder,
+    chunker: &Chunker,
+    options: &IndexOptions,
+    mut progress: impl FnMut(&IndexStats),
+) -> Result<IndexStats, IndexError> {
+    let walked = walk::walk(root, &options.walk).map_err(|source| IndexError::Root {
+        root: root.to_owned(),
+        source,
+    })?;
+    let mut stats = IndexStats {
+        files_seen: walked.files.len() as u64,
+        skips: walked.skips,
+        ..IndexStats::default()
+    };
+    let mut known = store.files()?;
+    let mut pending: Vec<(FileRow, Vec<crate::chunk::Chunk>)> = Vec::new();
+    let mut pending_chunks = 0;
+    let mut updates: Vec<FileUpdate> = Vec::new();
+    for entry in &walked.files {
+        let previous = known.remove(&entry.rel);
+        let mtime_ns = entry
+            .mtime
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        if let Some(p) = &previous
+            && p.size == entry.size
+            && p.mtime_ns == mtime_ns
+        {
+            stats.files_unchanged += 1;
+            if let Some(reason) = &p.skip {
+                stats.skips.add(skip_reason(reason), &entry.rel);
+            }
+            continue;
+        }
+        let bytes = match std::fs::read(&entry.path) {
+            Ok(b) => b,
+            Err(err) => {
+                tracing::debug!(path = %entry.path.display(), %err, "unreadable");
+                stats.skips.add(walk::SkipReason::Unreadable, &entry.rel);
+                continue;
+            }
+        };
+        let hash = *blake3::hash(&bytes).as_bytes();
+        let mut row = FileRow {
+            path: entry.rel.clone(),
+            size: bytes.len() as u64,
+            mtime_ns,
+            hash,
+            skip: None,
+        };
+        match walk::classify(&bytes, &options.walk) {
+            Err(reason) => {
+                stats.skips.add(reason, &entry.rel);
+                row.skip = Some(reason.as_str().to_owned());
+                if previous.as_ref().is_some_and(|p| p.skip.is_none()) {
+                    stats.files_removed += 1;
+                }
+                updates.push(FileUpdate::Removed {
+                    path: entry.rel.clone(),
+                    skipped: Some(row),
+                });
+            }
+            Ok(_)
+                if previous
+                    .as_ref()
+                    .is_some_and(|p| p.hash == hash && p.skip.is_none()) =>
+            {
+                stats.files_same_content += 1;
+                updates.push(FileUpdate::Touched(row));
+            }
+            Ok(text) => {
+                let chunks = chunker.chunk(&entry.rel, text, &options.chunk);
+                pending_chunks += chunks.len();
+                pending.push((row, chunks));
+            }
+        }
+        if pending_chunks >= CHUNKS_PER_COMMIT {
+            flush(store, embedder, &mut pending, &mut updates, &mut stats)?;
+            pending_chunks = 0;
+            progress(&stats);
+        }
+    }
+    // Whatever the walk no longer finds is gone (deleted, or ignored now).
+    for (path, row) in known {
+        if row.skip.is_none() {
+            stats.files_removed += 1;
+        }
+        updates.push(FileUpdate::Removed {
+            path,
+            skipped: None,
+        });
+    }
+    flush(store, embedder, &mut pending, &mut updates, &mut stats)?;
+    store.save_hnsw()?;
+    progress(&stats);
+    Ok(stats)
+}
+
+/// Embeds the keys the store lacks and commits the pending files in one transaction.
+fn flush(
+    store: &mut Store,
+    embedder: &mut dyn Embedder,
+    pending: &mut Vec<(FileRow, Vec<crate::chunk::Chunk>)>,
+    updates: &mut Vec<FileUpdate>,
+    stats: &mut IndexStats,
+) -> Result<(), IndexError> {
+    let keys: Vec<Key> = pending
+        .iter()
+        .flat_map(|(_, chunks)| chunks.iter().map(|c| c.key()))
+        .collect();
+    let cached = store.vectors(&keys)?;
+    // Each missing key once, in first-seen order.
+    let mut seen = HashSet::new();
+    let mut to_embed: Vec<(Key, &str)> = Vec::new();
+    for (_, chunks) in pending.iter() {
+        for c in chunks {
+            let k = c.key();
+            if !cached.contains_key(&k) && seen.insert(k) {
+                to_embed.push((k, c.text.as_str()));
+            }
+        }
+    }
+    let texts: Vec<&str> = to_embed.iter().map(|(_, t)| *t).collect();
+    let vectors = if texts.is_empty() {
+        Vec::new()
+    } else {
+        embedder.embed(&texts, InputKind::Document)?
+    };
+    stats.chunks_embedded += vectors.len() as u64;
+    let mut fresh: Vec<(Key, Vec<f32>)> = to_embed.iter().map(|(k, _)| *k).zip(vectors).collect();
+    for (row, chunks) in pending.drain(..) {
+        let keys: HashSet<Key> = chunks.iter().map(|c| c.key()).collect();
+        // Hand each new vector to the first file that uses it.
+        let (mine, rest): (Vec<_>, Vec<_>) = fresh.into_iter().partition(|(k, _)| keys.contains(k));
+        fresh = rest;
+        stats.files_indexed += 1;
+        stats.chunks_written += chunks.len() as u64;
+        updates.push(FileUpdate::Indexed {
+            file: row,
+            chunks: chunks
+                .into_iter()
+                .map(|c| NewChunk {
+                    key: c.key(),
+                    start_line: c.start_line,
+                    end_line: c.end_line,
+                    kind: c.kind.as_str(),
+                    language: c.language,
+                    symbol: c.symbol,
+                    text: c.text,
+                })
+                .collect(),
+            vectors: mine,
+        });
+    }
+    store.apply(std::mem::take(updates))?;
+    Ok(())
+}
+
+fn skip_reason(name: &str) -> walk::SkipReason {
+    use walk::SkipReason::*;
+    [
+        Binary,
+        TooLarge,
+        Generated,
+        NotUtf8,
+        SymlinkOutsideRoot,
+        Unreadable,
+    ]
+    .into_iter()
+    .find(|r| r.as_str() == name)
+    .unwrap_or(Unreadable)
+}
+
+impl From<EmbedError> for IndexError {
+    fn from(e: EmbedError) -> Self {
+        Self::Embed(Box::new(e))
+    }
+}

@@ -1,0 +1,701 @@
+//! One repository's index on disk: SQLite (the source of truth: files, chunks,
+//! vectors, full-text) plus a usearch HNSW file derived from it, plus a manifest.
+//!
+//! ```text
+//! $CODESEARCH_HOME/indexes/<name>-<hash of root>/
+//!   manifest.json    schema version, model, dims, root
+//!   index.sqlite     WAL; files, chunks, vectors (f16, by content key), chunks_fts
+//!   vectors.usearch  HNSW over chunk ids; rebuilt whenever it is not current
+//! ```
+//!
+//! Every change is one SQLite transaction that bumps `generation`. The HNSW file
+//! records the generation it was saved at (in SQLite, after the rename), so a
+//! crash anywhere leaves either a current file or one that is rebuilt on open.
+//! A store has exactly one writer: the `&mut self` methods.
+
+mod hnsw;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+pub use hnsw::{Hnsw, Quantization};
+
+/// Bumped when the layout of the files below changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Vectors no chunk uses are kept this many at most (oldest dropped first), so a
+/// branch switched back costs no embedding.
+pub const ORPHAN_VECTORS_KEPT: i64 = 50_000;
+
+const MANIFEST: &str = "manifest.json";
+const SQLITE: &str = "index.sqlite";
+const HNSW: &str = "vectors.usearch";
+
+/// A content key: blake3 of a chunk's embedded text.
+pub type Key = [u8; 32];
+
+/// What an index was built with. Opening it with anything else is an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Layout version.
+    pub schema_version: u32,
+    /// Canonical model name.
+    pub model: String,
+    /// Vector length.
+    pub dims: usize,
+    /// The repository root.
+    pub root: PathBuf,
+    /// Storage of vectors in the HNSW file.
+    #[serde(default)]
+    pub quantization: Quantization,
+}
+
+/// Store failures, each naming the file or index involved.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The index was built with another model, dims or schema.
+    #[error(
+        "index {dir} was built with {have}, not {want}; re-index the repository from scratch (`repo.reindex` with `full`), or delete {dir}",
+        dir = dir.display()
+    )]
+    Mismatch {
+        /// The index folder.
+        dir: PathBuf,
+        /// What it holds.
+        have: String,
+        /// What was asked for.
+        want: String,
+    },
+    /// SQLite failed.
+    #[error("{path}: {source}", path = path.display())]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// rusqlite's error.
+        source: rusqlite::Error,
+    },
+    /// A file could not be read or written.
+    #[error("{path}: {source}", path = path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The manifest is not valid JSON of the expected shape.
+    #[error("{path}: not a codesearch manifest: {reason}", path = path.display())]
+    BadManifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// serde's message.
+        reason: String,
+    },
+    /// usearch failed.
+    #[error("HNSW index {op} failed: {reason}")]
+    Hnsw {
+        /// What was being done.
+        op: &'static str,
+        /// usearch's message.
+        reason: String,
+    },
+}
+
+impl StoreError {
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    fn hnsw(op: &'static str, e: impl std::fmt::Display) -> Self {
+        Self::Hnsw {
+            op,
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// What the store knows of one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRow {
+    /// Path relative to the root.
+    pub path: String,
+    /// Size when indexed.
+    pub size: u64,
+    /// Modification time when indexed, in nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// blake3 of the contents.
+    pub hash: Key,
+    /// Why the file is not indexed, if it is not.
+    pub skip: Option<String>,
+}
+
+/// One chunk to store.
+#[derive(Debug, Clone)]
+pub struct NewChunk {
+    /// Content key of the embedded text.
+    pub key: Key,
+    /// First line, 1-based.
+    pub start_line: u32,
+    /// Last line, inclusive.
+    pub end_line: u32,
+    /// Qualified symbol.
+    pub symbol: Option<String>,
+    /// Kind name.
+    pub kind: &'static str,
+    /// Language name.
+    pub language: &'static str,
+    /// Text for the full-text index.
+    pub text: String,
+}
+
+/// A change to one file, applied with others in one transaction.
+#[derive(Debug, Clone)]
+pub enum FileUpdate {
+    /// New contents, chunked; vectors for keys the store lacks come along.
+    Indexed {
+        /// The file's row.
+        file: FileRow,
+        /// Its chunks in order.
+        chunks: Vec<NewChunk>,
+        /// Vectors of keys not yet stored.
+        vectors: Vec<(Key, Vec<f32>)>,
+    },
+    /// Same contents, new size or mtime: only the row changes.
+    Touched(FileRow),
+    /// The file is no longer indexed (deleted, ignored, or skipped now).
+    Removed {
+        /// Path relative to the root.
+        path: String,
+        /// Why it is kept as a skipped row, if it still exists.
+        skipped: Option<FileRow>,
+    },
+}
+
+/// A stored chunk, as search returns it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkRow {
+    /// Chunk id (the HNSW key).
+    pub id: u64,
+    /// File path relative to the root.
+    pub path: String,
+    /// First line, 1-based.
+    pub start_line: u32,
+    /// Last line, inclusive.
+    pub end_line: u32,
+    /// Qualified symbol.
+    pub symbol: Option<String>,
+    /// Kind name.
+    pub kind: String,
+    /// Language name.
+    pub language: String,
+    /// The file's size and mtime when indexed, to tell stale hits.
+    pub file_size: u64,
+    /// See `file_size`.
+    pub file_mtime_ns: i64,
+}
+
+/// A repository's index.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    db: Connection,
+    hnsw: Hnsw,
+    manifest: Manifest,
+    generation: i64,
+    hnsw_dirty: bool,
+}
+
+impl Store {
+    /// The index folder for `root` under `indexes`: readable name plus a hash of the path.
+    pub fn dir_for(indexes: &Path, root: &Path) -> PathBuf {
+        let name: String = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "root".to_owned())
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(40)
+            .collect();
+        let hash = blake3::hash(root.as_os_str().as_encoded_bytes()).to_hex();
+        indexes.join(format!("{name}-{}", &hash[..16]))
+    }
+
+    /// Opens (or creates) the index in `dir` for `want`; a different model, dims or
+    /// schema is [`StoreError::Mismatch`]. A missing, corrupt or stale HNSW file is rebuilt.
+    pub fn open(dir: &Path, want: &Manifest) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        let manifest_path = dir.join(MANIFEST);
+        match std::fs::read_to_string(&manifest_path) {
+            Ok(text) => {
+                let have: Manifest =
+                    serde_json::from_str(&text).map_err(|e| StoreError::BadManifest {
+                        path: manifest_path.clone(),
+                        reason: e.to_string(),
+                    })?;
+                if have.schema_version != want.schema_version
+                    || have.model != want.model
+                    || have.dims != want.dims
+                {
+                    return Err(StoreError::Mismatch {
+                        dir: dir.to_owned(),
+                        have: describe(&have),
+                        want: describe(want),
+                    });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                write_atomic(
+                    &manifest_path,
+                    &serde_json::to_vec_pretty(want).unwrap_or_default(),
+                )?;
+            }
+            Err(e) => return Err(StoreError::io(&manifest_path, e)),
+        }
+        let db_path = dir.join(SQLITE);
+        let sql = |source| StoreError::Sqlite {
+            path: db_path.clone(),
+            source,
+        };
+        let db = Connection::open(&db_path).map_err(sql)?;
+        db.execute_batch(SCHEMA).map_err(sql)?;
+        let generation = meta_int(&db, "generation").map_err(sql)?;
+        let saved = meta_int(&db, "hnsw_generation").map_err(sql)?;
+        let hnsw_path = dir.join(HNSW);
+        let loaded = if saved == generation && hnsw_path.is_file() {
+            match Hnsw::load(&hnsw_path, want.dims, want.quantization) {
+                Ok(h) => Some(h),
+                Err(err) => {
+                    tracing::warn!(path = %hnsw_path.display(), %err, "HNSW file unusable; rebuilding from SQLite");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut store = Self {
+            dir: dir.to_owned(),
+            db,
+            hnsw: Hnsw::new(want.dims, want.quantization)?,
+            manifest: want.clone(),
+            generation,
+            hnsw_dirty: false,
+        };
+        let chunks = store.chunk_count()?;
+        match loaded {
+            Some(h) if h.len() as u64 == chunks => store.hnsw = h,
+            _ => store.rebuild_hnsw()?,
+        }
+        Ok(store)
+    }
+
+    /// The manifest the store was opened with.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The index folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn sql(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.dir.join(SQLITE),
+            source,
+        }
+    }
+
+    /// Rebuilds the HNSW index from the vectors in SQLite and saves it.
+    pub fn rebuild_hnsw(&mut self) -> Result<(), StoreError> {
+        let mut hnsw = Hnsw::new(self.manifest.dims, self.manifest.quantization)?;
+        let mut items = Vec::new();
+        {
+            let mut stmt = self
+                .db
+                .prepare("SELECT c.id, v.vector FROM chunks c JOIN vectors v ON v.key = c.key")
+                .map_err(|e| self.sql(e))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
+                })
+                .map_err(|e| self.sql(e))?;
+            for row in rows {
+                let (id, bytes) = row.map_err(|e| self.sql(e))?;
+                items.push((id, decode_vector(&bytes)));
+            }
+        }
+        hnsw.add(&items)?;
+        tracing::info!(dir = %self.dir.display(), vectors = items.len(), "HNSW index rebuilt");
+        self.hnsw = hnsw;
+        self.hnsw_dirty = true;
+        self.save_hnsw()
+    }
+
+    /// Saves the HNSW index if it changed since the last save.
+    pub fn save_hnsw(&mut self) -> Result<(), StoreError> {
+        if !self.hnsw_dirty {
+            return Ok(());
+        }
+        self.hnsw.save(&self.dir.join(HNSW))?;
+        self.db
+            .execute(
+                "INSERT INTO meta(key, value) VALUES ('hnsw_generation', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![self.generation],
+            )
+            .map_err(|e| self.sql(e))?;
+        self.hnsw_dirty = false;
+        Ok(())
+    }
+
+    /// Every file row, by path.
+    pub fn files(&self) -> Result<HashMap<String, FileRow>, StoreError> {
+        let mut stmt = self
+            .db
+            .prepare("SELECT path, size, mtime_ns, hash, skip FROM files")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], file_row)
+            .map_err(|e| self.sql(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.sql(e))?;
+        Ok(rows.into_iter().map(|f| (f.path.clone(), f)).collect())
+    }
+
+    /// The stored vectors among `keys` (f16 on disk, f32 here).
+    pub fn vectors(&self, keys: &[Key]) -> Result<HashMap<Key, Vec<f32>>, StoreError> {
+        let mut stmt = self
+            .db
+            .prepare_cached("SELECT vector FROM vectors WHERE key = ?1")
+            .map_err(|e| self.sql(e))?;
+        let mut out = HashMap::new();
+        for key in keys {
+            if out.contains_key(key) {
+                continue;
+            }
+            let v: Option<Vec<u8>> = stmt
+                .query_row([&key[..]], |r| r.get(0))
+                .optional()
+                .map_err(|e| self.sql(e))?;
+            if let Some(bytes) = v {
+                out.insert(*key, decode_vector(&bytes));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies `updates` in one transaction, then mirrors them into the HNSW index.
+    pub fn apply(&mut self, updates: Vec<FileUpdate>) -> Result<(), StoreError> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let now = unix_now();
+        let mut removed_ids: Vec<u64> = Vec::new();
+        let mut added: Vec<(u64, Key)> = Vec::new();
+        let mut new_vectors: HashMap<Key, Vec<f32>> = HashMap::new();
+        let tx = self.db.transaction().map_err(|e| StoreError::Sqlite {
+            path: self.dir.join(SQLITE),
+            source: e,
+        })?;
+        let result = (|| -> rusqlite::Result<()> {
+            for update in updates {
+                match update {
+                    FileUpdate::Touched(file) => upsert_file(&tx, &file).map(drop)?,
+                    FileUpdate::Removed { path, skipped } => {
+                        removed_ids.extend(drop_chunks(&tx, &path, now)?);
+                        match skipped {
+                            Some(file) => upsert_file(&tx, &file).map(drop)?,
+                            None => tx
+                                .execute("DELETE FROM files WHERE path = ?1", [&path])
+                                .map(drop)?,
+                        }
+                    }
+                    FileUpdate::Indexed {
+                        file,
+                        chunks,
+                        vectors,
+                    } => {
+                        removed_ids.extend(drop_chunks(&tx, &file.path, now)?);
+                        let file_id = upsert_file(&tx, &file)?;
+                        for (key, v) in vectors {
+                            tx.execute(
+                                "INSERT INTO vectors(key, vector, orphaned_at) VALUES (?1, ?2, NULL)
+                                 ON CONFLICT(key) DO NOTHING",
+                                params![&key[..], encode_vector(&v)],
+                            )?;
+                            new_vectors.insert(key, v);
+                        }
+                        for c in chunks {
+                            tx.execute(
+                                "INSERT INTO chunks(file_id, key, start_line, end_line, symbol, kind, language)
+                                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                                params![file_id, &c.key[..], c.start_line, c.end_line, c.symbol, c.kind, c.language],
+                            )?;
+                            let id = tx.last_insert_rowid();
+                            tx.execute(
+                                "INSERT INTO chunks_fts(rowid, text, path, symbol) VALUES (?1, ?2, ?3, ?4)",
+                                params![id, c.text, file.path, c.symbol],
+                            )?;
+                            tx.execute(
+                                "UPDATE vectors SET orphaned_at = NULL WHERE key = ?1 AND orphaned_at IS NOT NULL",
+                                [&c.key[..]],
+                            )?;
+                            added.push((id as u64, c.key));
+                        }
+                    }
+                }
+            }
+            // Keep a bounded cache of vectors no chunk uses, newest orphans first.
+            tx.execute(
+                "DELETE FROM vectors WHERE key IN (
+                   SELECT key FROM vectors WHERE orphaned_at IS NOT NULL
+                   ORDER BY orphaned_at DESC LIMIT -1 OFFSET ?1)",
+                [ORPHAN_VECTORS_KEPT],
+            )?;
+            tx.execute(
+                "INSERT INTO meta(key, value) VALUES ('generation', 1)
+                 ON CONFLICT(key) DO UPDATE SET value = value + 1",
+                [],
+            )?;
+            Ok(())
+        })();
+        let commit = result.and_then(|()| tx.commit());
+        commit.map_err(|e| self.sql(e))?;
+        self.generation = meta_int(&self.db, "generation").map_err(|e| self.sql(e))?;
+
+        // SQLite is committed; now the derived index.
+        let missing: Vec<Key> = added
+            .iter()
+            .map(|(_, k)| *k)
+            .filter(|k| !new_vectors.contains_key(k))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let cached = self.vectors(&missing)?;
+        let items: Vec<(u64, Vec<f32>)> = added
+            .into_iter()
+            .filter_map(|(id, k)| {
+                new_vectors
+                    .get(&k)
+                    .or_else(|| cached.get(&k))
+                    .map(|v| (id, v.clone()))
+            })
+            .collect();
+        self.hnsw.remove(&removed_ids)?;
+        self.hnsw.add(&items)?;
+        self.hnsw_dirty = true;
+        Ok(())
+    }
+
+    /// The `k` nearest chunks to `query`, with cosine similarity, best first.
+    pub fn nearest(&self, query: &[f32], k: usize) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
+        let found = self.hnsw.search(query, k)?;
+        let mut stmt = self
+            .db
+            .prepare_cached(
+                "SELECT c.id, f.path, c.start_line, c.end_line, c.symbol, c.kind, c.language, f.size, f.mtime_ns
+                 FROM chunks c JOIN files f ON f.id = c.file_id WHERE c.id = ?1",
+            )
+            .map_err(|e| self.sql(e))?;
+        let mut out = Vec::with_capacity(found.len());
+        for (id, score) in found {
+            let row = stmt
+                .query_row([id as i64], |r| {
+                    Ok(ChunkRow {
+                        id: r.get::<_, i64>(0)? as u64,
+                        path: r.get(1)?,
+                        start_line: r.get(2)?,
+                        end_line: r.get(3)?,
+                        symbol: r.get(4)?,
+                        kind: r.get(5)?,
+                        language: r.get(6)?,
+                        file_size: r.get::<_, i64>(7)? as u64,
+                        file_mtime_ns: r.get(8)?,
+                    })
+                })
+                .optional()
+                .map_err(|e| self.sql(e))?;
+            // An id the HNSW still has but SQLite dropped cannot happen after a
+            // clean apply; skip it rather than fail a search.
+            if let Some(row) = row {
+                out.push((row, score));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Chunks stored.
+    pub fn chunk_count(&self) -> Result<u64, StoreError> {
+        self.count("SELECT count(*) FROM chunks")
+    }
+
+    /// Files indexed (not skipped).
+    pub fn file_count(&self) -> Result<u64, StoreError> {
+        self.count("SELECT count(*) FROM files WHERE skip IS NULL")
+    }
+
+    /// Vectors stored, the orphan cache included.
+    pub fn vector_count(&self) -> Result<u64, StoreError> {
+        self.count("SELECT count(*) FROM vectors")
+    }
+
+    /// Vectors in the HNSW index.
+    pub fn hnsw_len(&self) -> usize {
+        self.hnsw.len()
+    }
+
+    fn count(&self, sql: &str) -> Result<u64, StoreError> {
+        self.db
+            .query_row(sql, [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| self.sql(e))
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Err(err) = self.save_hnsw() {
+            tracing::warn!(dir = %self.dir.display(), %err, "HNSW index not saved; it will be rebuilt on open");
+        }
+    }
+}
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+PRAGMA foreign_keys = ON;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    skip TEXT
+);
+CREATE TABLE IF NOT EXISTS vectors (
+    key BLOB PRIMARY KEY,
+    vector BLOB NOT NULL,
+    orphaned_at INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS vectors_orphaned ON vectors(orphaned_at) WHERE orphaned_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY,
+    file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    key BLOB NOT NULL,
+    start_line INTEGER NOT NULL,
+    end_line INTEGER NOT NULL,
+    symbol TEXT,
+    kind TEXT NOT NULL,
+    language TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_file ON chunks(file_id);
+CREATE INDEX IF NOT EXISTS chunks_key ON chunks(key);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
+    text, path, symbol, content = '', contentless_delete = 1
+);
+";
+
+fn meta_int(db: &Connection, key: &str) -> rusqlite::Result<i64> {
+    db.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
+        .map(|v| v.unwrap_or(0))
+}
+
+fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
+    let hash: Vec<u8> = r.get(3)?;
+    let mut key = [0u8; 32];
+    if hash.len() == 32 {
+        key.copy_from_slice(&hash);
+    }
+    Ok(FileRow {
+        path: r.get(0)?,
+        size: r.get::<_, i64>(1)? as u64,
+        mtime_ns: r.get(2)?,
+        hash: key,
+        skip: r.get(4)?,
+    })
+}
+
+fn upsert_file(tx: &rusqlite::Transaction<'_>, f: &FileRow) -> rusqlite::Result<i64> {
+    tx.query_row(
+        "INSERT INTO files(path, size, mtime_ns, hash, skip) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,
+             hash = excluded.hash, skip = excluded.skip
+         RETURNING id",
+        params![f.path, f.size as i64, f.mtime_ns, &f.hash[..], f.skip],
+        |r| r.get(0),
+    )
+}
+
+/// Deletes a file's chunks (and their full-text rows); returns their ids and marks
+/// vectors no chunk uses any more as orphans.
+fn drop_chunks(tx: &rusqlite::Transaction<'_>, path: &str, now: i64) -> rusqlite::Result<Vec<u64>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT c.id, c.key FROM chunks c JOIN files f ON f.id = c.file_id WHERE f.path = ?1",
+    )?;
+    let old: Vec<(i64, Vec<u8>)> = stmt
+        .query_map([path], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, _) in &old {
+        tx.execute("DELETE FROM chunks_fts WHERE rowid = ?1", [id])?;
+        tx.execute("DELETE FROM chunks WHERE id = ?1", [id])?;
+    }
+    for (_, key) in &old {
+        tx.execute(
+            "UPDATE vectors SET orphaned_at = ?2
+             WHERE key = ?1 AND NOT EXISTS (SELECT 1 FROM chunks WHERE key = ?1)",
+            params![key, now],
+        )?;
+    }
+    Ok(old.into_iter().map(|(id, _)| id as u64).collect())
+}
+
+fn encode_vector(v: &[f32]) -> Vec<u8> {
+    v.iter()
+        .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+        .collect()
+}
+
+fn decode_vector(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(2)
+        .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+        .collect()
+}
+
+fn describe(m: &Manifest) -> String {
+    format!(
+        "model `{}` ({} dims, schema {})",
+        m.model, m.dims, m.schema_version
+    )
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| StoreError::io(&tmp, e))?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| StoreError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,148 @@
+//! Store tests on real SQLite and usearch files in temp dirs, with made-up vectors.
+
+use super::*;
+
+const DIMS: usize = 8;
+
+fn manifest(model: &str) -> Manifest {
+    Manifest {
+        schema_version: SCHEMA_VERSION,
+        model: model.to_owned(),
+        dims: DIMS,
+        root: PathBuf::from("/repo"),
+        quantization: Quantization::F16,
+    }
+}
+
+/// A unit vector pointing mostly along axis `i`.
+fn unit(i: usize) -> Vec<f32> {
+    let mut v = [0.05f32; DIMS];
+    v[i % DIMS] = 1.0;
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter().map(|x| x / n).collect()
+}
+
+fn key(i: u8) -> Key {
+    [i; 32]
+}
+
+fn indexed(path: &str, keys: &[u8]) -> FileUpdate {
+    FileUpdate::Indexed {
+        file: FileRow {
+            path: path.to_owned(),
+            size: 10,
+            mtime_ns: 1,
+            hash: key(0),
+            skip: None,
+        },
+        chunks: keys
+            .iter()
+            .enumerate()
+            .map(|(n, &k)| NewChunk {
+                key: key(k),
+                start_line: n as u32 * 10 + 1,
+                end_line: n as u32 * 10 + 5,
+                symbol: Some(format!("f{k}")),
+                kind: "function",
+                language: "rust",
+                text: format!("fn f{k}() {{}}"),
+            })
+            .collect(),
+        vectors: keys.iter().map(|&k| (key(k), unit(k as usize))).collect(),
+    }
+}
+
+fn top(store: &Store, axis: usize) -> Vec<String> {
+    store
+        .nearest(&unit(axis), 3)
+        .unwrap()
+        .into_iter()
+        .map(|(c, _)| format!("{}:{}", c.path, c.symbol.unwrap()))
+        .collect()
+}
+
+#[test]
+fn stores_searches_and_removes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Store::open(tmp.path(), &manifest("minilm")).unwrap();
+    s.apply(vec![indexed("a.rs", &[1, 2]), indexed("b.rs", &[3])])
+        .unwrap();
+    assert_eq!(
+        (
+            s.file_count().unwrap(),
+            s.chunk_count().unwrap(),
+            s.hnsw_len()
+        ),
+        (2, 3, 3)
+    );
+    assert_eq!(top(&s, 3)[0], "b.rs:f3");
+    let (best, score) = &s.nearest(&unit(2), 1).unwrap()[0];
+    assert_eq!((best.start_line, best.end_line), (11, 15));
+    assert!(*score > 0.99, "{score}");
+
+    s.apply(vec![FileUpdate::Removed {
+        path: "b.rs".into(),
+        skipped: None,
+    }])
+    .unwrap();
+    assert_eq!(
+        (
+            s.file_count().unwrap(),
+            s.chunk_count().unwrap(),
+            s.hnsw_len()
+        ),
+        (1, 2, 2)
+    );
+    assert!(!top(&s, 3).iter().any(|h| h.starts_with("b.rs")));
+    // The vector stays cached for a while: re-adding it needs no embedding.
+    assert!(s.vectors(&[key(3)]).unwrap().contains_key(&key(3)));
+}
+
+#[test]
+fn reindexing_a_file_replaces_its_chunks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Store::open(tmp.path(), &manifest("minilm")).unwrap();
+    s.apply(vec![indexed("a.rs", &[1, 2])]).unwrap();
+    s.apply(vec![indexed("a.rs", &[2, 4])]).unwrap();
+    assert_eq!((s.chunk_count().unwrap(), s.hnsw_len()), (2, 2));
+    assert_eq!(top(&s, 4)[0], "a.rs:f4");
+    assert!(!top(&s, 1).contains(&"a.rs:f1".to_owned()));
+}
+
+#[test]
+fn another_model_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    drop(Store::open(tmp.path(), &manifest("minilm")).unwrap());
+    let err = Store::open(tmp.path(), &manifest("bge-small"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("model `minilm`"), "{err}");
+    assert!(err.contains("model `bge-small`"), "{err}");
+    assert!(err.contains("full"), "{err}");
+}
+
+#[test]
+fn a_missing_corrupt_or_stale_hnsw_file_is_rebuilt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Store::open(tmp.path(), &manifest("minilm")).unwrap();
+    s.apply(vec![indexed("a.rs", &[1, 2]), indexed("b.rs", &[3, 5])])
+        .unwrap();
+    let want: Vec<_> = (0..DIMS).map(|i| top(&s, i)).collect();
+    drop(s);
+
+    std::fs::remove_file(tmp.path().join(HNSW)).unwrap();
+    let s = Store::open(tmp.path(), &manifest("minilm")).unwrap();
+    assert_eq!((0..DIMS).map(|i| top(&s, i)).collect::<Vec<_>>(), want);
+    drop(s);
+
+    std::fs::write(tmp.path().join(HNSW), b"not an index").unwrap();
+    let mut s = Store::open(tmp.path(), &manifest("minilm")).unwrap();
+    assert_eq!((0..DIMS).map(|i| top(&s, i)).collect::<Vec<_>>(), want);
+
+    // A crash after a commit, before the HNSW file is saved: it is stale on open.
+    s.apply(vec![indexed("c.rs", &[6])]).unwrap();
+    std::mem::forget(s);
+    let s = Store::open(tmp.path(), &manifest("minilm")).unwrap();
+    assert_eq!(s.hnsw_len(), 5);
+    assert_eq!(top(&s, 6)[0], "c.rs:f6");
+}

@@ -1,0 +1,212 @@
+//! Indexing and searching a real corpus with the real model: the `ignore` crate's
+//! sources from crates.io, copied into a temp dir so the tests can edit them.
+
+use std::path::{Path, PathBuf};
+
+use codesearchd::chunk::Chunker;
+use codesearchd::embed::{EmbedError, Embedder, InputKind};
+use codesearchd::index::{self, IndexOptions, IndexStats};
+use codesearchd::search::{self, Hit};
+use codesearchd::store::{Manifest, Quantization, SCHEMA_VERSION, Store};
+
+use crate::util::{minilm, registry_file};
+
+/// The real model, counting the texts it is asked to embed.
+struct Counting<'a> {
+    inner: &'a mut dyn Embedder,
+    texts: usize,
+}
+
+impl Embedder for Counting<'_> {
+    fn model_name(&self) -> &str {
+        self.inner.model_name()
+    }
+    fn dims(&self) -> usize {
+        self.inner.dims()
+    }
+    fn max_tokens(&self) -> usize {
+        self.inner.max_tokens()
+    }
+    fn device_name(&self) -> String {
+        self.inner.device_name()
+    }
+    fn embed(&mut self, texts: &[&str], kind: InputKind) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if kind == InputKind::Document {
+            self.texts += texts.len();
+        }
+        self.inner.embed(texts, kind)
+    }
+}
+
+const FILES: &[&str] = &["pathutil.rs", "gitignore.rs", "overrides.rs", "types.rs"];
+
+fn corpus() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("src")).unwrap();
+    for f in FILES {
+        let from = registry_file("ignore", &format!("src/{f}"));
+        std::fs::copy(from, tmp.path().join("src").join(f)).unwrap();
+    }
+    tmp
+}
+
+struct Repo {
+    root: PathBuf,
+    index_dir: tempfile::TempDir,
+    chunker: Chunker,
+}
+
+impl Repo {
+    fn new(root: &Path) -> Self {
+        Self {
+            root: root.canonicalize().unwrap(),
+            index_dir: tempfile::tempdir().unwrap(),
+            chunker: Chunker::new().unwrap(),
+        }
+    }
+
+    fn store(&self) -> Store {
+        let manifest = Manifest {
+            schema_version: SCHEMA_VERSION,
+            model: "minilm".into(),
+            dims: 384,
+            root: self.root.clone(),
+            quantization: Quantization::F16,
+        };
+        Store::open(self.index_dir.path(), &manifest).unwrap()
+    }
+
+    /// Indexes and returns the stats and how many texts the model embedded.
+    fn index(&self) -> (IndexStats, usize) {
+        let mut model = minilm();
+        let mut counting = Counting {
+            inner: &mut *model,
+            texts: 0,
+        };
+        let mut store = self.store();
+        let stats = index::index(
+            &self.root,
+            &mut store,
+            &mut counting,
+            &self.chunker,
+            &IndexOptions::default(),
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(stats.chunks_embedded as usize, counting.texts);
+        (stats, counting.texts)
+    }
+
+    fn search(&self, query: &str) -> Vec<Hit> {
+        let mut model = minilm();
+        search::search(&self.root, &self.store(), &mut *model, query, 5).unwrap()
+    }
+}
+
+fn top(hits: &[Hit]) -> String {
+    hits.first()
+        .map(|h| format!("{} {}", h.path, h.symbol.as_deref().unwrap_or("-")))
+        .unwrap_or_default()
+}
+
+#[test]
+fn indexes_searches_and_stays_incremental() {
+    let tmp = corpus();
+    let repo = Repo::new(tmp.path());
+    let (first, embedded) = repo.index();
+    assert_eq!(first.files_indexed, FILES.len() as u64);
+    assert!(embedded > 100, "{first:?}");
+
+    // Hand-checked queries: the function that does it is among the first three
+    // (its own unit tests may outrank it until test code is ranked down).
+    for (query, want) in [
+        (
+            "expand a leading tilde to the home directory",
+            "src/gitignore.rs expand_tilde",
+        ),
+        (
+            "remove trailing whitespace that is not escaped",
+            "src/gitignore.rs trim_trailing_unescaped_spaces",
+        ),
+        (
+            "read the excludes file setting from the git config",
+            "src/gitignore.rs gitconfig_excludes_path",
+        ),
+        ("is this path a hidden file", "src/pathutil.rs is_hidden"),
+    ] {
+        let hits = repo.search(query);
+        let found = hits
+            .iter()
+            .take(3)
+            .find(|h| top(std::slice::from_ref(h)).starts_with(want));
+        let hit = found.unwrap_or_else(|| panic!("{query}: {want} not in the top 3: {hits:#?}"));
+        let file = std::fs::read_to_string(repo.root.join(&hit.path)).unwrap();
+        let lines: Vec<&str> = file.lines().collect();
+        assert!(!hit.stale, "{hit:#?}");
+        assert!(
+            hit.snippet.starts_with(lines[hit.start_line as usize - 1])
+                && lines[hit.end_line as usize - 1..].len() < lines.len(),
+            "{hit:#?}"
+        );
+    }
+
+    // Nothing changed: nothing read twice, nothing embedded.
+    let (again, embedded) = repo.index();
+    assert_eq!((again.files_unchanged, embedded), (FILES.len() as u64, 0));
+
+    // Edit one function: exactly its chunk is embedded again.
+    let path = repo.root.join("src/gitignore.rs");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let edited = text.replacen(
+        "fn expand_tilde(path: &str) -> String {",
+        "fn expand_tilde(path: &str) -> String {\n    // Expands ~ to $HOME.",
+        1,
+    );
+    assert_ne!(text, edited);
+    std::fs::write(&path, &edited).unwrap();
+    let hits = repo.search("expand a leading tilde to the home directory");
+    assert!(hits[0].stale, "the file changed after indexing: {hits:#?}");
+    let (stats, embedded) = repo.index();
+    assert_eq!((stats.files_indexed, embedded), (1, 1), "{stats:?}");
+
+    // Rename a file: the vectors are reused, nothing is embedded.
+    std::fs::rename(&path, repo.root.join("src/ignorefile.rs")).unwrap();
+    let (stats, embedded) = repo.index();
+    assert_eq!(
+        (stats.files_removed, stats.files_indexed, embedded),
+        (1, 1, 0),
+        "{stats:?}"
+    );
+    let hits = repo.search("expand a leading tilde to the home directory");
+    assert!(
+        hits.iter().all(|h| h.path != "src/gitignore.rs"),
+        "{hits:#?}"
+    );
+    assert!(
+        hits.iter()
+            .any(|h| h.path == "src/ignorefile.rs" && h.symbol.as_deref() == Some("expand_tilde")),
+        "{hits:#?}"
+    );
+
+    // Delete a file: its hits are gone.
+    std::fs::remove_file(repo.root.join("src/ignorefile.rs")).unwrap();
+    let (stats, _) = repo.index();
+    assert_eq!(stats.files_removed, 1);
+    let hits = repo.search("expand a leading tilde to the home directory");
+    assert!(
+        hits.iter().all(|h| h.path != "src/ignorefile.rs"),
+        "{hits:#?}"
+    );
+
+    // Bring it back (a branch switch back): still nothing to embed.
+    std::fs::write(repo.root.join("src/gitignore.rs"), &edited).unwrap();
+    let (_, embedded) = repo.index();
+    assert_eq!(embedded, 0);
+
+    // Lose or corrupt the HNSW file: rebuilt, same answers.
+    let before = repo.search("check whether a file name is hidden");
+    std::fs::remove_file(repo.index_dir.path().join("vectors.usearch")).unwrap();
+    assert_eq!(repo.search("check whether a file name is hidden"), before);
+    std::fs::write(repo.index_dir.path().join("vectors.usearch"), b"garbage").unwrap();
+    assert_eq!(repo.search("check whether a file name is hidden"), before);
+}
