@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use codesearchd::bench;
-use codesearchd::embed::{self, BatchPolicy, DeviceChoice, EmbedOptions, ModelLocator, Precision};
+use codesearchd::embed::{
+    self, BatchPolicy, DeviceChoice, EmbedOptions, Embedder as _, ModelLocator, Precision,
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "codesearchd", version, about = "The codesearch daemon")]
@@ -20,6 +22,34 @@ struct Cli {
 enum Command {
     /// Embed a chunks.jsonl file and report chunks/s, tokens/s, peak RSS and query latency.
     BenchEmbed(BenchArgs),
+    /// Index repositories from a cold cache and report files/s, chunks/s and storage;
+    /// optionally answer a queries file for `../shared/eval/score.py`.
+    BenchIndex(BenchIndexArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchIndexArgs {
+    /// Repository roots; each is one corpus, named by its folder.
+    #[arg(required = true)]
+    roots: Vec<PathBuf>,
+    /// Where the indexes go (a temp folder by default, removed afterwards).
+    #[arg(long)]
+    index_dir: Option<PathBuf>,
+    /// Keep existing indexes (measure an incremental run instead of a cold one).
+    #[arg(long)]
+    warm: bool,
+    /// Queries in the format of `../shared/eval/queries.jsonl`.
+    #[arg(long)]
+    queries: Option<PathBuf>,
+    /// Where to write the results lines for `score.py` (with `--queries`).
+    #[arg(long, default_value = "results.jsonl")]
+    results: PathBuf,
+    /// Model name or alias.
+    #[arg(long, env = "CODESEARCH_MODEL", default_value = embed::DEFAULT_MODEL)]
+    model: String,
+    /// auto, cpu, cuda or metal (mlx).
+    #[arg(long, env = "CODESEARCH_EMBEDDING_DEVICE", default_value = "auto")]
+    device: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -72,6 +102,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::BenchEmbed(args) => bench_embed(args),
+        Command::BenchIndex(args) => bench_index(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -132,6 +163,124 @@ fn bench_embed(args: BenchArgs) -> anyhow::Result<()> {
     writeln!(out, "peak RSS        {rss}")?;
     if let Some(c) = report.min_cos_vs_reference {
         writeln!(out, "min cosine vs sentence-transformers  {c:.6}")?;
+    }
+    Ok(())
+}
+
+fn bench_index(args: BenchIndexArgs) -> anyhow::Result<()> {
+    use codesearchd::chunk::Chunker;
+    use codesearchd::index::{self, IndexOptions};
+    use codesearchd::store::{Manifest, Quantization, SCHEMA_VERSION, Store};
+
+    let options = EmbedOptions {
+        model: args.model,
+        device: args.device.parse::<DeviceChoice>()?,
+        ..Default::default()
+    };
+    let mut embedder = embed::load(&options, &ModelLocator::from_env())?;
+    let chunker = Chunker::new()?;
+    let tmp;
+    let index_dir = match args.index_dir {
+        Some(d) => d,
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path().to_owned()
+        }
+    };
+    let queries: Vec<serde_json::Value> = match &args.queries {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read queries from {}", path.display()))?
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("{}: not a queries file", path.display()))?,
+        None => Vec::new(),
+    };
+    let mut results = String::new();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<16} {:>6} {:>7} {:>8} {:>8} {:>9} {:>10} {:>12}",
+        "corpus", "files", "chunks", "secs", "files/s", "chunks/s", "storage", "MB/1k chunks"
+    )?;
+    for root in &args.roots {
+        let root = root
+            .canonicalize()
+            .with_context(|| format!("cannot index {}", root.display()))?;
+        let name = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let dir = Store::dir_for(&index_dir, &root);
+        if !args.warm && dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("cannot clear {}", dir.display()))?;
+        }
+        let manifest = Manifest {
+            schema_version: SCHEMA_VERSION,
+            model: embedder.model_name().to_owned(),
+            dims: embedder.dims(),
+            root: root.clone(),
+            quantization: Quantization::F16,
+        };
+        let mut store = Store::open(&dir, &manifest)?;
+        let start = std::time::Instant::now();
+        let stats = index::index(
+            &root,
+            &mut store,
+            &mut embedder,
+            &chunker,
+            &IndexOptions::default(),
+            |s| {
+                tracing::info!(corpus = %name, files = s.files_indexed, chunks = s.chunks_written, "indexing");
+            },
+        )?;
+        let secs = start.elapsed().as_secs_f64();
+        let chunks = store.chunk_count()?;
+        drop(store);
+        let bytes: u64 = std::fs::read_dir(&dir)?
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        writeln!(
+            out,
+            "{:<16} {:>6} {:>7} {:>8.1} {:>8.1} {:>9.1} {:>8.2}MB {:>12.3}",
+            name,
+            stats.files_indexed,
+            chunks,
+            secs,
+            stats.files_indexed as f64 / secs,
+            stats.chunks_written as f64 / secs,
+            bytes as f64 / 1e6,
+            bytes as f64 / 1e6 / (chunks.max(1) as f64 / 1000.0),
+        )?;
+        if stats.skips.total() > 0 {
+            writeln!(
+                out,
+                "  skipped: {}",
+                serde_json::to_string(&stats.skips.counts)?
+            )?;
+        }
+        let store = Store::open(&dir, &manifest)?;
+        for q in queries.iter().filter(|q| q["corpus"] == name.as_str()) {
+            let text = q["query"].as_str().unwrap_or_default();
+            let hits = codesearchd::search::search(&root, &store, &mut embedder, text, 10)?;
+            let line = serde_json::json!({
+                "id": q["id"],
+                "results": hits.iter().map(|h| serde_json::json!({
+                    "path": h.path, "start_line": h.start_line, "end_line": h.end_line,
+                })).collect::<Vec<_>>(),
+            });
+            results.push_str(&line.to_string());
+            results.push('\n');
+        }
+    }
+    if args.queries.is_some() {
+        std::fs::write(&args.results, results)
+            .with_context(|| format!("cannot write {}", args.results.display()))?;
+        writeln!(out, "results written to {}", args.results.display())?;
     }
     Ok(())
 }
