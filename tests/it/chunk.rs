@@ -1,7 +1,8 @@
 //! The chunker on real code from the registries, checked against snapshots.
 //!
 //! Each case is a file of a crate in `Cargo.lock`, read from cargo's registry
-//! cache (`.ci/run` runs `cargo fetch` so all of them are there). A snapshot is
+//! cache (`.ci/run` runs `cargo fetch` so all of them are there), or of an npm or
+//! Debian package that `scripts/fetch-test-corpora.sh` unpacks. A snapshot is
 //! one line per chunk, `start-end kind symbol`; run with `UPDATE_SNAPSHOTS=1` to
 //! rewrite them after a deliberate change, and review the diff.
 
@@ -9,7 +10,7 @@ use std::path::PathBuf;
 
 use codesearchd::chunk::{ChunkOptions, Chunker};
 
-use crate::util::{check_snapshot, registry_file};
+use crate::util::{check_snapshot, registry_file, test_corpus_file};
 
 fn render(path: &PathBuf) -> String {
     let text = std::fs::read_to_string(path).unwrap();
@@ -55,4 +56,33 @@ fn python_file_from_crates_io() {
 fn javascript_file_from_crates_io() {
     let file = registry_file("wasm-streams", "tests/js/readable_stream.js");
     check_snapshot("chunk_javascript_wasm_streams", &render(&file));
+}
+
+#[test]
+fn typescript_file_from_npm() {
+    let file = test_corpus_file("tiny-invariant-1.3.3/src/tiny-invariant.ts");
+    check_snapshot("chunk_typescript_tiny_invariant", &render(&file));
+}
+
+#[test]
+fn java_file_from_npm() {
+    let file =
+        test_corpus_file("react-native-fs-2.20.0/android/src/main/java/com/rnfs/Downloader.java");
+    check_snapshot("chunk_java_rnfs_downloader", &render(&file));
+}
+
+#[test]
+fn go_file_from_debian() {
+    let file = test_corpus_file(
+        "golang-github-pkg-errors-0.9.1/usr/share/gocode/src/github.com/pkg/errors/errors.go",
+    );
+    check_snapshot("chunk_go_pkg_errors", &render(&file));
+}
+
+#[test]
+fn ruby_file_from_debian() {
+    let file = test_corpus_file(
+        "ruby-rainbow-3.1.1/usr/share/rubygems-integration/all/gems/rainbow-3.1.1/lib/rainbow/presenter.rb",
+    );
+    check_snapshot("chunk_ruby_rainbow_presenter", &render(&file));
 }

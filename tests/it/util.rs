@@ -129,3 +129,20 @@ pub fn check_snapshot(name: &str, got: &str) {
         "snapshot {name} differs (UPDATE_SNAPSHOTS=1 rewrites it)\n--- got ---\n{got}\n--- want ---\n{want}"
     );
 }
+
+/// A file unpacked by `scripts/fetch-test-corpora.sh` (into `target/test-corpora`,
+/// or `$CODESEARCH_TEST_CORPORA`).
+pub fn test_corpus_file(rel: &str) -> PathBuf {
+    let dir = std::env::var_os("CODESEARCH_TEST_CORPORA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-corpora")
+        });
+    let path = dir.join(rel);
+    assert!(
+        path.is_file(),
+        "{} is missing; run scripts/fetch-test-corpora.sh",
+        path.display()
+    );
+    path
+}

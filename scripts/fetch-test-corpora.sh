@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Fetches the real code the chunker's snapshot tests read for languages that no
+# crate in Cargo.lock ships (TypeScript, Java, Go, Ruby), by pinned version from
+# package registries: npm (`npm pack`) and Debian (`apt-get download` + `dpkg -x`).
+#
+#   scripts/fetch-test-corpora.sh [DEST]     # default: target/test-corpora
+#
+# Idempotent: a package already unpacked is left alone. Fails loudly.
+set -euo pipefail
+
+dest="${1:-$(cd "$(dirname "$0")/.." && pwd)/target/test-corpora}"
+mkdir -p "$dest"
+dest="$(cd "$dest" && pwd)"
+
+die() { echo "fetch-test-corpora.sh: error: $*" >&2; exit 1; }
+
+npm_pkg() { # name@version folder
+  local spec="$1" folder="$2"
+  [[ -d "$dest/$folder" ]] && return 0
+  command -v npm >/dev/null || die "npm is needed to fetch $spec"
+  local tmp; tmp="$(mktemp -d)"
+  (cd "$tmp" && npm pack --silent "$spec" >/dev/null) || die "npm pack $spec failed (is the npm registry reachable?)"
+  mkdir -p "$tmp/unpack"
+  tar -xzf "$tmp"/*.tgz -C "$tmp/unpack"
+  mv "$tmp/unpack/package" "$dest/$folder"
+  rm -rf "$tmp"
+  echo "fetched $spec"
+}
+
+deb_pkg() { # package=version folder
+  local spec="$1" folder="$2"
+  [[ -d "$dest/$folder" ]] && return 0
+  command -v apt-get >/dev/null || die "apt-get is needed to fetch $spec"
+  local tmp; tmp="$(mktemp -d)"
+  if ! (cd "$tmp" && apt-get download -q "$spec" >/dev/null 2>&1); then
+    # A fresh machine may have no package lists yet.
+    apt-get update -qq >/dev/null 2>&1 || die "apt-get update failed (needs root and Debian's mirrors)"
+    (cd "$tmp" && apt-get download -q "$spec" >/dev/null 2>&1) || die "apt-get download $spec failed"
+  fi
+  dpkg -x "$tmp"/*.deb "$tmp/unpack" || die "cannot unpack $spec"
+  mv "$tmp/unpack" "$dest/$folder"
+  rm -rf "$tmp"
+  echo "fetched $spec"
+}
+
+npm_pkg tiny-invariant@1.3.3 tiny-invariant-1.3.3
+npm_pkg react-native-fs@2.20.0 react-native-fs-2.20.0
+deb_pkg golang-github-pkg-errors-dev=0.9.1-2 golang-github-pkg-errors-0.9.1
+deb_pkg ruby-rainbow=3.1.1-1 ruby-rainbow-3.1.1
+echo "test corpora ready in $dest"
