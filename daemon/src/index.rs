@@ -17,10 +17,6 @@ use crate::embed::{EmbedError, Embedder, InputKind};
 use crate::store::{FileRow, FileUpdate, Key, NewChunk, Store, StoreError};
 use crate::walk::{self, Skips, WalkOptions};
 
-/// Chunks per committed batch: big enough to keep the embedder's batches full,
-/// small enough that a crash loses little.
-const CHUNKS_PER_COMMIT: usize = 512;
-
 /// Indexing failures.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -62,12 +58,25 @@ pub struct IndexStats {
 }
 
 /// Settings of a run.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct IndexOptions {
     /// Walk limits.
     pub walk: WalkOptions,
     /// Chunk sizes.
     pub chunk: ChunkOptions,
+    /// Chunks per committed batch: big enough to keep the embedder's batches full,
+    /// small enough that an interrupted run loses little.
+    pub chunks_per_commit: usize,
+}
+
+impl Default for IndexOptions {
+    fn default() -> Self {
+        Self {
+            walk: WalkOptions::default(),
+            chunk: ChunkOptions::default(),
+            chunks_per_commit: 512,
+        }
+    }
 }
 
 /// Brings the store in line with the files under `root`.
@@ -150,7 +159,7 @@ pub fn index(
                 pending.push((row, chunks));
             }
         }
-        if pending_chunks >= CHUNKS_PER_COMMIT {
+        if pending_chunks >= options.chunks_per_commit {
             flush(store, embedder, &mut pending, &mut updates, &mut stats)?;
             pending_chunks = 0;
             progress(&stats);

@@ -11,10 +11,12 @@ use codesearchd::store::{Manifest, Quantization, SCHEMA_VERSION, Store};
 
 use crate::util::{minilm, registry_file};
 
-/// The real model, counting the texts it is asked to embed.
+/// The real model, counting the texts it is asked to embed, and failing once
+/// `fail_after` texts have been embedded (to simulate a crash mid-run).
 struct Counting<'a> {
     inner: &'a mut dyn Embedder,
     texts: usize,
+    fail_after: usize,
 }
 
 impl Embedder for Counting<'_> {
@@ -32,6 +34,12 @@ impl Embedder for Counting<'_> {
     }
     fn embed(&mut self, texts: &[&str], kind: InputKind) -> Result<Vec<Vec<f32>>, EmbedError> {
         if kind == InputKind::Document {
+            if self.texts + texts.len() > self.fail_after {
+                return Err(EmbedError::Tokenize {
+                    model: "minilm",
+                    reason: "injected failure".into(),
+                });
+            }
             self.texts += texts.len();
         }
         self.inner.embed(texts, kind)
@@ -78,10 +86,20 @@ impl Repo {
 
     /// Indexes and returns the stats and how many texts the model embedded.
     fn index(&self) -> (IndexStats, usize) {
+        self.try_index(usize::MAX).unwrap()
+    }
+
+    /// Indexes with a model that fails after `fail_after` texts.
+    fn try_index(&self, fail_after: usize) -> Result<(IndexStats, usize), index::IndexError> {
+        let options = IndexOptions {
+            chunks_per_commit: 64,
+            ..IndexOptions::default()
+        };
         let mut model = minilm();
         let mut counting = Counting {
             inner: &mut *model,
             texts: 0,
+            fail_after,
         };
         let mut store = self.store();
         let stats = index::index(
@@ -89,12 +107,11 @@ impl Repo {
             &mut store,
             &mut counting,
             &self.chunker,
-            &IndexOptions::default(),
+            &options,
             |_| {},
-        )
-        .unwrap();
+        )?;
         assert_eq!(stats.chunks_embedded as usize, counting.texts);
-        (stats, counting.texts)
+        Ok((stats, counting.texts))
     }
 
     fn search(&self, query: &str) -> Vec<Hit> {
@@ -209,4 +226,30 @@ fn indexes_searches_and_stays_incremental() {
     assert_eq!(repo.search("check whether a file name is hidden"), before);
     std::fs::write(repo.index_dir.path().join("vectors.usearch"), b"garbage").unwrap();
     assert_eq!(repo.search("check whether a file name is hidden"), before);
+}
+
+#[test]
+fn an_interrupted_run_keeps_what_it_committed_and_resumes() {
+    // Enough files that the run commits more than one batch.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("src")).unwrap();
+    for f in ["walk.rs", "dir.rs", "gitignore.rs"] {
+        let from = registry_file("ignore", &format!("src/{f}"));
+        std::fs::copy(from, tmp.path().join("src").join(f)).unwrap();
+    }
+    let repo = Repo::new(tmp.path());
+    let err = repo.try_index(150).unwrap_err();
+    assert!(err.to_string().contains("injected failure"), "{err}");
+    let kept = repo.store().chunk_count().unwrap();
+    assert!(kept > 0, "the first batch was committed before the failure");
+
+    let (stats, embedded) = repo.index();
+    let total = repo.store().chunk_count().unwrap();
+    assert!(stats.files_unchanged > 0, "{stats:?}");
+    assert!(
+        embedded < total as usize,
+        "resumed, not restarted: {embedded} of {total}"
+    );
+    let (again, embedded) = repo.index();
+    assert_eq!((again.files_unchanged, embedded), (3, 0));
 }
