@@ -44,6 +44,9 @@ struct BenchIndexArgs {
     /// Where to write the results lines for `score.py` (with `--queries`).
     #[arg(long, default_value = "results.jsonl")]
     results: PathBuf,
+    /// Storage of vectors in the HNSW index: f16 or i8.
+    #[arg(long, default_value = "f16")]
+    quantization: String,
     /// Model name or alias.
     #[arg(long, env = "CODESEARCH_MODEL", default_value = embed::DEFAULT_MODEL)]
     model: String,
@@ -222,7 +225,11 @@ fn bench_index(args: BenchIndexArgs) -> anyhow::Result<()> {
             model: embedder.model_name().to_owned(),
             dims: embedder.dims(),
             root: root.clone(),
-            quantization: Quantization::F16,
+            quantization: match args.quantization.as_str() {
+                "f16" => Quantization::F16,
+                "i8" => Quantization::I8,
+                other => anyhow::bail!("unknown quantization `{other}`; use f16 or i8"),
+            },
         };
         let mut store = Store::open(&dir, &manifest)?;
         let start = std::time::Instant::now();
