@@ -1,7 +1,9 @@
 //! The candle engine on the real all-MiniLM-L6-v2.
 
 use codesearchd::bench::{self, cosine};
-use codesearchd::embed::{Embedder, InputKind};
+use std::time::{Duration, Instant};
+
+use codesearchd::embed::{self, EmbedOptions, EmbedWorker, Embedder, InputKind, ModelLocator};
 
 use crate::util::{minilm, shared_dir};
 
@@ -73,4 +75,43 @@ fn related_code_ranks_above_unrelated_code() {
         scores[0] > scores[1] && scores[0] > scores[2],
         "scores {scores:?}"
     );
+}
+
+#[test]
+fn a_query_jumps_ahead_of_indexing() {
+    let options = EmbedOptions {
+        model: "minilm".into(),
+        device: embed::DeviceChoice::Cpu,
+        ..Default::default()
+    };
+    let model = embed::load(&options, &ModelLocator::from_env()).unwrap();
+    let worker = EmbedWorker::spawn(Box::new(model), 16).unwrap();
+    let chunks = bench::read_chunks(&shared_dir().join("reference/chunks.jsonl")).unwrap();
+    let docs: Vec<String> = chunks.iter().take(320).map(|c| c.text.clone()).collect();
+
+    let mut indexer = worker.handle();
+    let indexing = std::thread::spawn(move || {
+        let refs: Vec<&str> = docs.iter().map(String::as_str).collect();
+        indexer.embed(&refs, InputKind::Document).unwrap().len()
+    });
+    // Wait until the model thread is busy with the indexing slices.
+    let handle = worker.handle();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while handle.queued().1 == 0 || handle.queued().1 >= 20 {
+        assert!(Instant::now() < deadline, "indexing never started");
+        std::thread::yield_now();
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let q = rt
+        .block_on(handle.embed_async(vec!["parse http headers".into()], InputKind::Query))
+        .unwrap();
+    let still_queued = handle.queued().1;
+    assert_eq!(q[0].len(), 384);
+    assert!(
+        still_queued > 0,
+        "the query waited for the whole indexing job"
+    );
+    assert_eq!(indexing.join().unwrap(), 320);
 }

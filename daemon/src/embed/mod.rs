@@ -11,6 +11,7 @@
 //! - `bert`: the BERT encoder on candle.
 //! - `cpu_ops`: fused CPU kernels (attention, GELU) the encoder uses for F32 on the CPU.
 //! - `engine`: tokenizer + batches + encoder + pooling = [`CandleEmbedder`].
+//! - `queue`: the model's thread and its two-priority queue ([`EmbedWorker`], [`EmbedHandle`]).
 
 mod batch;
 mod bert;
@@ -18,6 +19,7 @@ mod cpu_ops;
 mod device;
 mod engine;
 mod files;
+mod queue;
 pub mod registry;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +28,7 @@ pub use batch::BatchPolicy;
 pub use device::DeviceChoice;
 pub use engine::{CandleEmbedder, EmbedStats, Precision};
 pub use files::{ModelDir, ModelLocator};
+pub use queue::{EmbedHandle, EmbedWorker};
 pub use registry::{DEFAULT_MODEL, ModelSpec};
 
 /// Whether a text is something to find or something to search with.
@@ -175,6 +178,12 @@ pub enum EmbedError {
         model: &'static str,
         /// What the tokenizer said.
         reason: String,
+    },
+    /// The model thread has stopped (the daemon is shutting down).
+    #[error("model `{model}` is no longer running (the daemon is shutting down)")]
+    Closed {
+        /// Canonical name.
+        model: String,
     },
     /// The forward pass failed.
     #[error("model `{model}` on {device}: {source}")]
