@@ -11,12 +11,14 @@
 //! - [`store`]: one repository's SQLite + HNSW index on disk.
 //! - [`index`]: the incremental pipeline walk → chunk → embed new keys → store.
 //! - [`search`]: query → HNSW → hits with snippets and `stale`.
+//! - [`config`]: flags > environment > `config.yaml` > defaults, resolved once.
 //! - [`bench`]: the embedding benchmark behind `codesearchd bench-embed`.
 //!
 //! Watch and rpc arrive with later issues.
 
 pub mod bench;
 pub mod chunk;
+pub mod config;
 pub mod embed;
 pub mod index;
 pub mod search;

@@ -6,10 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use codesearchd::bench;
-use codesearchd::embed::{
-    self, BatchPolicy, DeviceChoice, EmbedOptions, Embedder as _, ModelLocator, Precision,
-};
+use codesearchd::embed::{self, BatchPolicy, EmbedOptions, Embedder as _, ModelLocator, Precision};
+use codesearchd::{bench, config};
 
 #[derive(Debug, Parser)]
 #[command(name = "codesearchd", version, about = "The codesearch daemon")]
@@ -25,6 +23,52 @@ enum Command {
     /// Index repositories from a cold cache and report files/s, chunks/s and storage;
     /// optionally answer a queries file for `../shared/eval/score.py`.
     BenchIndex(BenchIndexArgs),
+}
+
+/// The embedding flags every subcommand shares; they override the environment
+/// (`CODESEARCH_MODEL`, `CODESEARCH_EMBEDDING_DEVICE`) and `config.yaml`.
+#[derive(Debug, Clone, clap::Args)]
+struct EmbeddingFlags {
+    /// Model name or alias (see docs/MODELS.md) [default: minilm]
+    #[arg(long)]
+    model: Option<String>,
+    /// auto, cpu, cuda or metal (mlx) [default: auto]
+    #[arg(long)]
+    device: Option<String>,
+    /// A folder with config.json, tokenizer.json and model.safetensors, instead of the HF cache.
+    #[arg(long)]
+    model_path: Option<PathBuf>,
+    /// Texts per forward pass at most [default: 32]
+    #[arg(long)]
+    batch_size: Option<usize>,
+}
+
+impl EmbeddingFlags {
+    /// The embedding options after flags, environment and config.yaml are merged.
+    fn resolve(
+        &self,
+        token_budget: usize,
+        precision: Option<Precision>,
+    ) -> anyhow::Result<EmbedOptions> {
+        let config = config::resolve(&config::Overrides {
+            model: self.model.clone(),
+            device: self.device.clone(),
+            batch_size: self.batch_size,
+            model_path: self.model_path.clone(),
+        })?;
+        tracing::debug!(?config, "configuration");
+        let e = config.embedding;
+        Ok(EmbedOptions {
+            model: e.model,
+            device: e.device,
+            model_path: e.model_path,
+            batch: BatchPolicy {
+                max_batch: e.batch_size,
+                token_budget,
+            },
+            precision,
+        })
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -47,28 +91,14 @@ struct BenchIndexArgs {
     /// Storage of vectors in the HNSW index: f16 or i8.
     #[arg(long, default_value = "f16")]
     quantization: String,
-    /// Model name or alias.
-    #[arg(long, env = "CODESEARCH_MODEL", default_value = embed::DEFAULT_MODEL)]
-    model: String,
-    /// auto, cpu, cuda or metal (mlx).
-    #[arg(long, env = "CODESEARCH_EMBEDDING_DEVICE", default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    embedding: EmbeddingFlags,
 }
 
 #[derive(Debug, clap::Args)]
 struct BenchArgs {
-    /// Model name or alias (see `codesearch models`).
-    #[arg(long, env = "CODESEARCH_MODEL", default_value = embed::DEFAULT_MODEL)]
-    model: String,
-    /// auto, cpu, cuda or metal (mlx).
-    #[arg(long, env = "CODESEARCH_EMBEDDING_DEVICE", default_value = "auto")]
-    device: String,
-    /// A folder with config.json, tokenizer.json and model.safetensors, instead of the HF cache.
-    #[arg(long)]
-    model_path: Option<PathBuf>,
-    /// Texts per forward pass at most.
-    #[arg(long, default_value_t = BatchPolicy::default().max_batch)]
-    batch_size: usize,
+    #[command(flatten)]
+    embedding: EmbeddingFlags,
     /// Padded tokens per forward pass at most.
     #[arg(long, default_value_t = BatchPolicy::default().token_budget)]
     token_budget: usize,
@@ -117,17 +147,8 @@ fn main() -> ExitCode {
 }
 
 fn bench_embed(args: BenchArgs) -> anyhow::Result<()> {
-    let policy = BatchPolicy {
-        max_batch: args.batch_size,
-        token_budget: args.token_budget,
-    };
-    let options = EmbedOptions {
-        model: args.model,
-        device: args.device.parse::<DeviceChoice>()?,
-        model_path: args.model_path,
-        batch: policy,
-        precision: args.precision,
-    };
+    let options = args.embedding.resolve(args.token_budget, args.precision)?;
+    let policy = options.batch;
     // Settings and the model first: a typo should not wait for the chunks to load.
     let mut embedder = embed::load(&options, &ModelLocator::from_env())?;
     let chunks = bench::read_chunks(&args.chunks)?;
@@ -175,11 +196,9 @@ fn bench_index(args: BenchIndexArgs) -> anyhow::Result<()> {
     use codesearchd::index::{self, IndexOptions};
     use codesearchd::store::{Manifest, Quantization, SCHEMA_VERSION, Store};
 
-    let options = EmbedOptions {
-        model: args.model,
-        device: args.device.parse::<DeviceChoice>()?,
-        ..Default::default()
-    };
+    let options = args
+        .embedding
+        .resolve(BatchPolicy::default().token_budget, None)?;
     let mut embedder = embed::load(&options, &ModelLocator::from_env())?;
     let chunker = Chunker::new()?;
     let tmp;
