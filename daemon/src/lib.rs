@@ -11,16 +11,22 @@
 //! - [`store`]: one repository's SQLite + HNSW index on disk.
 //! - [`index`]: the incremental pipeline walk → chunk → embed new keys → store.
 //! - [`search`]: query → HNSW → hits with snippets and `stale`.
+//! - [`server`]: `run(config, shutdown)`: home, lock, socket, connections.
+//! - [`rpc`]: the methods on a jsonrpsee `RpcModule`, and the NDJSON transport.
+//! - [`service`]: the state the methods act on (loaded models, shutdown).
 //! - [`config`]: flags > environment > `config.yaml` > defaults, resolved once.
 //! - [`bench`]: the embedding benchmark behind `codesearchd bench-embed`.
 //!
-//! Watch and rpc arrive with later issues.
+//! Repository methods, watch and the client's commands arrive with later issues.
 
 pub mod bench;
 pub mod chunk;
 pub mod config;
 pub mod embed;
 pub mod index;
+pub mod rpc;
 pub mod search;
+pub mod server;
+pub mod service;
 pub mod store;
 pub mod walk;

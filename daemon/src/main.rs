@@ -13,11 +13,13 @@ use codesearchd::{bench, config};
 #[command(name = "codesearchd", version, about = "The codesearch daemon")]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve JSON-RPC on the socket (the default when no subcommand is given).
+    Serve(ServeArgs),
     /// Embed a chunks.jsonl file and report chunks/s, tokens/s, peak RSS and query latency.
     BenchEmbed(BenchArgs),
     /// Index repositories from a cold cache and report files/s, chunks/s and storage;
@@ -25,9 +27,15 @@ enum Command {
     BenchIndex(BenchIndexArgs),
 }
 
+#[derive(Debug, Default, clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    embedding: EmbeddingFlags,
+}
+
 /// The embedding flags every subcommand shares; they override the environment
 /// (`CODESEARCH_MODEL`, `CODESEARCH_EMBEDDING_DEVICE`) and `config.yaml`.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args)]
 struct EmbeddingFlags {
     /// Model name or alias (see docs/MODELS.md) [default: minilm]
     #[arg(long)]
@@ -133,7 +141,8 @@ fn main() -> ExitCode {
         )
         .init();
     let cli = Cli::parse();
-    let result = match cli.command {
+    let result = match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(args) => serve(args),
         Command::BenchEmbed(args) => bench_embed(args),
         Command::BenchIndex(args) => bench_index(args),
     };
@@ -143,6 +152,36 @@ fn main() -> ExitCode {
             let _ = writeln!(std::io::stderr(), "codesearchd: error: {err:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let f = &args.embedding;
+    let config = config::resolve(&config::Overrides {
+        model: f.model.clone(),
+        device: f.device.clone(),
+        batch_size: f.batch_size,
+        model_path: f.model_path.clone(),
+    })?;
+    tracing::info!(?config, "configuration");
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(codesearchd::server::run(config, shutdown_signal()))?;
+    Ok(())
+}
+
+/// SIGINT or SIGTERM (what launchd and systemd send).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::warn!("cannot install signal handlers; stop the daemon with daemon.shutdown");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => tracing::info!("SIGINT"),
+        _ = term.recv() => tracing::info!("SIGTERM"),
     }
 }
 

@@ -81,3 +81,175 @@ pub struct ModelInfo {
     /// How token vectors become one vector.
     pub pooling: Pooling,
 }
+
+/// Longest request line the daemon reads; longer ones get `INVALID_REQUEST`.
+pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hit {
+    /// The repository root.
+    pub repo: String,
+    /// Path relative to `repo`.
+    pub path: String,
+    /// First line, 1-based.
+    pub start_line: u32,
+    /// Last line, 1-based, inclusive.
+    pub end_line: u32,
+    /// Qualified symbol, when the chunk is an entity.
+    pub symbol: Option<String>,
+    /// `function`, `method`, `class`, …, or `window`.
+    pub kind: String,
+    /// Language name.
+    pub language: String,
+    /// Relevance; higher is better.
+    pub score: f32,
+    /// The first lines of the hit as they are on disk.
+    pub snippet: String,
+    /// The file changed after it was indexed.
+    pub stale: bool,
+}
+
+/// Where a repository's indexing stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RepoState {
+    /// A run is in progress; searches answer from what is indexed.
+    Indexing,
+    /// Up to date.
+    Ready,
+    /// The last run failed; `error` says why.
+    Error,
+}
+
+/// A repository as `repo.list` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepoStatus {
+    /// The repository root.
+    pub path: String,
+    /// Where indexing stands.
+    pub state: RepoState,
+    /// The model its index was built with.
+    pub model: String,
+    /// Files indexed.
+    pub files: u64,
+    /// Chunks indexed.
+    pub chunks: u64,
+    /// Files waiting to be indexed.
+    pub pending: u64,
+    /// When the last run finished (seconds since the epoch).
+    pub indexed_at: Option<u64>,
+    /// What went wrong, in state `error`.
+    pub error: Option<String>,
+}
+
+/// `embed` params.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedParams {
+    /// Texts to embed.
+    pub texts: Vec<String>,
+    /// `document` (default) or `query`.
+    #[serde(default)]
+    pub kind: EmbedKind,
+    /// A model other than the daemon's default.
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+/// Documents and queries are embedded differently by instruction-tuned models.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbedKind {
+    /// Something to find.
+    #[default]
+    Document,
+    /// Something to search with.
+    Query,
+}
+
+/// `embed` result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbedResult {
+    /// Canonical model name.
+    pub model: String,
+    /// Vector length.
+    pub dims: usize,
+    /// One L2-normalised vector per text, in order.
+    pub vectors: Vec<Vec<f32>>,
+}
+
+/// A model the daemon has loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadedModel {
+    /// Canonical name.
+    pub name: String,
+    /// Where it runs, e.g. `cpu` or `cuda:0`.
+    pub device: String,
+}
+
+/// `daemon.status` result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    /// The daemon's version.
+    pub version: String,
+    /// Its process id.
+    pub pid: u32,
+    /// Seconds since it started.
+    pub uptime_s: u64,
+    /// Models loaded.
+    pub models: Vec<LoadedModel>,
+    /// Registered repositories.
+    pub repos: Vec<RepoStatus>,
+    /// Resident memory, where the OS reports it.
+    pub rss_bytes: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hit_has_the_fields_of_the_contract() {
+        let hit = Hit {
+            repo: "/r".into(),
+            path: "src/a.rs".into(),
+            start_line: 1,
+            end_line: 3,
+            symbol: Some("f".into()),
+            kind: "function".into(),
+            language: "rust".into(),
+            score: 0.5,
+            snippet: "fn f() {}".into(),
+            stale: false,
+        };
+        let v = serde_json::to_value(&hit).unwrap();
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "end_line",
+                "kind",
+                "language",
+                "path",
+                "repo",
+                "score",
+                "snippet",
+                "stale",
+                "start_line",
+                "symbol"
+            ]
+        );
+        assert_eq!(serde_json::from_value::<Hit>(v).unwrap(), hit);
+    }
+
+    #[test]
+    fn embed_params_default_and_reject_unknown_fields() {
+        let p: EmbedParams = serde_json::from_str(r#"{"texts":["a"]}"#).unwrap();
+        assert_eq!((p.kind, p.model), (EmbedKind::Document, None));
+        let p: EmbedParams = serde_json::from_str(r#"{"texts":[],"kind":"query"}"#).unwrap();
+        assert_eq!(p.kind, EmbedKind::Query);
+        assert!(serde_json::from_str::<EmbedParams>(r#"{"texts":[],"knd":"query"}"#).is_err());
+    }
+}

@@ -3,11 +3,13 @@
 //! Modules, one per capability:
 //! - `chunk`: the chunker on real files from the registries, as snapshots.
 //! - `index`: indexing and searching a real corpus, incrementally, on the real model.
+//! - `daemon`: the real daemon over its socket: methods, bad input, permissions, one per home.
 //! - `embed`: the candle engine against sentence-transformers' reference vectors.
 //! - `cli`: the `codesearchd` binary's benchmark and its error messages.
 
 mod chunk;
 mod cli;
+mod daemon;
 mod embed;
 mod index;
 mod util;

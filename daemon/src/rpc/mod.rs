@@ -1,0 +1,104 @@
+//! The JSON-RPC methods of design.md, registered on a jsonrpsee `RpcModule`, and
+//! the one function that maps daemon errors to JSON-RPC codes.
+//!
+//! `transport` carries newline-delimited JSON over the Unix socket into the module.
+
+pub mod transport;
+
+use std::sync::Arc;
+
+use codesearch_proto::{
+    DaemonStatus, EmbedKind, EmbedParams, EmbedResult, LoadedModel, ModelInfo, code, method,
+};
+use jsonrpsee::RpcModule;
+use jsonrpsee::types::{ErrorObjectOwned, Params};
+
+use crate::embed::{self, InputKind};
+use crate::service::{Service, ServiceError};
+
+/// Most texts one `embed` call may carry.
+pub const MAX_EMBED_TEXTS: usize = 4096;
+
+/// Every method, bound to `service`.
+pub fn module(service: Arc<Service>) -> RpcModule<Arc<Service>> {
+    let mut m = RpcModule::new(service);
+    register(&mut m);
+    m
+}
+
+fn register(m: &mut RpcModule<Arc<Service>>) {
+    // Names are compile-time constants; a clash is a bug caught by every test.
+    let ok = |r: Result<_, jsonrpsee::core::RegisterMethodError>| {
+        r.expect("method names are unique");
+    };
+    ok(m.register_method(method::MODELS_LIST, |_, _, _| {
+        Ok::<_, ErrorObjectOwned>(
+            embed::registry::MODELS
+                .iter()
+                .map(|s| s.info())
+                .collect::<Vec<ModelInfo>>(),
+        )
+    })
+    .map(drop));
+    ok(
+        m.register_async_method(method::DAEMON_STATUS, |_, svc, _| async move {
+            let models = svc
+                .loaded_models()
+                .await
+                .into_iter()
+                .map(|(name, device)| LoadedModel { name, device })
+                .collect();
+            Ok::<_, ErrorObjectOwned>(DaemonStatus {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                pid: std::process::id(),
+                uptime_s: svc.uptime_s(),
+                models,
+                repos: Vec::new(),
+                rss_bytes: crate::bench::rss_bytes(),
+            })
+        })
+        .map(drop),
+    );
+    ok(m.register_method(method::DAEMON_SHUTDOWN, |_, svc, _| {
+        svc.request_shutdown();
+        Ok::<_, ErrorObjectOwned>(serde_json::Value::Null)
+    })
+    .map(drop));
+    ok(m.register_async_method(
+        method::EMBED,
+        |params: Params<'static>, svc, _| async move {
+            let p: EmbedParams = params.parse()?;
+            if p.texts.len() > MAX_EMBED_TEXTS {
+                return Err(to_rpc(ServiceError::InvalidParams(format!(
+                    "{} texts in one call; send at most {MAX_EMBED_TEXTS}",
+                    p.texts.len()
+                ))));
+            }
+            let handle = svc.embedder(p.model.as_deref()).await.map_err(to_rpc)?;
+            let kind = match p.kind {
+                EmbedKind::Document => InputKind::Document,
+                EmbedKind::Query => InputKind::Query,
+            };
+            let vectors = handle
+                .embed_async(p.texts, kind)
+                .await
+                .map_err(|e| to_rpc(ServiceError::Model(Box::new(e))))?;
+            Ok::<_, ErrorObjectOwned>(EmbedResult {
+                model: embed::Embedder::model_name(&handle).to_owned(),
+                dims: embed::Embedder::dims(&handle),
+                vectors,
+            })
+        },
+    )
+    .map(drop));
+}
+
+/// The one place daemon errors become JSON-RPC error objects.
+pub fn to_rpc(err: ServiceError) -> ErrorObjectOwned {
+    let code = match &err {
+        ServiceError::Model(_) => code::MODEL_UNAVAILABLE,
+        ServiceError::InvalidParams(_) => code::INVALID_PARAMS,
+        ServiceError::Internal(_) => code::INTERNAL_ERROR,
+    };
+    ErrorObjectOwned::owned(code, err.to_string(), None::<()>)
+}

@@ -1,0 +1,162 @@
+//! `run(config, shutdown)`: the daemon's one entry point (mini-redis shape).
+//!
+//! Start-up claims the home (created 0700) with a lock file, so a second daemon on
+//! the same home is refused with the pid that holds it; replaces a stale socket
+//! left by a crash; binds the socket 0600. Every connection's peer must have the
+//! daemon's uid. Shutdown (the future, or `daemon.shutdown`) stops accepting,
+//! lets connections finish their current line, and removes the socket.
+
+use std::fs::File;
+use std::io::Write as _;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::UnixListener;
+
+use crate::config::Config;
+use crate::rpc;
+use crate::service::Service;
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Another daemon holds the home.
+    #[error(
+        "another codesearchd (pid {pid}) is running with home {home}; stop it with `codesearch daemon stop` or use another CODESEARCH_HOME",
+        home = home.display()
+    )]
+    AlreadyRunning {
+        /// Its pid, as written in the lock file.
+        pid: String,
+        /// The home.
+        home: PathBuf,
+    },
+    /// A file or socket operation failed.
+    #[error("{path}: {source}", path = path.display())]
+    Io {
+        /// What was being accessed.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
+    move |source| ServerError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Serves until `shutdown` resolves or a client calls `daemon.shutdown`.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let home = config.home.clone();
+    std::fs::create_dir_all(&home).map_err(io(&home))?;
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).map_err(io(&home))?;
+    let _lock = lock_home(&home)?;
+
+    let socket = config.socket.clone();
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    if socket.exists() {
+        // We hold the lock, so whatever listens there is not a daemon of this home.
+        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            return Err(ServerError::Io {
+                path: socket,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another process answers on this socket; set CODESEARCH_SOCKET elsewhere",
+                ),
+            });
+        }
+        tracing::info!(socket = %socket.display(), "replacing a stale socket");
+        std::fs::remove_file(&socket).map_err(io(&socket))?;
+    }
+    let listener = UnixListener::bind(&socket).map_err(io(&socket))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(io(&socket))?;
+    // The socket was just created by this process, so its owner is our uid.
+    let uid = std::fs::metadata(&socket).map_err(io(&socket))?.uid();
+    tracing::info!(socket = %socket.display(), home = %home.display(), pid = std::process::id(), "codesearchd listening");
+
+    let service = Arc::new(Service::new(config));
+    let module = Arc::new(rpc::module(service.clone()));
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = service.shutdown_requested() => break,
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(s) => s,
+                    Err(err) => {
+                        tracing::warn!(%err, "accept failed");
+                        continue;
+                    }
+                };
+                let module = module.clone();
+                connections.spawn(async move {
+                    let peer = stream.peer_cred().map(|c| c.uid());
+                    let (reader, mut writer) = stream.into_split();
+                    match peer {
+                        Ok(peer) if peer == uid => {
+                            let reader = tokio::io::BufReader::new(reader);
+                            if let Err(err) = rpc::transport::serve(&module, reader, writer).await {
+                                tracing::debug!(%err, "connection closed");
+                            }
+                        }
+                        other => {
+                            tracing::warn!(peer = ?other.ok(), uid, "refused a client of another user");
+                            let msg = format!(
+                                "{{\"jsonrpc\":\"2.0\",\"error\":{{\"code\":-32600,\"message\":\"permission denied: this daemon serves uid {uid} only\"}},\"id\":null}}\n"
+                            );
+                            let _ = tokio::io::AsyncWriteExt::write_all(&mut writer, msg.as_bytes()).await;
+                        }
+                    }
+                });
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    drop(listener);
+    let _ = std::fs::remove_file(&socket);
+    // Let in-flight requests finish, but don't wait on idle clients forever.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    connections.abort_all();
+    Ok(())
+}
+
+/// Takes `home/codesearchd.lock` for the life of the returned file and writes our pid in it.
+fn lock_home(home: &Path) -> Result<File, ServerError> {
+    let path = home.join("codesearchd.lock");
+    let mut file = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io(&path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid = std::fs::read_to_string(&path).unwrap_or_default();
+            return Err(ServerError::AlreadyRunning {
+                pid: pid.trim().to_owned(),
+                home: home.to_owned(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(&path)(e)),
+    }
+    file.set_len(0).map_err(io(&path))?;
+    write!(file, "{}", std::process::id()).map_err(io(&path))?;
+    Ok(file)
+}

@@ -1,0 +1,176 @@
+//! The real `codesearchd` on a temp home, spoken to over its real socket.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::util::bin;
+
+struct Daemon {
+    child: Child,
+    home: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start() -> Self {
+        let home = tempfile::tempdir().unwrap();
+        let child = spawn(home.path());
+        let d = Self { child, home };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while UnixStream::connect(d.socket()).is_err() {
+            assert!(Instant::now() < deadline, "the daemon never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.home.path().join("codesearchd.sock")
+    }
+
+    /// Sends raw lines on one connection and reads one answer per line that gets one.
+    fn send(&self, lines: &[&[u8]], answers: usize) -> Vec<Value> {
+        let mut s = UnixStream::connect(self.socket()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        for l in lines {
+            s.write_all(l).unwrap();
+            s.write_all(b"\n").unwrap();
+        }
+        let mut r = BufReader::new(s);
+        (0..answers)
+            .map(|_| {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+            })
+            .collect()
+    }
+
+    fn call(&self, method: &str, params: Value) -> Value {
+        let line =
+            json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+        self.send(&[line.as_bytes()], 1).remove(0)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(home: &Path) -> Child {
+    Command::new(bin("codesearchd"))
+        .env("CODESEARCH_HOME", home)
+        .env_remove("CODESEARCH_SOCKET")
+        .env("CODESEARCH_EMBEDDING_DEVICE", "cpu")
+        .env("HF_HUB_OFFLINE", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn serves_models_embeddings_and_status_and_survives_bad_input() {
+    let d = Daemon::start();
+    let models = d.call("models.list", json!({}));
+    assert_eq!(models["result"][0]["name"], "minilm", "{models}");
+    assert_eq!(models["result"][0]["dims"], 384);
+
+    let bad_params = d.call("embed", json!({"texts": 5}));
+    assert_eq!(bad_params["error"]["code"], -32602, "{bad_params}");
+    let unknown_model = d.call("embed", json!({"texts": ["x"], "model": "nope"}));
+    assert_eq!(unknown_model["error"]["code"], -32002, "{unknown_model}");
+    assert!(
+        unknown_model["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("minilm")
+    );
+
+    // Malformed JSON, an unknown method, a 17 MiB line, then a real request on
+    // the same connection: each gets its error and the daemon keeps answering.
+    let huge = vec![b'x'; 17 * 1024 * 1024];
+    let embed = json!({"jsonrpc": "2.0", "id": 9, "method": "embed",
+        "params": {"texts": ["parse http headers"], "kind": "query"}})
+    .to_string();
+    let answers = d.send(
+        &[
+            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\"",
+            br#"{"jsonrpc":"2.0","id":2,"method":"no.such.method"}"#,
+            &huge,
+            embed.as_bytes(),
+        ],
+        4,
+    );
+    let codes: Vec<_> = answers.iter().map(|a| a["error"]["code"].clone()).collect();
+    assert_eq!(
+        codes,
+        [json!(-32700), json!(-32601), json!(-32600), Value::Null],
+        "{answers:?}"
+    );
+    let v = &answers[3]["result"];
+    assert_eq!(
+        (v["model"].as_str(), v["dims"].as_u64()),
+        (Some("minilm"), Some(384))
+    );
+    let vector: Vec<f32> = serde_json::from_value(v["vectors"][0].clone()).unwrap();
+    let norm: f32 = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4);
+
+    let status = d.call("daemon.status", json!(null));
+    assert_eq!(
+        status["result"]["models"][0],
+        json!({"name": "minilm", "device": "cpu"}),
+        "{status}"
+    );
+    assert!(status["result"]["rss_bytes"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn home_and_socket_are_private_and_one_daemon_per_home() {
+    let mut d = Daemon::start();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(d.home.path()), 0o700);
+    assert_eq!(mode(&d.socket()), 0o600);
+
+    let second = spawn(d.home.path()).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("another codesearchd (pid {})", d.child.id())),
+        "{stderr}"
+    );
+
+    // Shut down over the socket: the process exits cleanly and takes its socket along.
+    let bye = d.call("daemon.shutdown", json!(null));
+    assert_eq!(bye["result"], Value::Null, "{bye}");
+    let status = d.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!d.socket().exists());
+
+    // A stale socket from a crash is replaced.
+    let stale = std::os::unix::net::UnixListener::bind(d.socket()).unwrap();
+    drop(stale);
+    assert!(d.socket().exists());
+    d.child = spawn(d.home.path());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while UnixStream::connect(d.socket()).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not replace the stale socket"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        d.call("models.list", json!({}))["result"][0]["name"],
+        "minilm"
+    );
+}
