@@ -13,7 +13,8 @@
 //! - [`search`]: query → HNSW → hits with snippets and `stale`.
 //! - [`server`]: `run(config, shutdown)`: home, lock, socket, connections.
 //! - [`rpc`]: the methods on a jsonrpsee `RpcModule`, and the NDJSON transport.
-//! - [`service`]: the state the methods act on (loaded models, shutdown).
+//! - [`service`]: the state the methods act on (loaded models, repositories, shutdown).
+//! - [`repos`]: a registered repository: its store's writer, a reader for searches, its status.
 //! - [`config`]: flags > environment > `config.yaml` > defaults, resolved once.
 //! - [`bench`]: the embedding benchmark behind `codesearchd bench-embed`.
 //!
@@ -24,6 +25,7 @@ pub mod chunk;
 pub mod config;
 pub mod embed;
 pub mod index;
+pub mod repos;
 pub mod rpc;
 pub mod search;
 pub mod server;

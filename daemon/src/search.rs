@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::UNIX_EPOCH;
 
 use crate::embed::{EmbedError, Embedder, InputKind};
-use crate::store::{Store, StoreError};
+use crate::store::{ChunkRow, Store, StoreError};
 
 /// Lines of a hit's snippet at most.
 pub const SNIPPET_LINES: usize = 12;
@@ -57,9 +57,23 @@ pub fn search(
         .pop()
         .unwrap_or_default();
     // Over-fetch: overlapping windows of one entity collapse into one hit.
-    let found = store.nearest(&vector, (k * 4).max(20))?;
+    let found = store.nearest(&vector, overfetch(k))?;
+    Ok(hits(root, found, k))
+}
+
+/// How many candidates to ask the HNSW index for, to fill `k` hits after collapsing.
+pub fn overfetch(k: usize) -> usize {
+    (k * 4).max(20)
+}
+
+/// Candidates (best first) → at most `k` hits: overlapping chunks of one file
+/// collapse into the best of them; snippets and `stale` come from the disk.
+pub fn hits(root: &Path, found: Vec<(ChunkRow, f32)>, k: usize) -> Vec<Hit> {
     let mut hits: Vec<Hit> = Vec::with_capacity(k);
     for (row, score) in found {
+        if hits.len() == k {
+            break;
+        }
         let overlaps = hits.iter().any(|h| {
             h.path == row.path && h.start_line <= row.end_line && row.start_line <= h.end_line
         });
@@ -85,11 +99,8 @@ pub fn search(
             snippet,
             stale,
         });
-        if hits.len() == k {
-            break;
-        }
     }
-    Ok(hits)
+    hits
 }
 
 /// The chunk's first lines from disk, and whether the file changed since indexing.

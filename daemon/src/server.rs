@@ -84,7 +84,12 @@ pub async fn run(
     let uid = std::fs::metadata(&socket).map_err(io(&socket))?.uid();
     tracing::info!(socket = %socket.display(), home = %home.display(), pid = std::process::id(), "codesearchd listening");
 
-    let service = Arc::new(Service::new(config));
+    let chunker = crate::chunk::Chunker::new().map_err(|e| ServerError::Io {
+        path: PathBuf::from("queries"),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let service = Arc::new(Service::new(config, chunker));
+    service.restore().await;
     let module = Arc::new(rpc::module(service.clone()));
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);

@@ -2,11 +2,20 @@
 //! shutdown signal. Methods call into this; only `rpc` turns its types into protocol types.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use codesearch_proto::{Hit, RepoStatus, SearchParams, SearchResult};
+
+use crate::chunk::Chunker;
 use crate::config::Config;
-use crate::embed::{self, EmbedError, EmbedHandle, EmbedOptions, EmbedWorker, ModelLocator};
+use crate::embed::{
+    self, EmbedError, EmbedHandle, EmbedOptions, EmbedWorker, InputKind, ModelLocator,
+};
+use crate::repos::{self, Registered, Repo};
+use crate::store::StoreError;
 
 /// Texts per document slice on the model thread: how long a query can wait.
 const EMBED_SLICE: usize = 64;
@@ -20,6 +29,12 @@ pub enum ServiceError {
     /// The request is well-formed but its values are not acceptable.
     #[error("{0}")]
     InvalidParams(String),
+    /// No repository is registered at this path.
+    #[error("no repository is registered at {0}; add it with `codesearch index {0}` (repo.add)")]
+    UnknownRepo(String),
+    /// The path does not exist or is not a directory.
+    #[error("{0}")]
+    BadPath(String),
     /// Something on the daemon's side failed.
     #[error("{0}")]
     Internal(String),
@@ -32,19 +47,289 @@ pub struct Service {
     started: Instant,
     /// One model thread per loaded model, by canonical name.
     workers: tokio::sync::Mutex<HashMap<String, EmbedWorker>>,
+    /// Registered repositories by canonical root.
+    repos: tokio::sync::RwLock<HashMap<PathBuf, Arc<Repo>>>,
+    chunker: Arc<Chunker>,
     shutdown: tokio::sync::Notify,
     stopping: AtomicBool,
 }
 
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            // Another model's index: the fix is a model choice or a full re-index.
+            StoreError::Mismatch { .. } => Self::InvalidParams(e.to_string()),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
 impl Service {
     /// State for a daemon with `config`.
-    pub fn new(config: Config) -> Self {
+    pub fn new(config: Config, chunker: Chunker) -> Self {
         Self {
             config,
             started: Instant::now(),
             workers: tokio::sync::Mutex::new(HashMap::new()),
+            repos: tokio::sync::RwLock::new(HashMap::new()),
+            chunker: Arc::new(chunker),
             shutdown: tokio::sync::Notify::new(),
             stopping: AtomicBool::new(false),
+        }
+    }
+
+    fn registry_path(&self) -> PathBuf {
+        self.config.home.join("repos.json")
+    }
+
+    fn indexes(&self) -> PathBuf {
+        self.config.home.join("indexes")
+    }
+
+    /// Re-opens the repositories of `repos.json` and brings each up to date in
+    /// the background (edits made while the daemon was down are picked up).
+    pub async fn restore(self: &Arc<Self>) {
+        let registered = match repos::load_registry(&self.registry_path()) {
+            Ok(r) => r,
+            Err(err) => {
+                tracing::warn!(path = %self.registry_path().display(), %err, "cannot read the repository list");
+                return;
+            }
+        };
+        for r in registered {
+            let path = r.path.display().to_string();
+            if let Err(err) = self.add_repo(&path, Some(&r.model), false).await {
+                tracing::warn!(repo = %path, %err, "cannot restore repository");
+            }
+        }
+    }
+
+    /// `repo.add`: registers `path` and indexes it (in the background unless `wait`).
+    pub async fn add_repo(
+        self: &Arc<Self>,
+        path: &str,
+        model: Option<&str>,
+        wait: bool,
+    ) -> Result<RepoStatus, ServiceError> {
+        let root = canonical_dir(path)?;
+        if let Some(repo) = self.repos.read().await.get(&root).cloned() {
+            return Ok(repo.status());
+        }
+        let embedder = self.embedder(model).await?;
+        let indexes = self.indexes();
+        let repo = {
+            let root = root.clone();
+            let embedder = embedder.clone();
+            tokio::task::spawn_blocking(move || Repo::open(&indexes, &root, &embedder))
+                .await
+                .map_err(|e| ServiceError::Internal(format!("opening the index panicked: {e}")))??
+        };
+        let repo = Arc::new(repo);
+        {
+            let mut repos = self.repos.write().await;
+            if let Some(existing) = repos.get(&root) {
+                return Ok(existing.status());
+            }
+            repos.insert(root.clone(), repo.clone());
+            self.persist(&repos);
+        }
+        let run = {
+            let repo = repo.clone();
+            let chunker = self.chunker.clone();
+            async move { repo.index(embedder, chunker, false).await }
+        };
+        if wait {
+            run.await;
+        } else {
+            tokio::spawn(run);
+        }
+        Ok(repo.status())
+    }
+
+    /// `repo.remove`: forgets the repository and deletes its index (after a running pass ends).
+    pub async fn remove_repo(&self, path: &str) -> Result<(), ServiceError> {
+        let repo = {
+            let mut repos = self.repos.write().await;
+            let key = self.find(&repos, path)?;
+            let repo = repos
+                .remove(&key)
+                .ok_or_else(|| ServiceError::UnknownRepo(path.to_owned()))?;
+            self.persist(&repos);
+            repo
+        };
+        let store = repo.writer.lock().await;
+        let dir = store.dir().to_owned();
+        drop(store);
+        drop(repo);
+        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir))
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?
+            .map_err(|e| ServiceError::Internal(format!("cannot delete the index: {e}")))
+    }
+
+    /// `repo.list`.
+    pub async fn list_repos(&self) -> Vec<RepoStatus> {
+        let mut out: Vec<RepoStatus> = self
+            .repos
+            .read()
+            .await
+            .values()
+            .map(|r| r.status())
+            .collect();
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        out
+    }
+
+    /// `repo.reindex`.
+    pub async fn reindex(
+        self: &Arc<Self>,
+        path: &str,
+        full: bool,
+        wait: bool,
+    ) -> Result<RepoStatus, ServiceError> {
+        let repo = {
+            let repos = self.repos.read().await;
+            let key = self.find(&repos, path)?;
+            repos[&key].clone()
+        };
+        let embedder = self.embedder(Some(&repo.model)).await?;
+        let run = {
+            let repo = repo.clone();
+            let chunker = self.chunker.clone();
+            async move { repo.index(embedder, chunker, full).await }
+        };
+        if wait {
+            run.await;
+        } else {
+            tokio::spawn(run);
+        }
+        Ok(repo.status())
+    }
+
+    /// `search`: one query embedding per model, the nearest chunks of every
+    /// selected repository, filtered, merged by score.
+    pub async fn search(&self, p: SearchParams) -> Result<SearchResult, ServiceError> {
+        let started = Instant::now();
+        match p.mode.as_deref() {
+            None | Some("hybrid") | Some("semantic") => {}
+            Some("lexical") => {
+                return Err(ServiceError::InvalidParams(
+                    "mode `lexical` is not available yet; use `semantic` or `hybrid`".to_owned(),
+                ));
+            }
+            Some(other) => {
+                return Err(ServiceError::InvalidParams(format!(
+                    "unknown mode `{other}`; use hybrid, semantic or lexical"
+                )));
+            }
+        }
+        if p.k == 0 || p.k > 1000 {
+            return Err(ServiceError::InvalidParams(format!(
+                "k must be between 1 and 1000, not {}",
+                p.k
+            )));
+        }
+        let paths = match &p.paths {
+            Some(globs) => Some(build_globs(globs)?),
+            None => None,
+        };
+        let selected: Vec<Arc<Repo>> = {
+            let repos = self.repos.read().await;
+            match &p.repos {
+                Some(wanted) => wanted
+                    .iter()
+                    .map(|w| self.find(&repos, w).map(|k| repos[&k].clone()))
+                    .collect::<Result<_, _>>()?,
+                None => repos.values().cloned().collect(),
+            }
+        };
+        let mut vectors: HashMap<String, Vec<f32>> = HashMap::new();
+        let mut hits: Vec<Hit> = Vec::new();
+        for repo in selected {
+            if !vectors.contains_key(&repo.model) {
+                let handle = self.embedder(Some(&repo.model)).await?;
+                let v = handle
+                    .embed_async(vec![p.query.clone()], InputKind::Query)
+                    .await
+                    .map_err(|e| ServiceError::Model(Box::new(e)))?
+                    .pop()
+                    .unwrap_or_default();
+                vectors.insert(repo.model.clone(), v);
+            }
+            let query = vectors[&repo.model].clone();
+            let (k, languages, paths) = (p.k, p.languages.clone(), paths.clone());
+            let filtered = languages.is_some() || paths.is_some();
+            let found = tokio::task::spawn_blocking(move || {
+                let reader = repo.reader.lock().unwrap_or_else(|e| e.into_inner());
+                // Filters drop candidates after the HNSW probe: ask for more.
+                let want = crate::search::overfetch(if filtered { k * 8 } else { k });
+                let rows = reader.nearest(&query, want)?;
+                let rows = rows
+                    .into_iter()
+                    .filter(|(r, _)| {
+                        languages
+                            .as_ref()
+                            .is_none_or(|l| l.iter().any(|x| x == &r.language))
+                    })
+                    .filter(|(r, _)| paths.as_ref().is_none_or(|g| g.is_match(&r.path)))
+                    .collect();
+                let root = repo.root.display().to_string();
+                Ok::<_, StoreError>(
+                    crate::search::hits(&repo.root, rows, k)
+                        .into_iter()
+                        .map(|h| Hit {
+                            repo: root.clone(),
+                            path: h.path,
+                            start_line: h.start_line,
+                            end_line: h.end_line,
+                            symbol: h.symbol,
+                            kind: h.kind,
+                            language: h.language,
+                            score: h.score,
+                            snippet: h.snippet,
+                            stale: h.stale,
+                        })
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .await
+            .map_err(|e| ServiceError::Internal(format!("search panicked: {e}")))??;
+            hits.extend(found);
+        }
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+        hits.truncate(p.k);
+        Ok(SearchResult {
+            results: hits,
+            took_ms: started.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    fn find(
+        &self,
+        repos: &HashMap<PathBuf, Arc<Repo>>,
+        path: &str,
+    ) -> Result<PathBuf, ServiceError> {
+        let key = Path::new(path)
+            .canonicalize()
+            .unwrap_or_else(|_| PathBuf::from(path));
+        if repos.contains_key(&key) {
+            Ok(key)
+        } else {
+            Err(ServiceError::UnknownRepo(path.to_owned()))
+        }
+    }
+
+    fn persist(&self, repos: &HashMap<PathBuf, Arc<Repo>>) {
+        let mut list: Vec<Registered> = repos
+            .values()
+            .map(|r| Registered {
+                path: r.root.clone(),
+                model: r.model.clone(),
+            })
+            .collect();
+        list.sort_by(|a, b| a.path.cmp(&b.path));
+        if let Err(err) = repos::save_registry(&self.registry_path(), &list) {
+            tracing::warn!(path = %self.registry_path().display(), %err, "cannot save the repository list");
         }
     }
 
@@ -123,4 +408,32 @@ impl Service {
             notified.await;
         }
     }
+}
+
+fn canonical_dir(path: &str) -> Result<PathBuf, ServiceError> {
+    let p = Path::new(path);
+    if !p.is_absolute() {
+        return Err(ServiceError::BadPath(format!(
+            "{path} is not an absolute path; clients send absolute paths"
+        )));
+    }
+    let root = p
+        .canonicalize()
+        .map_err(|e| ServiceError::BadPath(format!("{path}: {e}")))?;
+    if !root.is_dir() {
+        return Err(ServiceError::BadPath(format!("{path} is not a directory")));
+    }
+    Ok(root)
+}
+
+fn build_globs(globs: &[String]) -> Result<globset::GlobSet, ServiceError> {
+    let mut b = globset::GlobSetBuilder::new();
+    for g in globs {
+        b.add(
+            globset::Glob::new(g)
+                .map_err(|e| ServiceError::InvalidParams(format!("bad path glob `{g}`: {e}")))?,
+        );
+    }
+    b.build()
+        .map_err(|e| ServiceError::InvalidParams(format!("bad path globs: {e}")))
 }

@@ -253,3 +253,75 @@ mod tests {
         assert!(serde_json::from_str::<EmbedParams>(r#"{"texts":[],"knd":"query"}"#).is_err());
     }
 }
+
+/// `repo.add` params.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoAddParams {
+    /// The repository root.
+    pub path: String,
+    /// A model other than the daemon's default.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Answer only when the first indexing run has finished.
+    #[serde(default)]
+    pub wait: bool,
+}
+
+/// `repo.remove` params.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoPathParams {
+    /// The repository root.
+    pub path: String,
+}
+
+/// `repo.reindex` params.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoReindexParams {
+    /// The repository root.
+    pub path: String,
+    /// Drop the index and build it again, instead of an incremental run.
+    #[serde(default)]
+    pub full: bool,
+    /// Answer only when the run has finished.
+    #[serde(default)]
+    pub wait: bool,
+}
+
+/// `search` params.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    /// What to look for, in words or code.
+    pub query: String,
+    /// Hits wanted.
+    #[serde(default = "default_k")]
+    pub k: usize,
+    /// Repository roots to search; all when absent.
+    #[serde(default)]
+    pub repos: Option<Vec<String>>,
+    /// Languages to keep (`rust`, `python`, …); all when absent.
+    #[serde(default)]
+    pub languages: Option<Vec<String>>,
+    /// Globs over repository-relative paths to keep; all when absent.
+    #[serde(default)]
+    pub paths: Option<Vec<String>>,
+    /// `hybrid`, `semantic` or `lexical`.
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+fn default_k() -> usize {
+    10
+}
+
+/// `search` result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchResult {
+    /// Hits, best first.
+    pub results: Vec<Hit>,
+    /// Time the daemon spent, in milliseconds.
+    pub took_ms: f64,
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::util::bin;
+use crate::util::{bin, registry_file};
 
 struct Daemon {
     child: Child,
@@ -173,4 +173,122 @@ fn home_and_socket_are_private_and_one_daemon_per_home() {
         d.call("models.list", json!({}))["result"][0]["name"],
         "minilm"
     );
+}
+
+#[test]
+fn indexes_a_repository_and_searches_it_over_the_socket() {
+    let corpus = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(corpus.path().join("src")).unwrap();
+    for f in ["pathutil.rs", "gitignore.rs"] {
+        std::fs::copy(
+            registry_file("ignore", &format!("src/{f}")),
+            corpus.path().join("src").join(f),
+        )
+        .unwrap();
+    }
+    let root = corpus.path().canonicalize().unwrap().display().to_string();
+    let d = Daemon::start();
+
+    let not_dir = d.call(
+        "repo.add",
+        json!({"path": format!("{root}/src/pathutil.rs")}),
+    );
+    assert_eq!(not_dir["error"]["code"], -32003, "{not_dir}");
+    let relative = d.call("repo.add", json!({"path": "src"}));
+    assert_eq!(relative["error"]["code"], -32003, "{relative}");
+    let unknown = d.call("repo.reindex", json!({"path": "/nowhere"}));
+    assert_eq!(unknown["error"]["code"], -32001, "{unknown}");
+
+    let added = d.call("repo.add", json!({"path": root, "wait": true}));
+    let status = &added["result"];
+    assert_eq!(
+        (status["state"].as_str(), status["model"].as_str()),
+        (Some("ready"), Some("minilm")),
+        "{added}"
+    );
+    assert_eq!(status["files"], 2);
+    assert!(status["chunks"].as_u64().unwrap() > 50, "{added}");
+
+    let found = d.call(
+        "search",
+        json!({"query": "expand a leading tilde to the home directory", "k": 5}),
+    );
+    let hits: Vec<codesearch_proto::Hit> =
+        serde_json::from_value(found["result"]["results"].clone()).unwrap();
+    assert_eq!(hits.len(), 5, "{found}");
+    assert!(
+        hits.iter()
+            .take(3)
+            .any(|h| h.path == "src/gitignore.rs" && h.symbol.as_deref() == Some("expand_tilde")),
+        "{hits:#?}"
+    );
+    assert!(hits.iter().all(|h| h.repo == root && !h.stale));
+    assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+
+    let filtered = d.call(
+        "search",
+        json!({"query": "is this file hidden", "k": 3, "paths": ["src/pathutil.rs"], "languages": ["rust"]}),
+    );
+    let hits = filtered["result"]["results"].as_array().unwrap();
+    assert!(
+        !hits.is_empty() && hits.iter().all(|h| h["path"] == "src/pathutil.rs"),
+        "{filtered}"
+    );
+    let bad_mode = d.call("search", json!({"query": "x", "mode": "fuzzy"}));
+    assert_eq!(bad_mode["error"]["code"], -32602, "{bad_mode}");
+
+    let listed = d.call("repo.list", json!(null));
+    assert_eq!(listed["result"][0]["path"], root.as_str(), "{listed}");
+    let status = d.call("daemon.status", json!(null));
+    assert_eq!(status["result"]["repos"][0]["state"], "ready", "{status}");
+
+    let removed = d.call("repo.remove", json!({"path": root}));
+    assert_eq!(removed["result"], Value::Null, "{removed}");
+    assert_eq!(d.call("repo.list", json!(null))["result"], json!([]));
+    let gone = d.call("search", json!({"query": "tilde", "repos": [root]}));
+    assert_eq!(gone["error"]["code"], -32001, "{gone}");
+}
+
+#[test]
+fn a_restarted_daemon_serves_its_repositories_again() {
+    let corpus = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        registry_file("ignore", "src/pathutil.rs"),
+        corpus.path().join("pathutil.rs"),
+    )
+    .unwrap();
+    let root = corpus.path().canonicalize().unwrap().display().to_string();
+    let mut d = Daemon::start();
+    let added = d.call("repo.add", json!({"path": root, "wait": true}));
+    assert_eq!(added["result"]["state"], "ready", "{added}");
+    assert_eq!(
+        d.call("daemon.shutdown", json!(null))["result"],
+        Value::Null
+    );
+    assert!(d.child.wait().unwrap().success());
+
+    // An edit while the daemon is down is picked up at start-up.
+    std::fs::write(
+        corpus.path().join("extra.py"),
+        "def frobnicate_widgets(count):\n    return count * 2\n",
+    )
+    .unwrap();
+    d.child = spawn(d.home.path());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted daemon never caught up"
+        );
+        if let Ok(s) = UnixStream::connect(d.socket()) {
+            drop(s);
+            let list = d.call("repo.list", json!(null));
+            if list["result"][0]["state"] == "ready" && list["result"][0]["files"] == 2 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let found = d.call("search", json!({"query": "frobnicate widgets", "k": 1}));
+    assert_eq!(found["result"]["results"][0]["path"], "extra.py", "{found}");
 }

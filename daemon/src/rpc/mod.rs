@@ -8,7 +8,8 @@ pub mod transport;
 use std::sync::Arc;
 
 use codesearch_proto::{
-    DaemonStatus, EmbedKind, EmbedParams, EmbedResult, LoadedModel, ModelInfo, code, method,
+    DaemonStatus, EmbedKind, EmbedParams, EmbedResult, LoadedModel, ModelInfo, RepoAddParams,
+    RepoPathParams, RepoReindexParams, SearchParams, code, method,
 };
 use jsonrpsee::RpcModule;
 use jsonrpsee::types::{ErrorObjectOwned, Params};
@@ -27,6 +28,7 @@ pub fn module(service: Arc<Service>) -> RpcModule<Arc<Service>> {
 }
 
 fn register(m: &mut RpcModule<Arc<Service>>) {
+    register_repos(m);
     // Names are compile-time constants; a clash is a bug caught by every test.
     let ok = |r: Result<_, jsonrpsee::core::RegisterMethodError>| {
         r.expect("method names are unique");
@@ -53,7 +55,7 @@ fn register(m: &mut RpcModule<Arc<Service>>) {
                 pid: std::process::id(),
                 uptime_s: svc.uptime_s(),
                 models,
-                repos: Vec::new(),
+                repos: svc.list_repos().await,
                 rss_bytes: crate::bench::rss_bytes(),
             })
         })
@@ -93,11 +95,62 @@ fn register(m: &mut RpcModule<Arc<Service>>) {
     .map(drop));
 }
 
+fn register_repos(m: &mut RpcModule<Arc<Service>>) {
+    let ok = |r: Result<_, jsonrpsee::core::RegisterMethodError>| {
+        r.expect("method names are unique");
+    };
+    ok(m.register_async_method(
+        method::SEARCH,
+        |params: Params<'static>, svc, _| async move {
+            let p: SearchParams = params.parse()?;
+            svc.search(p).await.map_err(to_rpc)
+        },
+    )
+    .map(drop));
+    ok(m.register_async_method(
+        method::REPO_ADD,
+        |params: Params<'static>, svc, _| async move {
+            let p: RepoAddParams = params.parse()?;
+            svc.add_repo(&p.path, p.model.as_deref(), p.wait)
+                .await
+                .map_err(to_rpc)
+        },
+    )
+    .map(drop));
+    ok(m.register_async_method(
+        method::REPO_REMOVE,
+        |params: Params<'static>, svc, _| async move {
+            let p: RepoPathParams = params.parse()?;
+            svc.remove_repo(&p.path)
+                .await
+                .map(|()| serde_json::Value::Null)
+                .map_err(to_rpc)
+        },
+    )
+    .map(drop));
+    ok(
+        m.register_async_method(method::REPO_LIST, |_, svc, _| async move {
+            Ok::<_, ErrorObjectOwned>(svc.list_repos().await)
+        })
+        .map(drop),
+    );
+    ok(m.register_async_method(
+        method::REPO_REINDEX,
+        |params: Params<'static>, svc, _| async move {
+            let p: RepoReindexParams = params.parse()?;
+            svc.reindex(&p.path, p.full, p.wait).await.map_err(to_rpc)
+        },
+    )
+    .map(drop));
+}
+
 /// The one place daemon errors become JSON-RPC error objects.
 pub fn to_rpc(err: ServiceError) -> ErrorObjectOwned {
     let code = match &err {
         ServiceError::Model(_) => code::MODEL_UNAVAILABLE,
         ServiceError::InvalidParams(_) => code::INVALID_PARAMS,
+        ServiceError::UnknownRepo(_) => code::UNKNOWN_REPO,
+        ServiceError::BadPath(_) => code::BAD_PATH,
         ServiceError::Internal(_) => code::INTERNAL_ERROR,
     };
     ErrorObjectOwned::owned(code, err.to_string(), None::<()>)

@@ -17,6 +17,7 @@ mod hnsw;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -204,7 +205,8 @@ pub struct ChunkRow {
 pub struct Store {
     dir: PathBuf,
     db: Connection,
-    hnsw: Hnsw,
+    /// Shared with [`StoreReader`]s: searches read it while the writer indexes.
+    hnsw: Arc<RwLock<Hnsw>>,
     manifest: Manifest,
     generation: i64,
     hnsw_dirty: bool,
@@ -286,14 +288,14 @@ impl Store {
         let mut store = Self {
             dir: dir.to_owned(),
             db,
-            hnsw: Hnsw::new(want.dims, want.quantization)?,
+            hnsw: Arc::new(RwLock::new(Hnsw::new(want.dims, want.quantization)?)),
             manifest: want.clone(),
             generation,
             hnsw_dirty: false,
         };
         let chunks = store.chunk_count()?;
         match loaded {
-            Some(h) if h.len() as u64 == chunks => store.hnsw = h,
+            Some(h) if h.len() as u64 == chunks => *store.hnsw_mut() = h,
             _ => store.rebuild_hnsw()?,
         }
         Ok(store)
@@ -314,6 +316,27 @@ impl Store {
             path: self.dir.join(SQLITE),
             source,
         }
+    }
+
+    /// Forgets every file and chunk (vectors stay cached), for a full re-index.
+    pub fn clear(&mut self) -> Result<(), StoreError> {
+        let now = unix_now();
+        self.db
+            .execute_batch(&format!(
+                "BEGIN;
+                 INSERT INTO chunks_fts(chunks_fts) VALUES ('delete-all');
+                 DELETE FROM chunks;
+                 DELETE FROM files;
+                 UPDATE vectors SET orphaned_at = {now} WHERE orphaned_at IS NULL;
+                 INSERT INTO meta(key, value) VALUES ('generation', 1)
+                   ON CONFLICT(key) DO UPDATE SET value = value + 1;
+                 COMMIT;"
+            ))
+            .map_err(|e| self.sql(e))?;
+        self.generation = meta_int(&self.db, "generation").map_err(|e| self.sql(e))?;
+        *self.hnsw_mut() = Hnsw::new(self.manifest.dims, self.manifest.quantization)?;
+        self.hnsw_dirty = true;
+        self.save_hnsw()
     }
 
     /// Rebuilds the HNSW index from the vectors in SQLite and saves it.
@@ -337,7 +360,7 @@ impl Store {
         }
         hnsw.add(&items)?;
         tracing::info!(dir = %self.dir.display(), vectors = items.len(), "HNSW index rebuilt");
-        self.hnsw = hnsw;
+        *self.hnsw_mut() = hnsw;
         self.hnsw_dirty = true;
         self.save_hnsw()
     }
@@ -347,7 +370,7 @@ impl Store {
         if !self.hnsw_dirty {
             return Ok(());
         }
-        self.hnsw.save(&self.dir.join(HNSW))?;
+        hnsw_read(&self.hnsw).save(&self.dir.join(HNSW))?;
         self.db
             .execute(
                 "INSERT INTO meta(key, value) VALUES ('hnsw_generation', ?1)
@@ -492,47 +515,38 @@ impl Store {
                     .map(|v| (id, v.clone()))
             })
             .collect();
-        self.hnsw.remove(&removed_ids)?;
-        self.hnsw.add(&items)?;
+        {
+            let mut hnsw = self.hnsw_mut();
+            hnsw.remove(&removed_ids)?;
+            hnsw.add(&items)?;
+        }
         self.hnsw_dirty = true;
         Ok(())
     }
 
     /// The `k` nearest chunks to `query`, with cosine similarity, best first.
     pub fn nearest(&self, query: &[f32], k: usize) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
-        let found = self.hnsw.search(query, k)?;
-        let mut stmt = self
-            .db
-            .prepare_cached(
-                "SELECT c.id, f.path, c.start_line, c.end_line, c.symbol, c.kind, c.language, f.size, f.mtime_ns
-                 FROM chunks c JOIN files f ON f.id = c.file_id WHERE c.id = ?1",
-            )
-            .map_err(|e| self.sql(e))?;
-        let mut out = Vec::with_capacity(found.len());
-        for (id, score) in found {
-            let row = stmt
-                .query_row([id as i64], |r| {
-                    Ok(ChunkRow {
-                        id: r.get::<_, i64>(0)? as u64,
-                        path: r.get(1)?,
-                        start_line: r.get(2)?,
-                        end_line: r.get(3)?,
-                        symbol: r.get(4)?,
-                        kind: r.get(5)?,
-                        language: r.get(6)?,
-                        file_size: r.get::<_, i64>(7)? as u64,
-                        file_mtime_ns: r.get(8)?,
-                    })
-                })
-                .optional()
-                .map_err(|e| self.sql(e))?;
-            // An id the HNSW still has but SQLite dropped cannot happen after a
-            // clean apply; skip it rather than fail a search.
-            if let Some(row) = row {
-                out.push((row, score));
-            }
-        }
-        Ok(out)
+        nearest(&self.db, &self.hnsw, query, k).map_err(|e| self.sql(e))
+    }
+
+    /// A read-only view with its own SQLite connection and the shared HNSW index,
+    /// for searches that must not wait for this writer.
+    pub fn reader(&self) -> Result<StoreReader, StoreError> {
+        let path = self.dir.join(SQLITE);
+        let db = Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| self.sql(e))?;
+        Ok(StoreReader {
+            path,
+            db,
+            hnsw: self.hnsw.clone(),
+        })
+    }
+
+    fn hnsw_mut(&self) -> RwLockWriteGuard<'_, Hnsw> {
+        self.hnsw.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Chunks stored.
@@ -552,7 +566,7 @@ impl Store {
 
     /// Vectors in the HNSW index.
     pub fn hnsw_len(&self) -> usize {
-        self.hnsw.len()
+        hnsw_read(&self.hnsw).len()
     }
 
     fn count(&self, sql: &str) -> Result<u64, StoreError> {
@@ -561,6 +575,71 @@ impl Store {
             .map(|n| n as u64)
             .map_err(|e| self.sql(e))
     }
+}
+
+/// Searches a store while its writer works (WAL lets SQLite readers run beside it).
+#[derive(Debug)]
+pub struct StoreReader {
+    path: PathBuf,
+    db: Connection,
+    hnsw: Arc<RwLock<Hnsw>>,
+}
+
+impl StoreReader {
+    /// The `k` nearest chunks to `query`, with cosine similarity, best first.
+    pub fn nearest(&self, query: &[f32], k: usize) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
+        nearest(&self.db, &self.hnsw, query, k).map_err(|source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+fn hnsw_read(hnsw: &RwLock<Hnsw>) -> RwLockReadGuard<'_, Hnsw> {
+    hnsw.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// HNSW candidates joined with their rows. An id the HNSW still has but SQLite
+/// dropped (a reader between a commit and the HNSW update) is skipped.
+fn nearest(
+    db: &Connection,
+    hnsw: &RwLock<Hnsw>,
+    query: &[f32],
+    k: usize,
+) -> rusqlite::Result<Vec<(ChunkRow, f32)>> {
+    let found = match hnsw_read(hnsw).search(query, k) {
+        Ok(f) => f,
+        Err(err) => {
+            tracing::warn!(%err, "HNSW search failed");
+            Vec::new()
+        }
+    };
+    let mut stmt = db.prepare_cached(
+        "SELECT c.id, f.path, c.start_line, c.end_line, c.symbol, c.kind, c.language, f.size, f.mtime_ns
+         FROM chunks c JOIN files f ON f.id = c.file_id WHERE c.id = ?1",
+    )?;
+    let mut out = Vec::with_capacity(found.len());
+    for (id, score) in found {
+        let row = stmt
+            .query_row([id as i64], |r| {
+                Ok(ChunkRow {
+                    id: r.get::<_, i64>(0)? as u64,
+                    path: r.get(1)?,
+                    start_line: r.get(2)?,
+                    end_line: r.get(3)?,
+                    symbol: r.get(4)?,
+                    kind: r.get(5)?,
+                    language: r.get(6)?,
+                    file_size: r.get::<_, i64>(7)? as u64,
+                    file_mtime_ns: r.get(8)?,
+                })
+            })
+            .optional()?;
+        if let Some(row) = row {
+            out.push((row, score));
+        }
+    }
+    Ok(out)
 }
 
 impl Drop for Store {
