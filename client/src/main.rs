@@ -1,27 +1,291 @@
 //! `codesearch`: the thin client of `codesearchd`.
 //!
 //! It never links the model stack (candle, usearch, tree-sitter); it talks to the
-//! daemon over the socket that `codesearch_proto::paths` names.
+//! daemon over the socket that `codesearch_proto::paths` names, starting the
+//! daemon when nothing answers. Exit status is grep's: 0 found, 1 nothing, 2 error.
 
-use clap::Parser;
+mod output;
+mod rpc;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use codesearch_proto::{DaemonStatus, ModelInfo, RepoState, RepoStatus, SearchResult, method};
+use serde_json::json;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "codesearch",
     version,
-    about = "Semantic code search that stays warm",
-    long_about = "Semantic code search that stays warm.\n\nThe daemon commands (index, search, status) arrive with the daemon; today the embedding engine is exercised through `codesearchd bench-embed`."
+    about = "Semantic code search that stays warm"
 )]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _ = Cli::parse();
-    let socket = codesearch_proto::paths::socket();
-    eprintln!(
-        "codesearch: no commands yet; the daemon's socket will be {}",
-        socket.map_or_else(
-            || "unresolved (set CODESEARCH_HOME)".to_owned(),
-            |p| p.display().to_string()
-        )
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Index a repository (default: the current directory) and keep it fresh.
+    Index {
+        /// The repository root.
+        path: Option<PathBuf>,
+        /// Embedding model for this repository (see `codesearch models`).
+        #[arg(long, env = "CODESEARCH_MODEL")]
+        model: Option<String>,
+        /// Return at once instead of waiting for the first pass.
+        #[arg(long)]
+        no_wait: bool,
+        /// Drop the index and build it again.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Search indexed repositories.
+    Search {
+        /// What to look for, in words or code.
+        query: String,
+        /// Hits to show.
+        #[arg(short = 'k', long, default_value_t = 10)]
+        k: usize,
+        /// Only this repository (repeatable).
+        #[arg(long = "repo")]
+        repos: Vec<PathBuf>,
+        /// Only this language (repeatable): rust, python, typescript, …
+        #[arg(long = "lang")]
+        languages: Vec<String>,
+        /// Only paths matching this glob (repeatable), relative to the repository.
+        #[arg(long = "path")]
+        paths: Vec<String>,
+        /// hybrid, semantic or lexical.
+        #[arg(long)]
+        mode: Option<String>,
+        /// One JSON `Hit` per line.
+        #[arg(long, conflicts_with = "vimgrep")]
+        json: bool,
+        /// `path:line:col:text`, for editors' quickfix lists.
+        #[arg(long)]
+        vimgrep: bool,
+    },
+    /// Daemon and repositories at a glance.
+    Status,
+    /// Registered repositories.
+    List,
+    /// Forget a repository and delete its index.
+    Remove {
+        /// The repository root.
+        path: PathBuf,
+    },
+    /// The embedding models codesearch knows.
+    Models,
+    /// Start, stop or inspect the daemon.
+    Daemon {
+        #[command(subcommand)]
+        action: DaemonAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DaemonAction {
+    /// Start the daemon in the background (if it is not running).
+    Start,
+    /// Ask the daemon to shut down.
+    Stop,
+    /// Whether the daemon runs, and its pid and models.
+    Status,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            // A closed pipe (`codesearch search … | head`) is not an error.
+            if err.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            let _ = writeln!(std::io::stderr(), "codesearch: error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+struct Paths {
+    home: PathBuf,
+    socket: PathBuf,
+}
+
+fn paths() -> anyhow::Result<Paths> {
+    let home = codesearch_proto::paths::home()
+        .context("cannot find the codesearch home: set CODESEARCH_HOME or HOME")?;
+    let socket = codesearch_proto::paths::socket()
+        .unwrap_or_else(|| home.join(codesearch_proto::paths::SOCKET_FILE));
+    Ok(Paths { home, socket })
+}
+
+fn absolute(path: &Path) -> anyhow::Result<String> {
+    let p = std::path::absolute(path).with_context(|| format!("bad path {}", path.display()))?;
+    Ok(p.display().to_string())
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let p = paths()?;
+    let mut out = std::io::stdout().lock();
+    match cli.command {
+        Command::Daemon { action } => return daemon(action, &p),
+        Command::Models => {
+            let mut c = rpc::connect_or_start(&p.socket, &p.home)?;
+            let models: Vec<ModelInfo> = c.call(method::MODELS_LIST, json!(null))?;
+            output::models(&mut out, &models)?;
+        }
+        Command::Status => {
+            let mut c = rpc::connect_or_start(&p.socket, &p.home)?;
+            let s: DaemonStatus = c.call(method::DAEMON_STATUS, json!(null))?;
+            output::daemon_status(&mut out, &s, &p.socket)?;
+        }
+        Command::List => {
+            let mut c = rpc::connect_or_start(&p.socket, &p.home)?;
+            let repos: Vec<RepoStatus> = c.call(method::REPO_LIST, json!(null))?;
+            output::repos(&mut out, &repos)?;
+        }
+        Command::Remove { path } => {
+            let mut c = rpc::connect_or_start(&p.socket, &p.home)?;
+            let () = c
+                .call::<Option<()>>(method::REPO_REMOVE, json!({"path": absolute(&path)?}))?
+                .unwrap_or_default();
+            writeln!(out, "removed {}", path.display())?;
+        }
+        Command::Index {
+            path,
+            model,
+            no_wait,
+            full,
+        } => {
+            let path = absolute(&path.unwrap_or_else(|| PathBuf::from(".")))?;
+            let mut c = rpc::connect_or_start(&p.socket, &p.home)?;
+            let mut status: RepoStatus = c.call(
+                method::REPO_ADD,
+                json!({"path": path, "model": model, "wait": false}),
+            )?;
+            if full {
+                status = c.call(method::REPO_REINDEX, json!({"path": path, "full": true}))?;
+            }
+            if !no_wait {
+                status = wait_for(&mut c, &path, status)?;
+            }
+            output::repos(&mut out, std::slice::from_ref(&status))?;
+            if status.state == RepoState::Error {
+                return Ok(ExitCode::from(2));
+            }
+        }
+        Command::Search {
+            query,
+            k,
+            repos,
+            languages,
+            paths,
+            mode,
+            json,
+            vimgrep,
+        } => {
+            let mut c = rpc::connect_or_start(&p.socket, &p.home)?;
+            let repos = repos
+                .iter()
+                .map(|r| absolute(r))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let params = json!({
+                "query": query,
+                "k": k,
+                "repos": (!repos.is_empty()).then_some(repos),
+                "languages": (!languages.is_empty()).then_some(languages),
+                "paths": (!paths.is_empty()).then_some(paths),
+                "mode": mode,
+            });
+            let result: SearchResult = c.call(method::SEARCH, params)?;
+            if json {
+                output::hits_json(&mut out, &result.results)?;
+            } else if vimgrep {
+                output::hits_vimgrep(&mut out, &result.results)?;
+            } else {
+                output::hits(&mut out, &result.results)?;
+            }
+            out.flush()?;
+            return Ok(if result.results.is_empty() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            });
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Polls the repository until its pass ends, showing progress on stderr.
+fn wait_for(c: &mut rpc::Client, path: &str, mut status: RepoStatus) -> anyhow::Result<RepoStatus> {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} indexing {msg} [{elapsed}]")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
+    while status.state == RepoState::Indexing {
+        bar.set_message(format!("{path}: {} files left", status.pending));
+        bar.tick();
+        std::thread::sleep(Duration::from_millis(100));
+        let repos: Vec<RepoStatus> = c.call(method::REPO_LIST, json!(null))?;
+        status = repos
+            .into_iter()
+            .find(|r| {
+                r.path == path
+                    || Path::new(&r.path) == Path::new(path).canonicalize().unwrap_or_default()
+            })
+            .context("the repository disappeared while indexing")?;
+    }
+    bar.finish_and_clear();
+    Ok(status)
+}
+
+fn daemon(action: DaemonAction, p: &Paths) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match action {
+        DaemonAction::Start => {
+            let mut c = rpc::connect_or_start(&p.socket, &p.home)?;
+            let s: DaemonStatus = c.call(method::DAEMON_STATUS, json!(null))?;
+            writeln!(
+                out,
+                "codesearchd {} running (pid {}) on {}",
+                s.version,
+                s.pid,
+                p.socket.display()
+            )?;
+        }
+        DaemonAction::Stop => match rpc::Client::connect(&p.socket) {
+            Ok(mut c) => {
+                let _: Option<()> = c.call(method::DAEMON_SHUTDOWN, json!(null))?;
+                writeln!(out, "codesearchd stopped")?;
+            }
+            Err(_) => writeln!(out, "codesearchd is not running")?,
+        },
+        DaemonAction::Status => match rpc::Client::connect(&p.socket) {
+            Ok(mut c) => {
+                let s: DaemonStatus = c.call(method::DAEMON_STATUS, json!(null))?;
+                output::daemon_status(&mut out, &s, &p.socket)?;
+            }
+            Err(_) => {
+                writeln!(
+                    out,
+                    "codesearchd is not running (no answer on {})",
+                    p.socket.display()
+                )?;
+                return Ok(ExitCode::from(1));
+            }
+        },
+    }
+    Ok(ExitCode::SUCCESS)
 }

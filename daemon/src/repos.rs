@@ -81,13 +81,19 @@ impl Repo {
         f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
-    /// Runs one incremental indexing pass on a blocking thread; `full` drops the
-    /// index first. Status shows `indexing` meanwhile and `ready` or `error` after.
-    pub async fn index(self: &Arc<Self>, embedder: EmbedHandle, chunker: Arc<Chunker>, full: bool) {
+    /// Shows `indexing` from now on, so a caller that polls right after starting a
+    /// pass never sees the state from before it.
+    pub fn mark_indexing(&self) {
         self.update(|s| {
             s.state = RepoState::Indexing;
             s.error = None;
         });
+    }
+
+    /// Runs one incremental indexing pass on a blocking thread; `full` drops the
+    /// index first. Status shows `indexing` meanwhile and `ready` or `error` after.
+    pub async fn index(self: &Arc<Self>, embedder: EmbedHandle, chunker: Arc<Chunker>, full: bool) {
+        self.mark_indexing();
         let repo = self.clone();
         let result = tokio::task::spawn_blocking(move || {
             let mut store = repo.writer.blocking_lock();

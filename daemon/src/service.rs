@@ -133,6 +133,7 @@ impl Service {
             repos.insert(root.clone(), repo.clone());
             self.persist(&repos);
         }
+        repo.mark_indexing();
         let run = {
             let repo = repo.clone();
             let chunker = self.chunker.clone();
@@ -193,6 +194,7 @@ impl Service {
             repos[&key].clone()
         };
         let embedder = self.embedder(Some(&repo.model)).await?;
+        repo.mark_indexing();
         let run = {
             let repo = repo.clone();
             let chunker = self.chunker.clone();

@@ -5,10 +5,12 @@
 //! - `index`: indexing and searching a real corpus, incrementally, on the real model.
 //! - `daemon`: the real daemon over its socket: methods, bad input, permissions, one per home.
 //! - `embed`: the candle engine against sentence-transformers' reference vectors.
+//! - `client`: the `codesearch` client end to end, exit codes and output formats.
 //! - `cli`: the `codesearchd` binary's benchmark and its error messages.
 
 mod chunk;
 mod cli;
+mod client;
 mod daemon;
 mod embed;
 mod index;

@@ -1,0 +1,140 @@
+//! What the client prints: ripgrep-like hits (colored on a terminal unless
+//! `NO_COLOR`), JSON lines, vimgrep lines, and status tables.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+
+use codesearch_proto::{DaemonStatus, Hit, ModelInfo, RepoStatus};
+
+/// Snippet lines shown per hit.
+const SNIPPET_LINES: usize = 4;
+
+struct Style {
+    on: bool,
+}
+
+impl Style {
+    fn detect() -> Self {
+        Self {
+            on: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.on {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+}
+
+/// `path:start-end  symbol  score`, then a few snippet lines.
+pub fn hits(out: &mut impl Write, hits: &[Hit]) -> std::io::Result<()> {
+    let s = Style::detect();
+    for (i, h) in hits.iter().enumerate() {
+        if i > 0 {
+            writeln!(out)?;
+        }
+        let path = Path::new(&h.repo).join(&h.path);
+        let stale = if h.stale {
+            " (changed since indexed)"
+        } else {
+            ""
+        };
+        writeln!(
+            out,
+            "{}:{}  {} {}  {}{}",
+            s.paint("35", &path.display().to_string()),
+            s.paint("32", &format!("{}-{}", h.start_line, h.end_line)),
+            h.kind,
+            s.paint("1", h.symbol.as_deref().unwrap_or("")),
+            s.paint("2", &format!("{:.3}", h.score)),
+            stale
+        )?;
+        for (n, line) in h.snippet.lines().take(SNIPPET_LINES).enumerate() {
+            writeln!(
+                out,
+                "{}  {line}",
+                s.paint("32", &format!("{:>5}", h.start_line as usize + n))
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// One `Hit` object per line.
+pub fn hits_json(out: &mut impl Write, hits: &[Hit]) -> std::io::Result<()> {
+    for h in hits {
+        serde_json::to_writer(&mut *out, h)?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// `path:line:col:text`, the first line of each hit.
+pub fn hits_vimgrep(out: &mut impl Write, hits: &[Hit]) -> std::io::Result<()> {
+    for h in hits {
+        let path = Path::new(&h.repo).join(&h.path);
+        let first = h.snippet.lines().next().unwrap_or("");
+        writeln!(out, "{}:{}:1:{first}", path.display(), h.start_line)?;
+    }
+    Ok(())
+}
+
+/// One line per repository.
+pub fn repos(out: &mut impl Write, repos: &[RepoStatus]) -> std::io::Result<()> {
+    if repos.is_empty() {
+        return writeln!(out, "no repositories; add one with `codesearch index PATH`");
+    }
+    for r in repos {
+        let state = serde_json::to_value(r.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        write!(
+            out,
+            "{}  {state}  {} files  {} chunks  {}",
+            r.path, r.files, r.chunks, r.model
+        )?;
+        if let Some(e) = &r.error {
+            write!(out, "  error: {e}")?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// The model table.
+pub fn models(out: &mut impl Write, models: &[ModelInfo]) -> std::io::Result<()> {
+    for m in models {
+        writeln!(
+            out,
+            "{:<10} {:>5} dims  {:<40} {}",
+            m.name,
+            m.dims,
+            m.hf_repo,
+            m.aliases.join(", ")
+        )?;
+    }
+    Ok(())
+}
+
+/// `daemon status`.
+pub fn daemon_status(out: &mut impl Write, s: &DaemonStatus, socket: &Path) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "codesearchd {} (pid {}) on {}, up {} s",
+        s.version,
+        s.pid,
+        socket.display(),
+        s.uptime_s
+    )?;
+    if let Some(rss) = s.rss_bytes {
+        writeln!(out, "memory {} MB", rss / 1_000_000)?;
+    }
+    for m in &s.models {
+        writeln!(out, "model {} on {}", m.name, m.device)?;
+    }
+    repos(out, &s.repos)
+}

@@ -1,0 +1,162 @@
+//! The `codesearch` client end to end: it starts the daemon itself, indexes a real
+//! corpus, searches it in every output format, and exits like grep.
+
+use std::process::{Command, Output};
+
+use codesearch_proto::Hit;
+
+use crate::util::{bin, registry_file};
+
+struct Home {
+    dir: tempfile::TempDir,
+}
+
+impl Home {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(bin("codesearch"))
+            .args(args)
+            .env("CODESEARCH_HOME", self.dir.path())
+            .env_remove("CODESEARCH_SOCKET")
+            .env("CODESEARCH_EMBEDDING_DEVICE", "cpu")
+            .env("HF_HUB_OFFLINE", "1")
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = self.run(&["daemon", "stop"]);
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn index_then_search_like_grep() {
+    let corpus = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(corpus.path().join("src")).unwrap();
+    for f in ["pathutil.rs", "gitignore.rs"] {
+        std::fs::copy(
+            registry_file("ignore", &format!("src/{f}")),
+            corpus.path().join("src").join(f),
+        )
+        .unwrap();
+    }
+    let root = corpus.path().to_str().unwrap();
+    let home = Home {
+        dir: tempfile::tempdir().unwrap(),
+    };
+
+    // The first command starts the daemon, with its log in the home.
+    let o = home.run(&["index", root]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("ready  2 files"),
+        "{}",
+        text(&o)
+    );
+    assert!(home.dir.path().join("logs/codesearchd.log").is_file());
+
+    let o = home.run(&[
+        "search",
+        "expand a leading tilde to the home directory",
+        "-k",
+        "3",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("src/gitignore.rs:") && out.contains("expand_tilde"),
+        "{out}"
+    );
+    assert!(!out.contains('\x1b'), "no color when not a terminal");
+
+    let o = home.run(&[
+        "search",
+        "expand a leading tilde to the home directory",
+        "-k",
+        "3",
+        "--json",
+    ]);
+    let hits: Vec<Hit> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(hits.len(), 3, "{}", text(&o));
+    assert!(
+        hits.iter()
+            .any(|h| h.symbol.as_deref() == Some("expand_tilde")),
+        "{hits:#?}"
+    );
+
+    let o = home.run(&["search", "tilde", "-k", "2", "--vimgrep"]);
+    let first = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    let parts: Vec<&str> = first.splitn(4, ':').collect();
+    assert!(
+        parts.len() == 4 && parts[1].parse::<u32>().is_ok() && parts[2] == "1",
+        "{first}"
+    );
+
+    // Nothing found: 1. An error: 2, with a message that says what to do.
+    let o = home.run(&["search", "tilde", "--lang", "cobol"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let o = home.run(&["search", "tilde", "--repo", "/nonexistent"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("codesearch index /nonexistent"),
+        "{}",
+        text(&o)
+    );
+
+    let o = home.run(&["list"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("ready"),
+        "{}",
+        text(&o)
+    );
+    let o = home.run(&["daemon", "status"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("model minilm on cpu"),
+        "{}",
+        text(&o)
+    );
+    let o = home.run(&["daemon", "stop"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = home.run(&["daemon", "status"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+}
+
+#[test]
+fn the_client_never_links_the_model_stack() {
+    let o = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-p",
+            "codesearch",
+            "-e",
+            "normal,build",
+            "-i",
+            "candle-core",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.trim().is_empty(),
+        "the client depends on candle-core:\n{stdout}"
+    );
+}
