@@ -72,8 +72,20 @@ impl Client {
 
 /// Connects, starting the daemon first when no socket answers.
 pub fn connect_or_start(socket: &Path, home: &Path) -> anyhow::Result<Client> {
-    if let Ok(c) = Client::connect(socket) {
-        return Ok(c);
+    match Client::connect(socket) {
+        Ok(c) => return Ok(c),
+        // Nothing there, or a stale socket: start the daemon.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) => {}
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot connect to {} (is it another user's daemon? set CODESEARCH_HOME or CODESEARCH_SOCKET to your own)",
+                socket.display()
+            )));
+        }
     }
     let log = start_daemon(home)?;
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -292,3 +292,30 @@ fn a_restarted_daemon_serves_its_repositories_again() {
     let found = d.call("search", json!({"query": "frobnicate widgets", "k": 1}));
     assert_eq!(found["result"]["results"][0]["path"], "extra.py", "{found}");
 }
+
+#[test]
+fn a_client_of_another_user_is_refused() {
+    // The home is 0700 and the socket 0600, so another user cannot even connect;
+    // the daemon's peer-uid check stands behind that. Runs the real client as
+    // `nobody` through setpriv (util-linux), which needs root, as CI has.
+    let d = Daemon::start();
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin("codesearch"))
+        .args(["search", "anything"])
+        .env("CODESEARCH_HOME", d.home.path())
+        .env_remove("CODESEARCH_SOCKET")
+        .output()
+        .expect("setpriv (util-linux) runs the client as nobody");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("Permission denied") || stderr.contains("permission denied"),
+        "{stderr}"
+    );
+    // The daemon is unharmed.
+    assert_eq!(
+        d.call("models.list", json!({}))["result"][0]["name"],
+        "minilm"
+    );
+}
