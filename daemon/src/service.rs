@@ -17,8 +17,9 @@ use crate::embed::{
 use crate::repos::{self, Registered, Repo};
 use crate::store::StoreError;
 
-/// Texts per document slice on the model thread: how long a query can wait.
-const EMBED_SLICE: usize = 64;
+/// Characters per document slice on the model thread, which bounds how long a
+/// query waits behind indexing (about 800 tokens: tens of milliseconds on a CPU).
+const EMBED_SLICE_CHARS: usize = 2000;
 
 /// Failures of daemon operations, mapped to JSON-RPC codes in `rpc`.
 #[derive(Debug, thiserror::Error)]
@@ -370,7 +371,7 @@ impl Service {
                 .await
                 .map_err(|e| ServiceError::Internal(format!("model loader panicked: {e}")))?
                 .map_err(|e| ServiceError::Model(Box::new(e)))?;
-        let worker = EmbedWorker::spawn(Box::new(model), EMBED_SLICE)
+        let worker = EmbedWorker::spawn(Box::new(model), EMBED_SLICE_CHARS)
             .map_err(|e| ServiceError::Internal(format!("cannot start the model thread: {e}")))?;
         let handle = worker.handle();
         workers.insert(spec.name.to_owned(), worker);

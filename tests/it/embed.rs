@@ -85,7 +85,7 @@ fn a_query_jumps_ahead_of_indexing() {
         ..Default::default()
     };
     let model = embed::load(&options, &ModelLocator::from_env()).unwrap();
-    let worker = EmbedWorker::spawn(Box::new(model), 16).unwrap();
+    let worker = EmbedWorker::spawn(Box::new(model), 2000).unwrap();
     let chunks = bench::read_chunks(&shared_dir().join("reference/chunks.jsonl")).unwrap();
     let docs: Vec<String> = chunks.iter().take(320).map(|c| c.text.clone()).collect();
 
@@ -97,7 +97,13 @@ fn a_query_jumps_ahead_of_indexing() {
     // Wait until the model thread is busy with the indexing slices.
     let handle = worker.handle();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while handle.queued().1 == 0 || handle.queued().1 >= 20 {
+    let slices = handle.queued().1.max(1);
+    while handle.queued().1 == 0 {
+        assert!(Instant::now() < deadline, "indexing was never queued");
+        std::thread::yield_now();
+    }
+    let slices = slices.max(handle.queued().1);
+    while handle.queued().1 >= slices {
         assert!(Instant::now() < deadline, "indexing never started");
         std::thread::yield_now();
     }

@@ -4,8 +4,9 @@
 //! Exactly one thread touches the model. Callers hold an [`EmbedHandle`] (cheap to
 //! clone): `embed_async` serves the daemon's tasks, and the handle is itself an
 //! [`Embedder`] (blocking) for the synchronous index pipeline. Document requests
-//! are cut into slices of at most `slice` texts, each queued on its own, so a
-//! query waits for one slice at most, never for a whole indexing batch.
+//! are sorted by length and cut into slices of at most `slice_chars` characters,
+//! each queued on its own, so a query waits for one short slice at most, never for
+//! a whole indexing batch; sorting first keeps the padding of small slices low.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
@@ -58,7 +59,7 @@ pub struct EmbedHandle {
     dims: usize,
     max_tokens: usize,
     device: String,
-    slice: usize,
+    slice_chars: usize,
 }
 
 impl std::fmt::Debug for EmbedHandle {
@@ -70,9 +71,9 @@ impl std::fmt::Debug for EmbedHandle {
 }
 
 impl EmbedWorker {
-    /// Moves `embedder` onto a thread of its own. `slice` bounds the texts of one
-    /// document job, and so how long a query can wait.
-    pub fn spawn(embedder: Box<dyn Embedder>, slice: usize) -> std::io::Result<Self> {
+    /// Moves `embedder` onto a thread of its own. `slice_chars` bounds the text of
+    /// one document job, and so how long a query can wait behind indexing.
+    pub fn spawn(embedder: Box<dyn Embedder>, slice_chars: usize) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
@@ -83,7 +84,7 @@ impl EmbedWorker {
             dims: embedder.dims(),
             max_tokens: embedder.max_tokens(),
             device: embedder.device_name(),
-            slice: slice.max(1),
+            slice_chars: slice_chars.max(1),
         };
         let thread = std::thread::Builder::new()
             .name(format!("embed-{}", handle.model))
@@ -145,27 +146,54 @@ impl EmbedHandle {
         texts: Vec<String>,
         kind: InputKind,
     ) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let receivers = self.enqueue(texts, kind)?;
-        let mut out = Vec::new();
-        for rx in receivers {
-            out.extend(rx.await.map_err(|_| self.closed())??);
+        let n = texts.len();
+        let pending = self.enqueue(texts, kind)?;
+        let mut out = vec![Vec::new(); n];
+        for (indices, rx) in pending {
+            let vectors = rx.await.map_err(|_| self.closed())??;
+            for (i, v) in indices.into_iter().zip(vectors) {
+                out[i] = v;
+            }
         }
         Ok(out)
     }
 
-    fn enqueue(&self, texts: Vec<String>, kind: InputKind) -> Result<Vec<Pending>, EmbedError> {
-        let slice = match kind {
-            InputKind::Query => texts.len().max(1),
-            InputKind::Document => self.slice,
+    /// Queues `texts` as one query job, or as length-sorted document slices; each
+    /// receiver comes with the input positions of its texts.
+    fn enqueue(
+        &self,
+        texts: Vec<String>,
+        kind: InputKind,
+    ) -> Result<Vec<(Vec<usize>, Pending)>, EmbedError> {
+        let groups: Vec<Vec<usize>> = match kind {
+            InputKind::Query => vec![(0..texts.len()).collect()],
+            InputKind::Document => {
+                let mut order: Vec<usize> = (0..texts.len()).collect();
+                order.sort_by_key(|&i| std::cmp::Reverse(texts[i].len()));
+                let mut groups: Vec<Vec<usize>> = Vec::new();
+                let mut chars = 0;
+                for i in order {
+                    let len = texts[i].len();
+                    match groups.last_mut() {
+                        Some(g) if chars + len <= self.slice_chars => g.push(i),
+                        _ => {
+                            groups.push(vec![i]);
+                            chars = 0;
+                        }
+                    }
+                    chars += len;
+                }
+                groups
+            }
         };
-        let mut receivers = Vec::new();
+        let mut texts: Vec<Option<String>> = texts.into_iter().map(Some).collect();
+        let mut pending = Vec::with_capacity(groups.len());
         let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
         if q.closed {
             return Err(self.closed());
         }
-        let mut texts = texts.into_iter().peekable();
-        while texts.peek().is_some() {
-            let part: Vec<String> = texts.by_ref().take(slice).collect();
+        for indices in groups {
+            let part: Vec<String> = indices.iter().filter_map(|&i| texts[i].take()).collect();
             let (reply, rx) = tokio::sync::oneshot::channel();
             let job = Job {
                 texts: part,
@@ -176,11 +204,11 @@ impl EmbedHandle {
                 InputKind::Query => q.queries.push_back(job),
                 InputKind::Document => q.documents.push_back(job),
             }
-            receivers.push(rx);
+            pending.push((indices, rx));
         }
         drop(q);
         self.shared.ready.notify_one();
-        Ok(receivers)
+        Ok(pending)
     }
 
     /// Jobs waiting: (query jobs, document slices).
@@ -216,10 +244,13 @@ impl Embedder for EmbedHandle {
     }
 
     fn embed(&mut self, texts: &[&str], kind: InputKind) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let receivers = self.enqueue(texts.iter().map(|t| (*t).to_owned()).collect(), kind)?;
-        let mut out = Vec::with_capacity(texts.len());
-        for rx in receivers {
-            out.extend(rx.blocking_recv().map_err(|_| self.closed())??);
+        let pending = self.enqueue(texts.iter().map(|t| (*t).to_owned()).collect(), kind)?;
+        let mut out = vec![Vec::new(); texts.len()];
+        for (indices, rx) in pending {
+            let vectors = rx.blocking_recv().map_err(|_| self.closed())??;
+            for (i, v) in indices.into_iter().zip(vectors) {
+                out[i] = v;
+            }
         }
         Ok(out)
     }
@@ -252,15 +283,20 @@ mod tests {
     }
 
     #[test]
-    fn document_jobs_are_sliced_in_order_and_a_closed_queue_says_so() {
+    fn document_jobs_are_sorted_and_sliced_and_a_closed_queue_says_so() {
         let log = Arc::new(Mutex::new(Vec::new()));
-        let worker = EmbedWorker::spawn(Box::new(Recorder(log.clone())), 2).unwrap();
+        let worker = EmbedWorker::spawn(Box::new(Recorder(log.clone())), 7).unwrap();
         let mut handle = worker.handle();
         let v = handle
             .embed(&["a", "bb", "ccc", "dddd", "eeeee"], InputKind::Document)
             .unwrap();
-        assert_eq!(v, [[1.0], [2.0], [3.0], [4.0], [5.0]]);
-        assert_eq!(*log.lock().unwrap(), ["a,bb", "ccc,dddd", "eeeee"]);
+        assert_eq!(
+            v,
+            [[1.0], [2.0], [3.0], [4.0], [5.0]],
+            "answers in input order"
+        );
+        // Longest first, at most 7 characters a slice (a longer text goes alone).
+        assert_eq!(*log.lock().unwrap(), ["eeeee", "dddd,ccc", "bb,a"]);
         drop(worker);
         let err = handle
             .embed(&["x"], InputKind::Query)

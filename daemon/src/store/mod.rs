@@ -31,6 +31,10 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// branch switched back costs no embedding.
 pub const ORPHAN_VECTORS_KEPT: i64 = 50_000;
 
+/// Vectors added to the HNSW index per hold of its write lock, so a search waits
+/// for a few insertions at most, not for a whole committed batch.
+const HNSW_ADDS_PER_LOCK: usize = 16;
+
 const MANIFEST: &str = "manifest.json";
 const SQLITE: &str = "index.sqlite";
 const HNSW: &str = "vectors.usearch";
@@ -515,10 +519,10 @@ impl Store {
                     .map(|v| (id, v.clone()))
             })
             .collect();
-        {
-            let mut hnsw = self.hnsw_mut();
-            hnsw.remove(&removed_ids)?;
-            hnsw.add(&items)?;
+        // Small groups under the write lock: searches (readers) get in between.
+        self.hnsw_mut().remove(&removed_ids)?;
+        for group in items.chunks(HNSW_ADDS_PER_LOCK) {
+            self.hnsw_mut().add(group)?;
         }
         self.hnsw_dirty = true;
         Ok(())
