@@ -113,7 +113,10 @@ pub fn index(
         {
             stats.files_unchanged += 1;
             if let Some(reason) = &p.skip {
-                stats.skips.add(skip_reason(reason), &entry.rel);
+                stats.skips.add(
+                    walk::SkipReason::from_name(reason).unwrap_or(walk::SkipReason::Unreadable),
+                    &entry.rel,
+                );
             }
             continue;
         }
@@ -239,21 +242,6 @@ fn flush(
     }
     store.apply(std::mem::take(updates))?;
     Ok(())
-}
-
-fn skip_reason(name: &str) -> walk::SkipReason {
-    use walk::SkipReason::*;
-    [
-        Binary,
-        TooLarge,
-        Generated,
-        NotUtf8,
-        SymlinkOutsideRoot,
-        Unreadable,
-    ]
-    .into_iter()
-    .find(|r| r.as_str() == name)
-    .unwrap_or(Unreadable)
 }
 
 impl From<EmbedError> for IndexError {

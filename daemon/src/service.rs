@@ -134,18 +134,29 @@ impl Service {
             repos.insert(root.clone(), repo.clone());
             self.persist(&repos);
         }
+        Ok(self.start_pass(&repo, embedder, false, wait).await)
+    }
+
+    /// Starts an indexing pass; with `wait`, answers when it has finished.
+    async fn start_pass(
+        &self,
+        repo: &Arc<Repo>,
+        embedder: EmbedHandle,
+        full: bool,
+        wait: bool,
+    ) -> RepoStatus {
         repo.mark_indexing();
         let run = {
             let repo = repo.clone();
             let chunker = self.chunker.clone();
-            async move { repo.index(embedder, chunker, false).await }
+            async move { repo.index(embedder, chunker, full).await }
         };
         if wait {
             run.await;
         } else {
             tokio::spawn(run);
         }
-        Ok(repo.status())
+        repo.status()
     }
 
     /// `repo.remove`: forgets the repository and deletes its index (after a running pass ends).
@@ -195,18 +206,7 @@ impl Service {
             repos[&key].clone()
         };
         let embedder = self.embedder(Some(&repo.model)).await?;
-        repo.mark_indexing();
-        let run = {
-            let repo = repo.clone();
-            let chunker = self.chunker.clone();
-            async move { repo.index(embedder, chunker, full).await }
-        };
-        if wait {
-            run.await;
-        } else {
-            tokio::spawn(run);
-        }
-        Ok(repo.status())
+        Ok(self.start_pass(&repo, embedder, full, wait).await)
     }
 
     /// `search`: one query embedding per model, the nearest chunks of every

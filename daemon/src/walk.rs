@@ -36,6 +36,21 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
+    /// Every reason.
+    pub const ALL: [Self; 6] = [
+        Self::Binary,
+        Self::TooLarge,
+        Self::Generated,
+        Self::NotUtf8,
+        Self::SymlinkOutsideRoot,
+        Self::Unreadable,
+    ];
+
+    /// The reason [`SkipReason::as_str`] names.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+
     /// The name used in status output.
     pub fn as_str(self) -> &'static str {
         match self {
