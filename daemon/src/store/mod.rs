@@ -530,7 +530,7 @@ impl Store {
 
     /// The `k` nearest chunks to `query`, with cosine similarity, best first.
     pub fn nearest(&self, query: &[f32], k: usize) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
-        nearest(&self.db, &self.hnsw, query, k).map_err(|e| self.sql(e))
+        nearest(&self.db, &self.dir.join(SQLITE), &self.hnsw, query, k)
     }
 
     /// A read-only view with its own SQLite connection and the shared HNSW index,
@@ -592,10 +592,7 @@ pub struct StoreReader {
 impl StoreReader {
     /// The `k` nearest chunks to `query`, with cosine similarity, best first.
     pub fn nearest(&self, query: &[f32], k: usize) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
-        nearest(&self.db, &self.hnsw, query, k).map_err(|source| StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        })
+        nearest(&self.db, &self.path, &self.hnsw, query, k)
     }
 }
 
@@ -607,17 +604,20 @@ fn hnsw_read(hnsw: &RwLock<Hnsw>) -> RwLockReadGuard<'_, Hnsw> {
 /// dropped (a reader between a commit and the HNSW update) is skipped.
 fn nearest(
     db: &Connection,
+    db_path: &Path,
     hnsw: &RwLock<Hnsw>,
     query: &[f32],
     k: usize,
-) -> rusqlite::Result<Vec<(ChunkRow, f32)>> {
-    let found = match hnsw_read(hnsw).search(query, k) {
-        Ok(f) => f,
-        Err(err) => {
-            tracing::warn!(%err, "HNSW search failed");
-            Vec::new()
-        }
+) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
+    let found = hnsw_read(hnsw).search(query, k)?;
+    let sql = |source| StoreError::Sqlite {
+        path: db_path.to_owned(),
+        source,
     };
+    rows_for(db, found).map_err(sql)
+}
+
+fn rows_for(db: &Connection, found: Vec<(u64, f32)>) -> rusqlite::Result<Vec<(ChunkRow, f32)>> {
     let mut stmt = db.prepare_cached(
         "SELECT c.id, f.path, c.start_line, c.end_line, c.symbol, c.kind, c.language, f.size, f.mtime_ns
          FROM chunks c JOIN files f ON f.id = c.file_id WHERE c.id = ?1",
