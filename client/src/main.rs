@@ -14,8 +14,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use codesearch_proto::{DaemonStatus, ModelInfo, RepoState, RepoStatus, SearchResult, method};
-use serde_json::json;
+use codesearch_proto::{
+    DaemonStatus, ModelInfo, RepoProgress, RepoState, RepoStatus, SearchResult, method,
+};
+use serde_json::{Value, json};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,6 +28,13 @@ use serde_json::json;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Where the model runs when this command starts the daemon: auto, cpu,
+    /// cuda, metal (mlx, mps) [default: auto]
+    #[arg(long, global = true, env = "CODESEARCH_EMBEDDING_DEVICE")]
+    device: Option<String>,
+    /// Texts per forward pass at most, when this command starts the daemon [default: 32]
+    #[arg(long, global = true)]
+    batch_size: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,14 +128,46 @@ fn main() -> ExitCode {
 struct Paths {
     home: PathBuf,
     socket: PathBuf,
+    /// `codesearchd serve` arguments from `--device` and `--batch-size`.
+    daemon_args: Vec<String>,
 }
 
-fn paths() -> anyhow::Result<Paths> {
+fn paths(cli: &Cli) -> anyhow::Result<Paths> {
     let home = codesearch_proto::paths::home()
         .context("cannot find the codesearch home: set CODESEARCH_HOME or HOME")?;
     let socket = codesearch_proto::paths::socket()
         .unwrap_or_else(|| home.join(codesearch_proto::paths::SOCKET_FILE));
-    Ok(Paths { home, socket })
+    let mut daemon_args = Vec::new();
+    if let Some(d) = &cli.device {
+        daemon_args.extend(["--device".to_owned(), d.clone()]);
+    }
+    if let Some(b) = cli.batch_size {
+        daemon_args.extend(["--batch-size".to_owned(), b.to_string()]);
+    }
+    Ok(Paths {
+        home,
+        socket,
+        daemon_args,
+    })
+}
+
+/// Connects to the daemon, starting it when needed. Explicit `--device` or
+/// `--batch-size` only shape a daemon this call starts: say so when one runs.
+fn connect(p: &Paths) -> anyhow::Result<rpc::Client> {
+    let c = rpc::connect_or_start(&p.socket, &p.home, &p.daemon_args)?;
+    if !c.started && !p.daemon_args.is_empty() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "codesearch: note: codesearchd is already running, so {} does not apply; `codesearch daemon stop` first to restart it with them",
+            p.daemon_args
+                .iter()
+                .filter(|a| a.starts_with("--"))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" and ")
+        );
+    }
+    Ok(c.client)
 }
 
 fn absolute(path: &Path) -> anyhow::Result<String> {
@@ -135,27 +176,27 @@ fn absolute(path: &Path) -> anyhow::Result<String> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let p = paths()?;
+    let p = paths(&cli)?;
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Daemon { action } => return daemon(action, &p),
         Command::Models => {
-            let mut c = rpc::connect_or_start(&p.socket, &p.home)?;
+            let mut c = connect(&p)?;
             let models: Vec<ModelInfo> = c.call(method::MODELS_LIST, json!(null))?;
             output::models(&mut out, &models)?;
         }
         Command::Status => {
-            let mut c = rpc::connect_or_start(&p.socket, &p.home)?;
+            let mut c = connect(&p)?;
             let s: DaemonStatus = c.call(method::DAEMON_STATUS, json!(null))?;
             output::daemon_status(&mut out, &s, &p.socket)?;
         }
         Command::List => {
-            let mut c = rpc::connect_or_start(&p.socket, &p.home)?;
+            let mut c = connect(&p)?;
             let repos: Vec<RepoStatus> = c.call(method::REPO_LIST, json!(null))?;
             output::repos(&mut out, &repos)?;
         }
         Command::Remove { path } => {
-            let mut c = rpc::connect_or_start(&p.socket, &p.home)?;
+            let mut c = connect(&p)?;
             let () = c
                 .call::<Option<()>>(method::REPO_REMOVE, json!({"path": absolute(&path)?}))?
                 .unwrap_or_default();
@@ -168,16 +209,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             full,
         } => {
             let path = absolute(&path.unwrap_or_else(|| PathBuf::from(".")))?;
-            let mut c = rpc::connect_or_start(&p.socket, &p.home)?;
+            let mut c = connect(&p)?;
+            if !no_wait {
+                // Before the run starts, so no progress is missed.
+                let _: Value = c.call(method::REPO_SUBSCRIBE, json!({ "path": path }))?;
+            }
             let mut status: RepoStatus = c.call(
                 method::REPO_ADD,
                 json!({"path": path, "model": model, "wait": false}),
             )?;
-            if full {
-                status = c.call(method::REPO_REINDEX, json!({"path": path, "full": true}))?;
+            // A repository added before and idle now gets an incremental run.
+            if full || status.state != RepoState::Indexing {
+                status = c.call(method::REPO_REINDEX, json!({"path": path, "full": full}))?;
             }
             if !no_wait {
-                status = wait_for(&mut c, &path, status)?;
+                status = wait_for(&mut c, &status.path)?;
             }
             output::repos(&mut out, std::slice::from_ref(&status))?;
             if status.state == RepoState::Error {
@@ -194,7 +240,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             vimgrep,
         } => {
-            let mut c = rpc::connect_or_start(&p.socket, &p.home)?;
+            let mut c = connect(&p)?;
             let repos = repos
                 .iter()
                 .map(|r| absolute(r))
@@ -227,35 +273,68 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Polls the repository until its pass ends, showing progress on stderr.
-fn wait_for(c: &mut rpc::Client, path: &str, mut status: RepoStatus) -> anyhow::Result<RepoStatus> {
+/// Follows `repo.progress` of `root` until its run ends, drawing a progress bar
+/// with rate and ETA on stderr (when it is a terminal); then the final status.
+fn wait_for(c: &mut rpc::Client, root: &str) -> anyhow::Result<RepoStatus> {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} indexing {msg} [{elapsed}]")
+        indicatif::ProgressStyle::with_template("{spinner} indexing {prefix}: {msg}, {elapsed}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
-    while status.state == RepoState::Indexing {
-        bar.set_message(format!("{path}: {} files left", status.pending));
-        bar.tick();
-        std::thread::sleep(Duration::from_millis(100));
-        let repos: Vec<RepoStatus> = c.call(method::REPO_LIST, json!(null))?;
-        status = repos
-            .into_iter()
-            .find(|r| {
-                r.path == path
-                    || Path::new(&r.path) == Path::new(path).canonicalize().unwrap_or_default()
-            })
-            .context("the repository disappeared while indexing")?;
+    bar.set_prefix(root.to_owned());
+    bar.set_message("looking for files");
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let mut counting = false;
+    loop {
+        let note = c.next_notification()?;
+        if note["method"] != method::REPO_PROGRESS {
+            continue;
+        }
+        let Ok(progress) = serde_json::from_value::<RepoProgress>(note["params"]["result"].clone())
+        else {
+            continue;
+        };
+        if progress.path != root {
+            continue;
+        }
+        if progress.files_total > 0 && !counting {
+            counting = true;
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} indexing {prefix} [{bar:30}] {pos}/{len} files, {msg}, {elapsed} (ETA {eta})",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+        }
+        bar.set_length(progress.files_total);
+        bar.set_position(progress.files_done);
+        let rate = if progress.elapsed_s > 0.0 {
+            progress.chunks_embedded as f64 / progress.elapsed_s
+        } else {
+            0.0
+        };
+        bar.set_message(format!(
+            "{} chunks embedded ({rate:.0}/s)",
+            progress.chunks_embedded
+        ));
+        if progress.state != RepoState::Indexing {
+            break;
+        }
     }
     bar.finish_and_clear();
-    Ok(status)
+    let repos: Vec<RepoStatus> = c.call(method::REPO_LIST, json!(null))?;
+    repos
+        .into_iter()
+        .find(|r| r.path == root)
+        .context("the repository was removed while it was indexed")
 }
 
 fn daemon(action: DaemonAction, p: &Paths) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match action {
         DaemonAction::Start => {
-            let mut c = rpc::connect_or_start(&p.socket, &p.home)?;
+            let mut c = connect(p)?;
             let s: DaemonStatus = c.call(method::DAEMON_STATUS, json!(null))?;
             writeln!(
                 out,

@@ -3,6 +3,7 @@
 //! Plain `std` sockets and serde_json: the client starts in milliseconds and
 //! links nothing of the model stack.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,8 @@ pub struct RpcError {
 pub struct Client {
     reader: BufReader<UnixStream>,
     next_id: u64,
+    /// Notifications that arrived while waiting for an answer.
+    notifications: VecDeque<Value>,
 }
 
 impl Client {
@@ -36,7 +39,32 @@ impl Client {
         Ok(Self {
             reader: BufReader::new(stream),
             next_id: 1,
+            notifications: VecDeque::new(),
         })
+    }
+
+    /// The next notification (`{"method", "params"}`) the daemon pushes.
+    pub fn next_notification(&mut self) -> anyhow::Result<Value> {
+        if let Some(n) = self.notifications.pop_front() {
+            return Ok(n);
+        }
+        loop {
+            let v = self.read_message("a notification")?;
+            if v.get("id").is_none() {
+                return Ok(v);
+            }
+        }
+    }
+
+    fn read_message(&mut self, waiting_for: &str) -> anyhow::Result<Value> {
+        let mut line = String::new();
+        self.reader
+            .read_line(&mut line)
+            .context("the daemon closed the connection")?;
+        if line.is_empty() {
+            bail!("the daemon closed the connection while the client waited for {waiting_for}");
+        }
+        serde_json::from_str(&line).context("the daemon sent invalid JSON")
     }
 
     /// Calls `method` and decodes its result.
@@ -50,14 +78,13 @@ impl Client {
         stream
             .write_all(line.as_bytes())
             .context("the daemon closed the connection")?;
-        let mut answer = String::new();
-        self.reader
-            .read_line(&mut answer)
-            .context("the daemon closed the connection")?;
-        if answer.is_empty() {
-            bail!("the daemon closed the connection without answering {method}");
-        }
-        let v: Value = serde_json::from_str(&answer).context("the daemon sent invalid JSON")?;
+        let v = loop {
+            let v = self.read_message(method)?;
+            if v.get("id").is_some() {
+                break v;
+            }
+            self.notifications.push_back(v);
+        };
         if let Some(e) = v.get("error") {
             return Err(RpcError {
                 code: e["code"].as_i64().unwrap_or(0),
@@ -70,10 +97,28 @@ impl Client {
     }
 }
 
-/// Connects, starting the daemon first when no socket answers.
-pub fn connect_or_start(socket: &Path, home: &Path) -> anyhow::Result<Client> {
+/// A connection, and whether this call started the daemon for it.
+pub struct Connected {
+    /// The connection.
+    pub client: Client,
+    /// The daemon was not running and was started with the caller's arguments.
+    pub started: bool,
+}
+
+/// Connects, starting the daemon (`codesearchd serve DAEMON_ARGS…`) first when no
+/// socket answers.
+pub fn connect_or_start(
+    socket: &Path,
+    home: &Path,
+    daemon_args: &[String],
+) -> anyhow::Result<Connected> {
     match Client::connect(socket) {
-        Ok(c) => return Ok(c),
+        Ok(client) => {
+            return Ok(Connected {
+                client,
+                started: false,
+            });
+        }
         // Nothing there, or a stale socket: start the daemon.
         Err(e)
             if matches!(
@@ -87,11 +132,14 @@ pub fn connect_or_start(socket: &Path, home: &Path) -> anyhow::Result<Client> {
             )));
         }
     }
-    let log = start_daemon(home)?;
+    let log = start_daemon(home, daemon_args)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(c) = Client::connect(socket) {
-            return Ok(c);
+        if let Ok(client) = Client::connect(socket) {
+            return Ok(Connected {
+                client,
+                started: true,
+            });
         }
         if Instant::now() > deadline {
             bail!(
@@ -104,8 +152,9 @@ pub fn connect_or_start(socket: &Path, home: &Path) -> anyhow::Result<Client> {
     }
 }
 
-/// Starts `codesearchd` in the background, logging to `home/logs/codesearchd.log`.
-pub fn start_daemon(home: &Path) -> anyhow::Result<PathBuf> {
+/// Starts `codesearchd serve ARGS…` in the background, logging to
+/// `home/logs/codesearchd.log`.
+pub fn start_daemon(home: &Path, args: &[String]) -> anyhow::Result<PathBuf> {
     let logs = home.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
     let log_path = logs.join("codesearchd.log");
@@ -117,6 +166,7 @@ pub fn start_daemon(home: &Path) -> anyhow::Result<PathBuf> {
     let daemon = daemon_binary();
     Command::new(&daemon)
         .arg("serve")
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)

@@ -49,6 +49,8 @@ pub struct IndexStats {
     pub files_indexed: u64,
     /// Files removed from the index (deleted, ignored now, or skipped now).
     pub files_removed: u64,
+    /// Files read in this run and left out (binary, too big, minified, unreadable).
+    pub files_skipped: u64,
     /// Chunks written.
     pub chunks_written: u64,
     /// Chunks whose vector was computed by the model in this run.
@@ -56,6 +58,17 @@ pub struct IndexStats {
     /// Files left out, by reason.
     pub skips: Skips,
 }
+
+impl IndexStats {
+    /// Files of the walk this run has dealt with so far.
+    pub fn files_done(&self) -> u64 {
+        self.files_unchanged + self.files_same_content + self.files_indexed + self.files_skipped
+    }
+}
+
+/// Texts per embedding call within a batch of files: between calls, progress is
+/// reported, so a large batch is not seconds of silence.
+const EMBED_GROUP: usize = 128;
 
 /// Settings of a run.
 #[derive(Debug, Clone, Copy)]
@@ -79,7 +92,8 @@ impl Default for IndexOptions {
     }
 }
 
-/// Brings the store in line with the files under `root`.
+/// Brings the store in line with the files under `root`; `progress` is called
+/// often (after the walk, per file, per embedding call) and should be cheap.
 pub fn index(
     root: &Path,
     store: &mut Store,
@@ -101,7 +115,9 @@ pub fn index(
     let mut pending: Vec<(FileRow, Vec<crate::chunk::Chunk>)> = Vec::new();
     let mut pending_chunks = 0;
     let mut updates: Vec<FileUpdate> = Vec::new();
+    progress(&stats);
     for entry in &walked.files {
+        progress(&stats);
         let previous = known.remove(&entry.rel);
         let mtime_ns = entry
             .mtime
@@ -125,6 +141,7 @@ pub fn index(
             Err(err) => {
                 tracing::debug!(path = %entry.path.display(), %err, "unreadable");
                 stats.skips.add(walk::SkipReason::Unreadable, &entry.rel);
+                stats.files_skipped += 1;
                 continue;
             }
         };
@@ -139,6 +156,7 @@ pub fn index(
         match walk::classify(&bytes, &options.walk) {
             Err(reason) => {
                 stats.skips.add(reason, &entry.rel);
+                stats.files_skipped += 1;
                 row.skip = Some(reason.as_str().to_owned());
                 if previous.as_ref().is_some_and(|p| p.skip.is_none()) {
                     stats.files_removed += 1;
@@ -163,9 +181,15 @@ pub fn index(
             }
         }
         if pending_chunks >= options.chunks_per_commit {
-            flush(store, embedder, &mut pending, &mut updates, &mut stats)?;
+            flush(
+                store,
+                embedder,
+                &mut pending,
+                &mut updates,
+                &mut stats,
+                &mut progress,
+            )?;
             pending_chunks = 0;
-            progress(&stats);
         }
     }
     // Whatever the walk no longer finds is gone (deleted, or ignored now).
@@ -178,7 +202,14 @@ pub fn index(
             skipped: None,
         });
     }
-    flush(store, embedder, &mut pending, &mut updates, &mut stats)?;
+    flush(
+        store,
+        embedder,
+        &mut pending,
+        &mut updates,
+        &mut stats,
+        &mut progress,
+    )?;
     store.save_hnsw()?;
     progress(&stats);
     Ok(stats)
@@ -191,6 +222,7 @@ fn flush(
     pending: &mut Vec<(FileRow, Vec<crate::chunk::Chunk>)>,
     updates: &mut Vec<FileUpdate>,
     stats: &mut IndexStats,
+    progress: &mut dyn FnMut(&IndexStats),
 ) -> Result<(), IndexError> {
     let keys: Vec<Key> = pending
         .iter()
@@ -209,12 +241,12 @@ fn flush(
         }
     }
     let texts: Vec<&str> = to_embed.iter().map(|(_, t)| *t).collect();
-    let vectors = if texts.is_empty() {
-        Vec::new()
-    } else {
-        embedder.embed(&texts, InputKind::Document)?
-    };
-    stats.chunks_embedded += vectors.len() as u64;
+    let mut vectors = Vec::with_capacity(texts.len());
+    for group in texts.chunks(EMBED_GROUP) {
+        vectors.extend(embedder.embed(group, InputKind::Document)?);
+        stats.chunks_embedded += group.len() as u64;
+        progress(stats);
+    }
     let mut fresh: Vec<(Key, Vec<f32>)> = to_embed.iter().map(|(k, _)| *k).zip(vectors).collect();
     for (row, chunks) in pending.drain(..) {
         let keys: HashSet<Key> = chunks.iter().map(|c| c.key()).collect();

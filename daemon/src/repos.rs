@@ -6,14 +6,18 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use codesearch_proto::{RepoState, RepoStatus};
+use codesearch_proto::{RepoProgress, RepoState, RepoStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::chunk::Chunker;
 use crate::embed::{EmbedHandle, Embedder as _};
 use crate::index::{self, IndexOptions};
 use crate::store::{Manifest, Quantization, SCHEMA_VERSION, Store, StoreError, StoreReader};
+
+/// Least time between two `repo.progress` notifications of one run.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
 /// One registered repository.
 #[derive(Debug)]
@@ -27,6 +31,8 @@ pub struct Repo {
     /// Searches use this; SQLite WAL and the shared HNSW lock let it run beside the writer.
     pub reader: Mutex<StoreReader>,
     status: Mutex<RepoStatus>,
+    /// Where `repo.progress` goes; nobody listening is fine.
+    events: tokio::sync::broadcast::Sender<RepoProgress>,
 }
 
 /// What `repos.json` holds for one repository.
@@ -39,8 +45,14 @@ pub struct Registered {
 }
 
 impl Repo {
-    /// Opens (or creates) the index of `root` under `indexes` for `embedder`'s model.
-    pub fn open(indexes: &Path, root: &Path, embedder: &EmbedHandle) -> Result<Self, StoreError> {
+    /// Opens (or creates) the index of `root` under `indexes` for `embedder`'s
+    /// model; indexing runs report their progress to `events`.
+    pub fn open(
+        indexes: &Path,
+        root: &Path,
+        embedder: &EmbedHandle,
+        events: tokio::sync::broadcast::Sender<RepoProgress>,
+    ) -> Result<Self, StoreError> {
         let manifest = Manifest {
             schema_version: SCHEMA_VERSION,
             model: embedder.model_name().to_owned(),
@@ -66,6 +78,7 @@ impl Repo {
             writer: tokio::sync::Mutex::new(store),
             reader: Mutex::new(reader),
             status: Mutex::new(status),
+            events,
         })
     }
 
@@ -91,16 +104,31 @@ impl Repo {
     }
 
     /// Runs one incremental indexing pass on a blocking thread; `full` drops the
-    /// index first. Status shows `indexing` meanwhile and `ready` or `error` after.
+    /// index first. Status shows `indexing` meanwhile and `ready` or `error` after;
+    /// `repo.progress` tells subscribers how far it is.
     pub async fn index(self: &Arc<Self>, embedder: EmbedHandle, chunker: Arc<Chunker>, full: bool) {
         self.mark_indexing();
+        let started = Instant::now();
+        let mut progress = RepoProgress {
+            path: self.root.display().to_string(),
+            state: RepoState::Indexing,
+            files_total: 0,
+            files_done: 0,
+            chunks_embedded: 0,
+            chunks_written: 0,
+            elapsed_s: 0.0,
+            error: None,
+        };
+        self.publish(progress.clone());
         let repo = self.clone();
+        let mut running = progress.clone();
         let result = tokio::task::spawn_blocking(move || {
             let mut store = repo.writer.blocking_lock();
             if full {
                 store.clear()?;
             }
             let mut embedder = embedder;
+            let mut last_sent = started;
             let stats = index::index(
                 &repo.root,
                 &mut store,
@@ -108,14 +136,17 @@ impl Repo {
                 &chunker,
                 &IndexOptions::default(),
                 |s| {
-                    repo.update(|st| {
-                        st.pending = s.files_seen.saturating_sub(
-                            s.files_unchanged
-                                + s.files_same_content
-                                + s.files_indexed
-                                + s.skips.total(),
-                        );
-                    })
+                    let done = s.files_done();
+                    repo.update(|st| st.pending = s.files_seen.saturating_sub(done));
+                    if last_sent.elapsed() >= PROGRESS_EVERY {
+                        last_sent = Instant::now();
+                        running.files_total = s.files_seen;
+                        running.files_done = done;
+                        running.chunks_embedded = s.chunks_embedded;
+                        running.chunks_written = s.chunks_written;
+                        running.elapsed_s = started.elapsed().as_secs_f64();
+                        repo.publish(running.clone());
+                    }
                 },
             )?;
             let counts = (store.file_count()?, store.chunk_count()?);
@@ -125,6 +156,7 @@ impl Repo {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        progress.elapsed_s = started.elapsed().as_secs_f64();
         match result {
             Ok(Ok((stats, (files, chunks)))) => {
                 tracing::info!(root = %self.root.display(), files, chunks, embedded = stats.chunks_embedded, "indexed");
@@ -135,18 +167,36 @@ impl Repo {
                     s.pending = 0;
                     s.indexed_at = Some(now);
                 });
+                progress.state = RepoState::Ready;
+                progress.files_total = stats.files_seen;
+                progress.files_done = stats.files_done();
+                progress.chunks_embedded = stats.chunks_embedded;
+                progress.chunks_written = stats.chunks_written;
             }
-            Ok(Err(err)) => self.fail(err.to_string()),
-            Err(join) => self.fail(format!("indexing panicked: {join}")),
+            Ok(Err(err)) => {
+                progress.state = RepoState::Error;
+                progress.error = Some(self.fail(err.to_string()));
+            }
+            Err(join) => {
+                progress.state = RepoState::Error;
+                progress.error = Some(self.fail(format!("indexing panicked: {join}")));
+            }
         }
+        self.publish(progress);
     }
 
-    fn fail(&self, error: String) {
+    fn publish(&self, progress: RepoProgress) {
+        // An error only means that no client is subscribed.
+        let _ = self.events.send(progress);
+    }
+
+    fn fail(&self, error: String) -> String {
         tracing::warn!(root = %self.root.display(), %error, "indexing failed");
         self.update(|s| {
             s.state = RepoState::Error;
-            s.error = Some(error);
+            s.error = Some(error.clone());
         });
+        error
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use codesearch_proto::{Hit, RepoStatus, SearchParams, SearchResult};
+use codesearch_proto::{Hit, RepoProgress, RepoStatus, SearchParams, SearchResult};
 
 use crate::chunk::Chunker;
 use crate::config::Config;
@@ -17,9 +17,8 @@ use crate::embed::{
 use crate::repos::{self, Registered, Repo};
 use crate::store::StoreError;
 
-/// Characters per document slice on the model thread, which bounds how long a
-/// query waits behind indexing (about 800 tokens: tens of milliseconds on a CPU).
-const EMBED_SLICE_CHARS: usize = 2000;
+/// `repo.progress` events kept for a slow subscriber before it skips ahead.
+const PROGRESS_BACKLOG: usize = 256;
 
 /// Failures of daemon operations, mapped to JSON-RPC codes in `rpc`.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +50,8 @@ pub struct Service {
     /// Registered repositories by canonical root.
     repos: tokio::sync::RwLock<HashMap<PathBuf, Arc<Repo>>>,
     chunker: Arc<Chunker>,
+    /// `repo.progress` of every repository, for subscribers.
+    progress: tokio::sync::broadcast::Sender<RepoProgress>,
     shutdown: tokio::sync::Notify,
     stopping: AtomicBool,
 }
@@ -74,6 +75,7 @@ impl Service {
             workers: tokio::sync::Mutex::new(HashMap::new()),
             repos: tokio::sync::RwLock::new(HashMap::new()),
             chunker: Arc::new(chunker),
+            progress: tokio::sync::broadcast::channel(PROGRESS_BACKLOG).0,
             shutdown: tokio::sync::Notify::new(),
             stopping: AtomicBool::new(false),
         }
@@ -121,7 +123,8 @@ impl Service {
         let repo = {
             let root = root.clone();
             let embedder = embedder.clone();
-            tokio::task::spawn_blocking(move || Repo::open(&indexes, &root, &embedder))
+            let events = self.progress.clone();
+            tokio::task::spawn_blocking(move || Repo::open(&indexes, &root, &embedder, events))
                 .await
                 .map_err(|e| ServiceError::Internal(format!("opening the index panicked: {e}")))??
         };
@@ -178,6 +181,11 @@ impl Service {
             .await
             .map_err(|e| ServiceError::Internal(e.to_string()))?
             .map_err(|e| ServiceError::Internal(format!("cannot delete the index: {e}")))
+    }
+
+    /// Every `repo.progress` from now on.
+    pub fn progress_events(&self) -> tokio::sync::broadcast::Receiver<RepoProgress> {
+        self.progress.subscribe()
     }
 
     /// `repo.list`.
@@ -371,7 +379,7 @@ impl Service {
                 .await
                 .map_err(|e| ServiceError::Internal(format!("model loader panicked: {e}")))?
                 .map_err(|e| ServiceError::Model(Box::new(e)))?;
-        let worker = EmbedWorker::spawn(Box::new(model), EMBED_SLICE_CHARS)
+        let worker = EmbedWorker::spawn(Box::new(model))
             .map_err(|e| ServiceError::Internal(format!("cannot start the model thread: {e}")))?;
         let handle = worker.handle();
         workers.insert(spec.name.to_owned(), worker);

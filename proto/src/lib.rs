@@ -23,6 +23,10 @@ pub mod method {
     pub const REPO_REINDEX: &str = "repo.reindex";
     /// Progress notifications pushed while a repository is indexed.
     pub const REPO_PROGRESS: &str = "repo.progress";
+    /// Subscribe this connection to `repo.progress` (of one repository, or all).
+    pub const REPO_SUBSCRIBE: &str = "repo.subscribe";
+    /// End a `repo.subscribe` subscription.
+    pub const REPO_UNSUBSCRIBE: &str = "repo.unsubscribe";
     /// Version, pid, loaded models, repositories and memory of the daemon.
     pub const DAEMON_STATUS: &str = "daemon.status";
     /// Ask the daemon to shut down cleanly.
@@ -266,6 +270,40 @@ pub struct RepoAddParams {
     /// Answer only when the first indexing run has finished.
     #[serde(default)]
     pub wait: bool,
+}
+
+/// `repo.subscribe` params.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoSubscribeParams {
+    /// Only this repository root; every repository when absent.
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// The `result` of a `repo.progress` notification: where one indexing run stands.
+///
+/// Sent when a run starts, about every 100 ms while it runs, and once at its end
+/// with `state` `ready` or `error`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepoProgress {
+    /// The repository root.
+    pub path: String,
+    /// `indexing` while the run goes on; `ready` or `error` at its end.
+    pub state: RepoState,
+    /// Files the walk found (0 until the walk has finished).
+    pub files_total: u64,
+    /// Files dealt with so far (unchanged, indexed or skipped).
+    pub files_done: u64,
+    /// Chunks the model embedded so far in this run.
+    pub chunks_embedded: u64,
+    /// Chunks written so far in this run.
+    pub chunks_written: u64,
+    /// Seconds since the run started.
+    pub elapsed_s: f64,
+    /// What went wrong, in state `error`.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// `repo.remove` params.

@@ -66,6 +66,31 @@ fn index_then_search_like_grep() {
     );
     assert!(home.dir.path().join("logs/codesearchd.log").is_file());
 
+    // Indexing again after an edit picks the edit up; flags that only shape a
+    // starting daemon say that they do not apply to the running one.
+    let added = "\n/// Rotates the audit journal once it exceeds its quota.\npub fn rotate_audit_journal(quota: u64) -> bool {\n    quota > 0\n}\n";
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(corpus.path().join("src/pathutil.rs"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, added.as_bytes()).unwrap();
+    drop(f);
+    let o = home.run(&["index", root, "--device", "cpu"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("already running"),
+        "{}",
+        text(&o)
+    );
+    let o = home.run(&["search", "rotate the audit journal", "-k", "1", "--json"]);
+    let hit: Hit =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    assert_eq!(
+        hit.symbol.as_deref(),
+        Some("rotate_audit_journal"),
+        "{hit:?}"
+    );
+
     let o = home.run(&[
         "search",
         "expand a leading tilde to the home directory",

@@ -319,3 +319,99 @@ fn a_client_of_another_user_is_refused() {
         "minilm"
     );
 }
+
+#[test]
+fn indexing_progress_is_pushed_to_subscribers() {
+    let corpus = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(corpus.path().join("src")).unwrap();
+    for f in ["pathutil.rs", "gitignore.rs"] {
+        std::fs::copy(
+            registry_file("ignore", &format!("src/{f}")),
+            corpus.path().join("src").join(f),
+        )
+        .unwrap();
+    }
+    let root = corpus.path().canonicalize().unwrap().display().to_string();
+    let d = Daemon::start();
+
+    let bad = d.call("repo.subscribe", json!({"path": 5}));
+    assert_eq!(bad["error"]["code"], -32602, "{bad}");
+
+    // One connection: subscribe first (the repository need not exist yet), then add.
+    let s = UnixStream::connect(d.socket()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let mut next = || {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        serde_json::from_str::<Value>(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+    };
+    writeln!(
+        w,
+        r#"{{"jsonrpc":"2.0","id":1,"method":"repo.subscribe","params":{{"path":"{root}"}}}}"#
+    )
+    .unwrap();
+    let subscribed = next();
+    let id = subscribed["result"].clone();
+    assert!(id.is_u64() || id.is_string(), "{subscribed}");
+    writeln!(
+        w,
+        r#"{{"jsonrpc":"2.0","id":2,"method":"repo.add","params":{{"path":"{root}"}}}}"#
+    )
+    .unwrap();
+
+    let mut progress = Vec::new();
+    let mut added = None;
+    loop {
+        let v = next();
+        if v["id"] == 2 {
+            added = Some(v);
+            continue;
+        }
+        assert_eq!(
+            (v["method"].as_str(), &v["params"]["subscription"]),
+            (Some("repo.progress"), &id),
+            "{v}"
+        );
+        let p: codesearch_proto::RepoProgress =
+            serde_json::from_value(v["params"]["result"].clone()).unwrap();
+        let end = p.state != codesearch_proto::RepoState::Indexing;
+        progress.push(p);
+        if end {
+            break;
+        }
+    }
+    assert_eq!(added.unwrap()["result"]["state"], "indexing");
+    let last = progress.last().unwrap();
+    assert_eq!(
+        last.state,
+        codesearch_proto::RepoState::Ready,
+        "{progress:#?}"
+    );
+    assert_eq!((last.files_total, last.files_done), (2, 2), "{progress:#?}");
+    assert!(
+        last.chunks_written > 50 && last.chunks_embedded > 50,
+        "{last:?}"
+    );
+    assert!(
+        progress.iter().all(|p| p.path == root)
+            && progress
+                .windows(2)
+                .all(|w| w[0].files_done <= w[1].files_done
+                    && w[0].chunks_embedded <= w[1].chunks_embedded),
+        "{progress:#?}"
+    );
+    let listed = d.call("repo.list", json!(null));
+    assert_eq!(
+        listed["result"][0]["chunks"], last.chunks_written,
+        "{listed}"
+    );
+
+    writeln!(
+        w,
+        r#"{{"jsonrpc":"2.0","id":3,"method":"repo.unsubscribe","params":[{id}]}}"#
+    )
+    .unwrap();
+    assert_eq!(next()["result"], true);
+}

@@ -155,13 +155,14 @@ impl Bert {
         self.dtype
     }
 
-    /// Runs the encoder on a padded batch.
+    /// Starts a forward pass over a padded batch; [`Bert::step`] advances it one
+    /// layer at a time, so the caller can do something urgent between layers.
     ///
     /// `ids` is `[batch, len]` (u32); `mask` is `[batch, len]` with 1 for real tokens
     /// and 0 for padding, in the model's dtype; `lens` holds each sequence's real
     /// length (the same information, for the fused CPU kernels). Real tokens come
-    /// first in every row. Returns `[batch, len, hidden]`.
-    pub fn forward(&self, ids: &Tensor, mask: &Tensor, lens: &[usize]) -> Result<Tensor> {
+    /// first in every row.
+    pub fn begin(&self, ids: &Tensor, mask: &Tensor, lens: &[usize]) -> Result<Pass> {
         let (b, len) = ids.dims2()?;
         let positions = Tensor::arange(0u32, len as u32, &self.device)?;
         let x = self
@@ -170,25 +171,50 @@ impl Bert {
             .reshape((b, len, self.hidden))?
             .broadcast_add(&self.position.forward(&positions)?)?
             .broadcast_add(&self.token_type)?;
-        let mut x = self.emb_norm.forward(&x.reshape((b * len, self.hidden))?)?;
+        let x = self.emb_norm.forward(&x.reshape((b * len, self.hidden))?)?;
         // 0 where attended, a large finite negative where padded: finite in every
         // dtype, so `0 * fill` never makes NaN and softmax gives padding zero weight.
         let bias =
             ((mask.ones_like()? - mask)? * fill_value(self.dtype))?.reshape((b, 1, 1, len))?;
-        let batch = Batch {
-            bias: &bias,
-            lens,
+        Ok(Pass {
+            x,
+            bias,
+            lens: lens.to_vec(),
             b,
             len,
-            scale: 1.0 / (self.head_dim as f64).sqrt(),
-        };
-        for layer in &self.layers {
-            x = self.layer(layer, &x, &batch)?;
-        }
-        x.reshape((b, len, self.hidden))
+            next_layer: 0,
+            attended: false,
+        })
     }
 
-    fn layer(&self, layer: &Layer, x: &Tensor, batch: &Batch) -> Result<Tensor> {
+    /// Runs the next half-layer of `pass` (attention, or the feed-forward block):
+    /// the smallest steps that leave one tensor of state. True once all have run.
+    pub fn step(&self, pass: &mut Pass) -> Result<bool> {
+        if let Some(layer) = self.layers.get(pass.next_layer) {
+            if pass.attended {
+                pass.x = self.feed_forward(layer, &pass.x)?;
+                pass.next_layer += 1;
+            } else {
+                let batch = Batch {
+                    bias: &pass.bias,
+                    lens: &pass.lens,
+                    b: pass.b,
+                    len: pass.len,
+                    scale: 1.0 / (self.head_dim as f64).sqrt(),
+                };
+                pass.x = self.self_attention(layer, &pass.x, &batch)?;
+            }
+            pass.attended = !pass.attended;
+        }
+        Ok(pass.next_layer >= self.layers.len())
+    }
+
+    /// The output of a finished pass: `[batch, len, hidden]`.
+    pub fn finish(&self, pass: Pass) -> Result<Tensor> {
+        pass.x.reshape((pass.b, pass.len, self.hidden))
+    }
+
+    fn self_attention(&self, layer: &Layer, x: &Tensor, batch: &Batch) -> Result<Tensor> {
         let qkv = self.linear(&layer.qkv, x)?;
         let ctx = if self.fused_cpu {
             qkv.apply_op1_no_bwd(&Attention {
@@ -202,10 +228,13 @@ impl Bert {
         } else {
             self.attention(&qkv, batch)?
         };
-        let x = layer
+        layer
             .attn_norm
-            .forward(&(self.linear(&layer.attn_out, &ctx)? + x)?)?;
-        let up = self.linear(&layer.up, &x)?;
+            .forward(&(self.linear(&layer.attn_out, &ctx)? + x)?)
+    }
+
+    fn feed_forward(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
+        let up = self.linear(&layer.up, x)?;
         let up = match self.act {
             Act::GeluErf if self.fused_cpu => up.apply_op1_no_bwd(&GeluErf)?,
             Act::GeluErf => up.gelu_erf()?,
@@ -247,6 +276,20 @@ impl Bert {
             .contiguous()?
             .reshape((b * len, self.hidden))
     }
+}
+
+/// A forward pass in progress: the hidden states after `next_layer` layers
+/// (and the attention of the next one, once `attended`).
+#[derive(Debug)]
+pub struct Pass {
+    x: Tensor,
+    bias: Tensor,
+    lens: Vec<usize>,
+    b: usize,
+    len: usize,
+    next_layer: usize,
+    /// The attention half of `next_layer` has run.
+    attended: bool,
 }
 
 /// The shape of one forward pass, shared by every layer.

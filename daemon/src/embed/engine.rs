@@ -11,7 +11,7 @@ use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use super::batch::{self, BatchPolicy};
-use super::bert::{Bert, BertConfig};
+use super::bert::{self, Bert, BertConfig};
 use super::device::describe;
 use super::files::ModelDir;
 use super::registry::ModelSpec;
@@ -218,8 +218,9 @@ impl CandleEmbedder {
         }
     }
 
-    /// One forward pass over texts of similar length; returns `[n, dims]` f32 rows.
-    fn forward(&self, rows: &[&[u32]]) -> candle_core::Result<Vec<Vec<f32>>> {
+    /// Pads texts of similar length into one batch and starts its forward pass;
+    /// the mask comes back for pooling.
+    fn begin(&self, rows: &[&[u32]]) -> candle_core::Result<(bert::Pass, Tensor)> {
         let device = self.model.device();
         let lens: Vec<usize> = rows.iter().map(|r| r.len()).collect();
         let len = lens.iter().copied().max().unwrap_or(0);
@@ -233,10 +234,15 @@ impl CandleEmbedder {
         }
         let ids = Tensor::from_vec(ids, (rows.len(), len), device)?;
         let mask = Tensor::from_vec(mask, (rows.len(), len), device)?;
-        let hidden = self
+        let pass = self
             .model
-            .forward(&ids, &mask.to_dtype(self.model.dtype())?, &lens)?
-            .to_dtype(DType::F32)?;
+            .begin(&ids, &mask.to_dtype(self.model.dtype())?, &lens)?;
+        Ok((pass, mask))
+    }
+
+    /// Pools and normalises a finished pass into `[n, dims]` f32 rows.
+    fn pool(&self, pass: bert::Pass, mask: &Tensor) -> candle_core::Result<Vec<Vec<f32>>> {
+        let hidden = self.model.finish(pass)?.to_dtype(DType::F32)?;
         let pooled = match self.pooling {
             Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
             Pooling::Mean => {
@@ -272,6 +278,17 @@ impl Embedder for CandleEmbedder {
     }
 
     fn embed(&mut self, texts: &[&str], kind: InputKind) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.embed_pausable(texts, kind, &mut |_| {})
+    }
+
+    /// Pauses after every half-layer (attention, feed-forward) of every batch: on
+    /// a CPU that is 20–45 ms of a full batch, the longest a query waits.
+    fn embed_pausable(
+        &mut self,
+        texts: &[&str],
+        kind: InputKind,
+        pause: &mut dyn FnMut(&mut dyn Embedder),
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
         let prefix = match kind {
             InputKind::Query => self.spec.query_prefix,
             InputKind::Document => self.spec.document_prefix,
@@ -286,7 +303,18 @@ impl Embedder for CandleEmbedder {
         let mut out = vec![Vec::new(); texts.len()];
         for group in batch::plan(&lens, self.policy) {
             let rows: Vec<&[u32]> = group.iter().map(|&i| ids[i].as_slice()).collect();
-            let vectors = self.forward(&rows).map_err(|e| self.compute_err(e))?;
+            let (mut pass, mask) = self.begin(&rows).map_err(|e| self.compute_err(e))?;
+            loop {
+                let done = self
+                    .model
+                    .step(&mut pass)
+                    .map_err(|e| self.compute_err(e))?;
+                pause(self);
+                if done {
+                    break;
+                }
+            }
+            let vectors = self.pool(pass, &mask).map_err(|e| self.compute_err(e))?;
             self.stats.batches += 1;
             self.stats.padded_tokens += (group.len() * lens[group[0]]) as u64;
             for (i, v) in group.into_iter().zip(vectors) {

@@ -55,6 +55,18 @@ pub trait Embedder: Send {
     fn device_name(&self) -> String;
     /// Embeds `texts` in order; each vector has length [`Embedder::dims`] and norm 1.
     fn embed(&mut self, texts: &[&str], kind: InputKind) -> Result<Vec<Vec<f32>>, EmbedError>;
+    /// Embeds like [`Embedder::embed`], but hands the model to `pause` between
+    /// steps of long work, so the thread that owns it can embed something urgent
+    /// (a query) without waiting for the whole call. Without steps, one call.
+    fn embed_pausable(
+        &mut self,
+        texts: &[&str],
+        kind: InputKind,
+        pause: &mut dyn FnMut(&mut dyn Embedder),
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let _ = pause;
+        self.embed(texts, kind)
+    }
 }
 
 /// What to load and how to run it.

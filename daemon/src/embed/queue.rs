@@ -3,10 +3,11 @@
 //!
 //! Exactly one thread touches the model. Callers hold an [`EmbedHandle`] (cheap to
 //! clone): `embed_async` serves the daemon's tasks, and the handle is itself an
-//! [`Embedder`] (blocking) for the synchronous index pipeline. Document requests
-//! are sorted by length and cut into slices of at most `slice_chars` characters,
-//! each queued on its own, so a query waits for one short slice at most, never for
-//! a whole indexing batch; sorting first keeps the padding of small slices low.
+//! [`Embedder`] (blocking) for the synchronous index pipeline. A document job runs
+//! through [`Embedder::embed_pausable`], and at every pause the thread embeds the
+//! queries that arrived meanwhile: a query waits for half an encoder layer of
+//! one batch at most, while indexing keeps full-size batches (small batches cost a
+//! CPU a third of its throughput; see docs/BENCHMARKS.md).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
@@ -59,7 +60,6 @@ pub struct EmbedHandle {
     dims: usize,
     max_tokens: usize,
     device: String,
-    slice_chars: usize,
 }
 
 impl std::fmt::Debug for EmbedHandle {
@@ -71,9 +71,8 @@ impl std::fmt::Debug for EmbedHandle {
 }
 
 impl EmbedWorker {
-    /// Moves `embedder` onto a thread of its own. `slice_chars` bounds the text of
-    /// one document job, and so how long a query can wait behind indexing.
-    pub fn spawn(embedder: Box<dyn Embedder>, slice_chars: usize) -> std::io::Result<Self> {
+    /// Moves `embedder` onto a thread of its own.
+    pub fn spawn(embedder: Box<dyn Embedder>) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
@@ -84,7 +83,6 @@ impl EmbedWorker {
             dims: embedder.dims(),
             max_tokens: embedder.max_tokens(),
             device: embedder.device_name(),
-            slice_chars: slice_chars.max(1),
         };
         let thread = std::thread::Builder::new()
             .name(format!("embed-{}", handle.model))
@@ -134,84 +132,63 @@ fn run(mut embedder: Box<dyn Embedder>, shared: &Shared) {
             }
         };
         let texts: Vec<&str> = job.texts.iter().map(String::as_str).collect();
+        let answer = match job.kind {
+            InputKind::Query => embedder.embed(&texts, job.kind),
+            InputKind::Document => {
+                embedder.embed_pausable(&texts, job.kind, &mut |model| serve_queries(model, shared))
+            }
+        };
         // A caller that gave up (dropped its receiver) just loses the answer.
-        let _ = job.reply.send(embedder.embed(&texts, job.kind));
+        let _ = job.reply.send(answer);
+    }
+}
+
+/// Embeds every query waiting now.
+fn serve_queries(model: &mut dyn Embedder, shared: &Shared) {
+    loop {
+        let Some(job) = shared
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .queries
+            .pop_front()
+        else {
+            return;
+        };
+        let texts: Vec<&str> = job.texts.iter().map(String::as_str).collect();
+        let _ = job.reply.send(model.embed(&texts, job.kind));
     }
 }
 
 impl EmbedHandle {
-    /// Embeds `texts`; queries jump ahead of every queued document slice.
+    /// Embeds `texts`; a query jumps ahead of every document job, even a running one.
     pub async fn embed_async(
         &self,
         texts: Vec<String>,
         kind: InputKind,
     ) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let n = texts.len();
         let pending = self.enqueue(texts, kind)?;
-        let mut out = vec![Vec::new(); n];
-        for (indices, rx) in pending {
-            let vectors = rx.await.map_err(|_| self.closed())??;
-            for (i, v) in indices.into_iter().zip(vectors) {
-                out[i] = v;
-            }
-        }
-        Ok(out)
+        pending.await.map_err(|_| self.closed())?
     }
 
-    /// Queues `texts` as one query job, or as length-sorted document slices; each
-    /// receiver comes with the input positions of its texts.
-    fn enqueue(
-        &self,
-        texts: Vec<String>,
-        kind: InputKind,
-    ) -> Result<Vec<(Vec<usize>, Pending)>, EmbedError> {
-        let groups: Vec<Vec<usize>> = match kind {
-            InputKind::Query => vec![(0..texts.len()).collect()],
-            InputKind::Document => {
-                let mut order: Vec<usize> = (0..texts.len()).collect();
-                order.sort_by_key(|&i| std::cmp::Reverse(texts[i].len()));
-                let mut groups: Vec<Vec<usize>> = Vec::new();
-                let mut chars = 0;
-                for i in order {
-                    let len = texts[i].len();
-                    match groups.last_mut() {
-                        Some(g) if chars + len <= self.slice_chars => g.push(i),
-                        _ => {
-                            groups.push(vec![i]);
-                            chars = 0;
-                        }
-                    }
-                    chars += len;
-                }
-                groups
-            }
-        };
-        let mut texts: Vec<Option<String>> = texts.into_iter().map(Some).collect();
-        let mut pending = Vec::with_capacity(groups.len());
+    /// Queues `texts` as one job, ahead of every document job if it is a query.
+    fn enqueue(&self, texts: Vec<String>, kind: InputKind) -> Result<Pending, EmbedError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let job = Job { texts, kind, reply };
         let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
         if q.closed {
             return Err(self.closed());
         }
-        for indices in groups {
-            let part: Vec<String> = indices.iter().filter_map(|&i| texts[i].take()).collect();
-            let (reply, rx) = tokio::sync::oneshot::channel();
-            let job = Job {
-                texts: part,
-                kind,
-                reply,
-            };
-            match kind {
-                InputKind::Query => q.queries.push_back(job),
-                InputKind::Document => q.documents.push_back(job),
-            }
-            pending.push((indices, rx));
+        match kind {
+            InputKind::Query => q.queries.push_back(job),
+            InputKind::Document => q.documents.push_back(job),
         }
         drop(q);
         self.shared.ready.notify_one();
-        Ok(pending)
+        Ok(rx)
     }
 
-    /// Jobs waiting: (query jobs, document slices).
+    /// Jobs waiting: (query jobs, document jobs).
     pub fn queued(&self) -> (usize, usize) {
         let q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
         (q.queries.len(), q.documents.len())
@@ -245,14 +222,7 @@ impl Embedder for EmbedHandle {
 
     fn embed(&mut self, texts: &[&str], kind: InputKind) -> Result<Vec<Vec<f32>>, EmbedError> {
         let pending = self.enqueue(texts.iter().map(|t| (*t).to_owned()).collect(), kind)?;
-        let mut out = vec![Vec::new(); texts.len()];
-        for (indices, rx) in pending {
-            let vectors = rx.blocking_recv().map_err(|_| self.closed())??;
-            for (i, v) in indices.into_iter().zip(vectors) {
-                out[i] = v;
-            }
-        }
-        Ok(out)
+        pending.blocking_recv().map_err(|_| self.closed())?
     }
 }
 
@@ -260,8 +230,12 @@ impl Embedder for EmbedHandle {
 mod tests {
     use super::*;
 
-    /// Records the order of the jobs it runs; vectors are the text lengths.
-    struct Recorder(Arc<Mutex<Vec<String>>>);
+    /// Logs each text it embeds; pauses after every document text. The first
+    /// document text waits for `gate`, so a test can queue a query meanwhile.
+    struct Recorder {
+        log: Arc<Mutex<Vec<String>>>,
+        gate: Option<std::sync::mpsc::Receiver<()>>,
+    }
 
     impl Embedder for Recorder {
         fn model_name(&self) -> &str {
@@ -277,26 +251,60 @@ mod tests {
             "cpu".into()
         }
         fn embed(&mut self, texts: &[&str], _: InputKind) -> Result<Vec<Vec<f32>>, EmbedError> {
-            self.0.lock().unwrap().push(texts.join(","));
+            self.log
+                .lock()
+                .unwrap()
+                .extend(texts.iter().map(|t| (*t).to_owned()));
             Ok(texts.iter().map(|t| vec![t.len() as f32]).collect())
+        }
+        fn embed_pausable(
+            &mut self,
+            texts: &[&str],
+            kind: InputKind,
+            pause: &mut dyn FnMut(&mut dyn Embedder),
+        ) -> Result<Vec<Vec<f32>>, EmbedError> {
+            if let Some(gate) = self.gate.take() {
+                gate.recv().unwrap();
+            }
+            let mut out = Vec::new();
+            for t in texts {
+                out.extend(self.embed(&[t], kind)?);
+                pause(self);
+            }
+            Ok(out)
+        }
+    }
+
+    fn wait_until(f: impl Fn() -> bool) {
+        while !f() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
 
     #[test]
-    fn document_jobs_are_sorted_and_sliced_and_a_closed_queue_says_so() {
+    fn a_query_runs_at_the_next_pause_of_a_document_job() {
         let log = Arc::new(Mutex::new(Vec::new()));
-        let worker = EmbedWorker::spawn(Box::new(Recorder(log.clone())), 7).unwrap();
-        let mut handle = worker.handle();
-        let v = handle
-            .embed(&["a", "bb", "ccc", "dddd", "eeeee"], InputKind::Document)
-            .unwrap();
+        let (open, gate) = std::sync::mpsc::channel();
+        let recorder = Recorder {
+            log: log.clone(),
+            gate: Some(gate),
+        };
+        let worker = EmbedWorker::spawn(Box::new(recorder)).unwrap();
+        let mut docs = worker.handle();
+        let docs = std::thread::spawn(move || docs.embed(&["a", "bb", "ccc"], InputKind::Document));
+        wait_until(|| worker.handle().queued() == (0, 0));
+        let mut query = worker.handle();
+        let query = std::thread::spawn(move || query.embed(&["q"], InputKind::Query));
+        wait_until(|| worker.handle().queued() == (1, 0));
+        open.send(()).unwrap();
+        assert_eq!(query.join().unwrap().unwrap(), [[1.0]]);
         assert_eq!(
-            v,
-            [[1.0], [2.0], [3.0], [4.0], [5.0]],
+            docs.join().unwrap().unwrap(),
+            [[1.0], [2.0], [3.0]],
             "answers in input order"
         );
-        // Longest first, at most 7 characters a slice (a longer text goes alone).
-        assert_eq!(*log.lock().unwrap(), ["eeeee", "dddd,ccc", "bb,a"]);
+        assert_eq!(*log.lock().unwrap(), ["a", "q", "bb", "ccc"]);
+        let mut handle = worker.handle();
         drop(worker);
         let err = handle
             .embed(&["x"], InputKind::Query)

@@ -9,10 +9,11 @@ use std::sync::Arc;
 
 use codesearch_proto::{
     DaemonStatus, EmbedKind, EmbedParams, EmbedResult, LoadedModel, ModelInfo, RepoAddParams,
-    RepoPathParams, RepoReindexParams, SearchParams, code, method,
+    RepoPathParams, RepoReindexParams, RepoSubscribeParams, SearchParams, code, method,
 };
-use jsonrpsee::RpcModule;
 use jsonrpsee::types::{ErrorObjectOwned, Params};
+use jsonrpsee::{PendingSubscriptionSink, RpcModule, SubscriptionMessage};
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::embed::{self, InputKind};
 use crate::service::{Service, ServiceError};
@@ -134,6 +135,15 @@ fn register_repos(m: &mut RpcModule<Arc<Service>>) {
         })
         .map(drop),
     );
+    ok(m.register_subscription(
+        method::REPO_SUBSCRIBE,
+        method::REPO_PROGRESS,
+        method::REPO_UNSUBSCRIBE,
+        |params: Params<'static>, pending, svc, _| {
+            subscribe_progress(params, pending, svc.progress_events())
+        },
+    )
+    .map(drop));
     ok(m.register_async_method(
         method::REPO_REINDEX,
         |params: Params<'static>, svc, _| async move {
@@ -142,6 +152,51 @@ fn register_repos(m: &mut RpcModule<Arc<Service>>) {
         },
     )
     .map(drop));
+}
+
+/// `repo.subscribe`: forwards `repo.progress` events (of one root, or all) until
+/// the client unsubscribes or goes away. A client too slow to read skips events.
+async fn subscribe_progress(
+    params: Params<'static>,
+    pending: PendingSubscriptionSink,
+    mut events: tokio::sync::broadcast::Receiver<codesearch_proto::RepoProgress>,
+) -> jsonrpsee::core::SubscriptionResult {
+    let p: RepoSubscribeParams = if params.as_str().is_none() {
+        RepoSubscribeParams::default()
+    } else {
+        match params.parse() {
+            Ok(p) => p,
+            Err(e) => {
+                pending.reject(e).await;
+                return Ok(());
+            }
+        }
+    };
+    // The repository need not be registered yet: subscribe, then `repo.add`.
+    let root = p.path.map(|path| {
+        std::path::Path::new(&path)
+            .canonicalize()
+            .map_or(path, |p| p.display().to_string())
+    });
+    let sink = pending.accept().await?;
+    loop {
+        tokio::select! {
+            () = sink.closed() => return Ok(()),
+            event = events.recv() => match event {
+                Ok(progress) => {
+                    if root.as_ref().is_some_and(|r| *r != progress.path) {
+                        continue;
+                    }
+                    let raw = serde_json::value::to_raw_value(&progress)?;
+                    if sink.send(SubscriptionMessage::from(raw)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return Ok(()),
+            },
+        }
+    }
 }
 
 /// The one place daemon errors become JSON-RPC error objects.

@@ -7,11 +7,26 @@
 //! 16 MiB is -32600 (and the line is skipped, not buffered), batches are split and
 //! their answers joined, and notifications get no answer. No input ends the
 //! connection except end of stream.
+//!
+//! Subscriptions (`repo.subscribe`) push notification lines on the same
+//! connection, after the answer that accepted them, for as long as the peer reads.
 
 use codesearch_proto::{MAX_LINE_BYTES, code};
 use jsonrpsee::RpcModule;
+use jsonrpsee::core::server::MethodCallback;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// Lines waiting to be written to one connection.
+const OUTGOING_LINES: usize = 64;
+
+/// Notifications buffered per subscription before the slowest are dropped.
+const NOTIFICATIONS_BUFFERED: usize = 64;
+
+/// The notifications of the subscriptions one line opened.
+pub type Subscriptions = Vec<mpsc::Receiver<Box<RawValue>>>;
 
 /// Serves one connection until the peer closes it.
 pub async fn serve<C, R, W>(
@@ -24,29 +39,77 @@ where
     R: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    loop {
-        let reply = match read_line(&mut reader, MAX_LINE_BYTES).await? {
-            None => return Ok(()),
-            Some(Line::TooLong) => Some(error(
-                code::INVALID_REQUEST,
-                &format!("request line longer than {} MiB", MAX_LINE_BYTES >> 20),
-                Value::Null,
-            )),
-            Some(Line::Text(bytes)) if bytes.iter().all(u8::is_ascii_whitespace) => None,
-            Some(Line::Text(bytes)) => handle(module, &bytes).await,
-        };
-        if let Some(mut reply) = reply {
-            reply.push('\n');
-            writer.write_all(reply.as_bytes()).await?;
+    let (out, mut outgoing) = mpsc::channel::<String>(OUTGOING_LINES);
+    let read = async move {
+        loop {
+            let (reply, subscriptions) = match read_line(&mut reader, MAX_LINE_BYTES).await? {
+                None => return Ok(()),
+                Some(Line::TooLong) => (
+                    Some(error(
+                        code::INVALID_REQUEST,
+                        &format!("request line longer than {} MiB", MAX_LINE_BYTES >> 20),
+                        Value::Null,
+                    )),
+                    Vec::new(),
+                ),
+                Some(Line::Text(bytes)) if bytes.iter().all(u8::is_ascii_whitespace) => {
+                    (None, Vec::new())
+                }
+                Some(Line::Text(bytes)) => handle(module, &bytes).await,
+            };
+            if let Some(reply) = reply
+                && out.send(reply).await.is_err()
+            {
+                return Ok(());
+            }
+            for rx in subscriptions {
+                tokio::spawn(forward(rx, out.clone()));
+            }
+        }
+    };
+    let write = async {
+        while let Some(mut line) = outgoing.recv().await {
+            line.push('\n');
+            writer.write_all(line.as_bytes()).await?;
             writer.flush().await?;
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    tokio::try_join!(read, write).map(drop)
+}
+
+/// Moves a subscription's notifications to the connection until either ends;
+/// dropping `rx` then tells the subscription that nobody listens.
+async fn forward(mut rx: mpsc::Receiver<Box<RawValue>>, out: mpsc::Sender<String>) {
+    loop {
+        tokio::select! {
+            note = rx.recv() => match note {
+                Some(note) => {
+                    if out.send(note.get().to_owned()).await.is_err() {
+                        return;
+                    }
+                }
+                None => return,
+            },
+            () = out.closed() => return,
         }
     }
 }
 
-/// The answer to one line, if it needs one.
+/// The answer to one line, if it needs one, and the subscriptions it opened.
 pub async fn handle<C: Send + Sync + 'static>(
     module: &RpcModule<C>,
     bytes: &[u8],
+) -> (Option<String>, Subscriptions) {
+    let mut subscriptions = Vec::new();
+    let answer = answer(module, bytes, &mut subscriptions).await;
+    (answer, subscriptions)
+}
+
+async fn answer<C: Send + Sync + 'static>(
+    module: &RpcModule<C>,
+    bytes: &[u8],
+    subscriptions: &mut Subscriptions,
 ) -> Option<String> {
     let Ok(text) = std::str::from_utf8(bytes) else {
         return Some(error(
@@ -74,19 +137,20 @@ pub async fn handle<C: Send + Sync + 'static>(
         Value::Array(items) => {
             let mut answers = Vec::new();
             for item in items {
-                if let Some(a) = handle_one(module, item).await {
+                if let Some(a) = handle_one(module, item, subscriptions).await {
                     answers.push(a);
                 }
             }
             (!answers.is_empty()).then(|| format!("[{}]", answers.join(",")))
         }
-        other => handle_one(module, other).await,
+        other => handle_one(module, other, subscriptions).await,
     }
 }
 
 async fn handle_one<C: Send + Sync + 'static>(
     module: &RpcModule<C>,
     value: Value,
+    subscriptions: &mut Subscriptions,
 ) -> Option<String> {
     let Some(obj) = value.as_object() else {
         return Some(error(
@@ -116,13 +180,26 @@ async fn handle_one<C: Send + Sync + 'static>(
             )
         });
     }
+    let subscribes = obj
+        .get("method")
+        .and_then(Value::as_str)
+        .and_then(|m| module.method(m))
+        .is_some_and(|m| matches!(m, MethodCallback::Subscription(_)));
     // jsonrpsee answers only requests with an id: run a notification as one, and drop the answer.
     let mut request = value;
     if is_notification {
         request["id"] = json!("notification");
     }
-    let answer = match module.raw_json_request(&request.to_string(), 1).await {
-        Ok((response, _subscription)) => response.get().to_owned(),
+    let answer = match module
+        .raw_json_request(&request.to_string(), NOTIFICATIONS_BUFFERED)
+        .await
+    {
+        Ok((response, notifications)) => {
+            if subscribes && !is_notification {
+                subscriptions.push(notifications);
+            }
+            response.get().to_owned()
+        }
         Err(e) => error(
             code::INVALID_REQUEST,
             &format!("Invalid request: {e}"),
@@ -188,6 +265,7 @@ mod tests {
     async fn ask(module: &RpcModule<()>, line: &str) -> Option<Value> {
         handle(module, line.as_bytes())
             .await
+            .0
             .map(|s| serde_json::from_str(&s).unwrap())
     }
 
@@ -213,7 +291,7 @@ mod tests {
             (v["error"]["code"].as_i64(), &v["id"]),
             (Some(-32700), &Value::Null)
         );
-        let v = handle(&m, b"\xff\xfe").await.unwrap();
+        let v = handle(&m, b"\xff\xfe").await.0.unwrap();
         assert!(v.contains("-32700"), "{v}");
         let v = ask(&m, r#"{"jsonrpc":"2.0","id":2,"method":"nope"}"#)
             .await
@@ -257,7 +335,7 @@ mod tests {
         let Some(Line::Text(second)) = read_line(&mut reader, 1024).await.unwrap() else {
             panic!("the next line was lost");
         };
-        let v: Value = serde_json::from_str(&handle(&m, &second).await.unwrap()).unwrap();
+        let v: Value = serde_json::from_str(&handle(&m, &second).await.0.unwrap()).unwrap();
         assert_eq!(v["id"], 7);
         assert!(read_line(&mut reader, 1024).await.unwrap().is_none());
     }
