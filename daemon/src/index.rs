@@ -229,7 +229,7 @@ fn flush(
         .flat_map(|(_, chunks)| chunks.iter().map(|c| c.key()))
         .collect();
     let cached = store.vectors(&keys)?;
-    // Each missing key once, in first-seen order.
+    // Each missing key once.
     let mut seen = HashSet::new();
     let mut to_embed: Vec<(Key, &str)> = Vec::new();
     for (_, chunks) in pending.iter() {
@@ -240,6 +240,9 @@ fn flush(
             }
         }
     }
+    // Longest first, so each group holds texts of similar length and packs into
+    // batches as well as the whole set would.
+    to_embed.sort_by_key(|(_, t)| std::cmp::Reverse(t.len()));
     let texts: Vec<&str> = to_embed.iter().map(|(_, t)| *t).collect();
     let mut vectors = Vec::with_capacity(texts.len());
     for group in texts.chunks(EMBED_GROUP) {

@@ -89,7 +89,11 @@ pub async fn run(
         source: std::io::Error::other(e.to_string()),
     })?;
     let service = Arc::new(Service::new(config, chunker));
-    service.restore().await;
+    // In the background: status answers at once; repository methods wait for it.
+    tokio::spawn({
+        let service = service.clone();
+        async move { service.restore().await }
+    });
     let module = Arc::new(rpc::module(service.clone()));
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);

@@ -52,6 +52,8 @@ pub struct Service {
     chunker: Arc<Chunker>,
     /// `repo.progress` of every repository, for subscribers.
     progress: tokio::sync::broadcast::Sender<RepoProgress>,
+    /// True once the repositories of `repos.json` are open again.
+    restored: tokio::sync::watch::Sender<bool>,
     shutdown: tokio::sync::Notify,
     stopping: AtomicBool,
 }
@@ -76,6 +78,7 @@ impl Service {
             repos: tokio::sync::RwLock::new(HashMap::new()),
             chunker: Arc::new(chunker),
             progress: tokio::sync::broadcast::channel(PROGRESS_BACKLOG).0,
+            restored: tokio::sync::watch::channel(false).0,
             shutdown: tokio::sync::Notify::new(),
             stopping: AtomicBool::new(false),
         }
@@ -91,24 +94,44 @@ impl Service {
 
     /// Re-opens the repositories of `repos.json` and brings each up to date in
     /// the background (edits made while the daemon was down are picked up).
+    /// Until it is done, methods that need the set of repositories wait
+    /// ([`Service::restored`]); status, models and `embed` answer at once.
     pub async fn restore(self: &Arc<Self>) {
-        let registered = match repos::load_registry(&self.registry_path()) {
-            Ok(r) => r,
+        match repos::load_registry(&self.registry_path()) {
+            Ok(registered) => {
+                for r in registered {
+                    let path = r.path.display().to_string();
+                    if let Err(err) = self.register(&path, Some(&r.model), false).await {
+                        tracing::warn!(repo = %path, %err, "cannot restore repository");
+                    }
+                }
+            }
             Err(err) => {
                 tracing::warn!(path = %self.registry_path().display(), %err, "cannot read the repository list");
-                return;
-            }
-        };
-        for r in registered {
-            let path = r.path.display().to_string();
-            if let Err(err) = self.add_repo(&path, Some(&r.model), false).await {
-                tracing::warn!(repo = %path, %err, "cannot restore repository");
             }
         }
+        self.restored.send_replace(true);
+    }
+
+    /// Resolves once [`Service::restore`] has finished.
+    async fn restored(&self) {
+        let mut rx = self.restored.subscribe();
+        // Err only if the sender is gone, which it never is while `self` lives.
+        let _ = rx.wait_for(|done| *done).await;
     }
 
     /// `repo.add`: registers `path` and indexes it (in the background unless `wait`).
     pub async fn add_repo(
+        self: &Arc<Self>,
+        path: &str,
+        model: Option<&str>,
+        wait: bool,
+    ) -> Result<RepoStatus, ServiceError> {
+        self.restored().await;
+        self.register(path, model, wait).await
+    }
+
+    async fn register(
         self: &Arc<Self>,
         path: &str,
         model: Option<&str>,
@@ -164,6 +187,7 @@ impl Service {
 
     /// `repo.remove`: forgets the repository and deletes its index (after a running pass ends).
     pub async fn remove_repo(&self, path: &str) -> Result<(), ServiceError> {
+        self.restored().await;
         let repo = {
             let mut repos = self.repos.write().await;
             let key = self.find(&repos, path)?;
@@ -188,8 +212,14 @@ impl Service {
         self.progress.subscribe()
     }
 
-    /// `repo.list`.
+    /// `repo.list`: every registered repository, once start-up has restored them.
     pub async fn list_repos(&self) -> Vec<RepoStatus> {
+        self.restored().await;
+        self.repos_now().await
+    }
+
+    /// The repositories open now; during start-up, those restored so far.
+    pub async fn repos_now(&self) -> Vec<RepoStatus> {
         let mut out: Vec<RepoStatus> = self
             .repos
             .read()
@@ -208,6 +238,7 @@ impl Service {
         full: bool,
         wait: bool,
     ) -> Result<RepoStatus, ServiceError> {
+        self.restored().await;
         let repo = {
             let repos = self.repos.read().await;
             let key = self.find(&repos, path)?;
@@ -221,6 +252,7 @@ impl Service {
     /// selected repository, filtered, merged by score.
     pub async fn search(&self, p: SearchParams) -> Result<SearchResult, ServiceError> {
         let started = Instant::now();
+        self.restored().await;
         match p.mode.as_deref() {
             None | Some("hybrid") | Some("semantic") => {}
             Some("lexical") => {

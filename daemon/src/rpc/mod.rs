@@ -56,7 +56,7 @@ fn register(m: &mut RpcModule<Arc<Service>>) {
                 pid: std::process::id(),
                 uptime_s: svc.uptime_s(),
                 models,
-                repos: svc.list_repos().await,
+                repos: svc.repos_now().await,
                 rss_bytes: crate::bench::rss_bytes(),
             })
         })
