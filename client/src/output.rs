@@ -97,8 +97,17 @@ pub fn repos(out: &mut impl Write, repos: &[RepoStatus]) -> std::io::Result<()> 
             "{}  {state}  {} files  {} chunks  {}",
             r.path, r.files, r.chunks, r.model
         )?;
+        if r.watching {
+            write!(out, "  watching")?;
+        }
+        if r.changes_pending > 0 {
+            write!(out, "  {} changes pending", r.changes_pending)?;
+        }
         if let Some(e) = &r.error {
             write!(out, "  error: {e}")?;
+        }
+        if let Some(e) = &r.watch_error {
+            write!(out, "  watch: {e}")?;
         }
         writeln!(out)?;
     }

@@ -6,7 +6,7 @@
 //! key (the vectors of deleted chunks stay cached for a while, so moving code or
 //! switching branches back costs nothing).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
@@ -57,6 +57,10 @@ pub struct IndexStats {
     pub chunks_embedded: u64,
     /// Files left out, by reason.
     pub skips: Skips,
+    /// Directories a whole walk entered (see [`walk::Walk::dirs`]); empty for
+    /// [`index_dirs`].
+    #[serde(skip)]
+    pub dirs: Vec<String>,
 }
 
 impl IndexStats {
@@ -100,18 +104,70 @@ pub fn index(
     embedder: &mut dyn Embedder,
     chunker: &Chunker,
     options: &IndexOptions,
-    mut progress: impl FnMut(&IndexStats),
+    progress: impl FnMut(&IndexStats),
 ) -> Result<IndexStats, IndexError> {
     let walked = walk::walk(root, &options.walk).map_err(|source| IndexError::Root {
         root: root.to_owned(),
         source,
     })?;
+    let known = store.files()?;
+    let stats = apply(walked, known, store, embedder, chunker, options, progress)?;
+    store.save_hnsw()?;
+    Ok(stats)
+}
+
+/// Like [`index`] (but leaving the HNSW file to the caller to save), for the files directly inside `dirs` (relative to `root`)
+/// only: what a watcher runs for a batch of changed paths. Subdirectories are
+/// not entered; a directory that is gone loses its files.
+pub fn index_dirs(
+    root: &Path,
+    dirs: &[String],
+    store: &mut Store,
+    embedder: &mut dyn Embedder,
+    chunker: &Chunker,
+    options: &IndexOptions,
+    progress: impl FnMut(&IndexStats),
+) -> Result<IndexStats, IndexError> {
+    if !root.is_dir() {
+        return Err(IndexError::Root {
+            root: root.to_owned(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the repository root is gone",
+            ),
+        });
+    }
+    let walked = walk::walk_dirs(root, dirs, &options.walk).map_err(|source| IndexError::Root {
+        root: root.to_owned(),
+        source,
+    })?;
+    let scope: HashSet<&str> = dirs.iter().map(String::as_str).collect();
+    let mut known = store.files()?;
+    known.retain(|path, _| scope.contains(parent_dir(path)));
+    apply(walked, known, store, embedder, chunker, options, progress)
+}
+
+/// The folder part of a relative path: `""` for a file at the root.
+pub fn parent_dir(rel: &str) -> &str {
+    rel.rfind('/').map_or("", |i| &rel[..i])
+}
+
+/// Brings the store's `known` files in line with the `walked` ones.
+fn apply(
+    walked: walk::Walk,
+    mut known: HashMap<String, FileRow>,
+    store: &mut Store,
+    embedder: &mut dyn Embedder,
+    chunker: &Chunker,
+    options: &IndexOptions,
+    mut progress: impl FnMut(&IndexStats),
+) -> Result<IndexStats, IndexError> {
     let mut stats = IndexStats {
         files_seen: walked.files.len() as u64,
         skips: walked.skips,
+        dirs: walked.dirs,
         ..IndexStats::default()
     };
-    let mut known = store.files()?;
     let mut pending: Vec<(FileRow, Vec<crate::chunk::Chunk>)> = Vec::new();
     let mut pending_chunks = 0;
     let mut updates: Vec<FileUpdate> = Vec::new();
@@ -210,7 +266,6 @@ pub fn index(
         &mut stats,
         &mut progress,
     )?;
-    store.save_hnsw()?;
     progress(&stats);
     Ok(stats)
 }

@@ -11,14 +11,13 @@
 //! - [`store`]: one repository's SQLite + HNSW index on disk.
 //! - [`index`]: the incremental pipeline walk → chunk → embed new keys → store.
 //! - [`search`]: query → HNSW → hits with snippets and `stale`.
+//! - [`watch`]: one OS file watcher; each repository's changed paths, coalesced.
 //! - [`server`]: `run(config, shutdown)`: home, lock, socket, connections.
 //! - [`rpc`]: the methods on a jsonrpsee `RpcModule`, and the NDJSON transport.
 //! - [`service`]: the state the methods act on (loaded models, repositories, shutdown).
 //! - [`repos`]: a registered repository: its store's writer, a reader for searches, its status.
 //! - [`config`]: flags > environment > `config.yaml` > defaults, resolved once.
 //! - [`bench`]: the embedding benchmark behind `codesearchd bench-embed`.
-//!
-//! Repository methods, watch and the client's commands arrive with later issues.
 
 pub mod bench;
 pub mod chunk;
@@ -32,3 +31,4 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod walk;
+pub mod watch;

@@ -3,7 +3,14 @@
 //!
 //! The list of roots (and their models) is kept in `$CODESEARCH_HOME/repos.json`,
 //! written atomically, so a restart serves the same repositories.
+//!
+//! A batch of watched changes becomes the cheapest pass that is still exact:
+//! the folders that hold changed files are listed again (`index::index_dirs`);
+//! anything that can change what the walk sees elsewhere (a folder created,
+//! removed or renamed, an ignore file edited, lost events) runs a whole
+//! incremental pass, which only re-reads files whose size or mtime changed.
 
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,9 +22,33 @@ use crate::chunk::Chunker;
 use crate::embed::{EmbedHandle, Embedder as _};
 use crate::index::{self, IndexOptions};
 use crate::store::{Manifest, Quantization, SCHEMA_VERSION, Store, StoreError, StoreReader};
+use crate::walk;
+use crate::watch::{Batch, Changes};
 
 /// Least time between two `repo.progress` notifications of one run.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// Watched changes save the HNSW file at most this often (it is rebuilt from
+/// SQLite if the daemon dies in between, and saved at shutdown).
+const HNSW_SAVE_EVERY: Duration = Duration::from_secs(30);
+
+/// How often a repository no watcher follows is rescanned.
+const RESCAN_EVERY: Duration = Duration::from_secs(60);
+
+/// Files whose edits change what the walk sees.
+const IGNORE_FILES: [&str; 3] = [".gitignore", ".ignore", walk::IGNORE_FILE];
+
+/// What a pass covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// The whole tree; `clear` drops the index first.
+    All {
+        /// Drop the index first.
+        clear: bool,
+    },
+    /// The files directly inside these folders (relative; `""` is the root).
+    Dirs(Vec<String>),
+}
 
 /// One registered repository.
 #[derive(Debug)]
@@ -33,6 +64,11 @@ pub struct Repo {
     status: Mutex<RepoStatus>,
     /// Where `repo.progress` goes; nobody listening is fine.
     events: tokio::sync::broadcast::Sender<RepoProgress>,
+    /// Folders the last whole walk entered; `None` before one ran.
+    dirs: Mutex<Option<HashSet<String>>>,
+    /// The watcher's pending changes, once watching started.
+    changes: Mutex<Option<Arc<Changes>>>,
+    last_hnsw_save: Mutex<Instant>,
 }
 
 /// What `repos.json` holds for one repository.
@@ -71,6 +107,11 @@ impl Repo {
             pending: 0,
             indexed_at: None,
             error: None,
+            watching: false,
+            watch_error: None,
+            changes_pending: 0,
+            last_change_at: None,
+            chunks_embedded: 0,
         };
         Ok(Self {
             root: root.to_owned(),
@@ -79,15 +120,98 @@ impl Repo {
             reader: Mutex::new(reader),
             status: Mutex::new(status),
             events,
+            dirs: Mutex::new(None),
+            changes: Mutex::new(None),
+            last_hnsw_save: Mutex::new(Instant::now()),
         })
     }
 
     /// The current status.
     pub fn status(&self) -> RepoStatus {
-        self.status
+        let mut status = self
+            .status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .clone();
+        if let Some(changes) = self
+            .changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            status.watching = true;
+            status.watch_error = changes.error();
+            status.changes_pending = changes.pending() as u64;
+        }
+        status
+    }
+
+    /// Ends the watcher's batches for this repository.
+    pub fn stop_watching(&self) {
+        if let Some(changes) = self
+            .changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            changes.close();
+        }
+    }
+
+    /// Reports the watcher's `changes` in the status from now on.
+    pub fn set_changes(&self, changes: Arc<Changes>) {
+        *self.changes.lock().unwrap_or_else(|p| p.into_inner()) = Some(changes);
+    }
+
+    /// Applies a batch of watched changes: re-lists the folders of changed files,
+    /// or runs a whole incremental pass when the batch can change more than that.
+    pub async fn apply_changes(
+        self: &Arc<Self>,
+        batch: Batch,
+        embedder: EmbedHandle,
+        chunker: Arc<Chunker>,
+    ) {
+        let Some(scope) = self.scope_of(&batch) else {
+            return;
+        };
+        tracing::debug!(root = %self.root.display(), ?scope, "applying changes");
+        self.pass(embedder, chunker, scope, true).await;
+    }
+
+    /// The pass a batch needs, or `None` when nothing it names is indexed or visible.
+    fn scope_of(&self, batch: &Batch) -> Option<Scope> {
+        let all = Some(Scope::All { clear: false });
+        if batch.rescan {
+            return all;
+        }
+        let known = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(known) = known.as_ref() else {
+            return all;
+        };
+        let mut dirs = BTreeSet::new();
+        for path in &batch.paths {
+            if !path.starts_with(&self.root) {
+                continue;
+            }
+            let rel = walk::relative(&self.root, path);
+            let name = rel.rsplit('/').next().unwrap_or("");
+            if rel.is_empty()
+                || IGNORE_FILES.contains(&name)
+                || rel == ".git/info/exclude"
+                || known.contains(&rel)
+            {
+                return all; // the root, a rule, or a known folder (removed, renamed) changed
+            }
+            let parent = index::parent_dir(&rel);
+            if known.contains(parent) {
+                if path.is_dir() {
+                    return all; // a new folder: walk it under every rule
+                }
+                dirs.insert(parent.to_owned());
+            }
+            // Otherwise it lies in a hidden or ignored folder: not ours.
+        }
+        (!dirs.is_empty()).then(|| Scope::Dirs(dirs.into_iter().collect()))
     }
 
     fn update(&self, f: impl FnOnce(&mut RepoStatus)) {
@@ -107,6 +231,17 @@ impl Repo {
     /// index first. Status shows `indexing` meanwhile and `ready` or `error` after;
     /// `repo.progress` tells subscribers how far it is.
     pub async fn index(self: &Arc<Self>, embedder: EmbedHandle, chunker: Arc<Chunker>, full: bool) {
+        self.pass(embedder, chunker, Scope::All { clear: full }, false)
+            .await;
+    }
+
+    async fn pass(
+        self: &Arc<Self>,
+        embedder: EmbedHandle,
+        chunker: Arc<Chunker>,
+        scope: Scope,
+        watched: bool,
+    ) {
         self.mark_indexing();
         let started = Instant::now();
         let mut progress = RepoProgress {
@@ -120,35 +255,67 @@ impl Repo {
             error: None,
         };
         self.publish(progress.clone());
+        let whole = matches!(scope, Scope::All { .. });
         let repo = self.clone();
         let mut running = progress.clone();
         let result = tokio::task::spawn_blocking(move || {
             let mut store = repo.writer.blocking_lock();
-            if full {
-                store.clear()?;
-            }
             let mut embedder = embedder;
             let mut last_sent = started;
-            let stats = index::index(
-                &repo.root,
-                &mut store,
-                &mut embedder,
-                &chunker,
-                &IndexOptions::default(),
-                |s| {
-                    let done = s.files_done();
-                    repo.update(|st| st.pending = s.files_seen.saturating_sub(done));
-                    if last_sent.elapsed() >= PROGRESS_EVERY {
-                        last_sent = Instant::now();
-                        running.files_total = s.files_seen;
-                        running.files_done = done;
-                        running.chunks_embedded = s.chunks_embedded;
-                        running.chunks_written = s.chunks_written;
-                        running.elapsed_s = started.elapsed().as_secs_f64();
-                        repo.publish(running.clone());
+            let report = |s: &index::IndexStats| {
+                let done = s.files_done();
+                repo.update(|st| st.pending = s.files_seen.saturating_sub(done));
+                if last_sent.elapsed() >= PROGRESS_EVERY {
+                    last_sent = Instant::now();
+                    running.files_total = s.files_seen;
+                    running.files_done = done;
+                    running.chunks_embedded = s.chunks_embedded;
+                    running.chunks_written = s.chunks_written;
+                    running.elapsed_s = started.elapsed().as_secs_f64();
+                    repo.publish(running.clone());
+                }
+            };
+            let options = IndexOptions::default();
+            let stats = match &scope {
+                Scope::All { clear } => {
+                    if *clear {
+                        store.clear()?;
                     }
-                },
-            )?;
+                    let stats = index::index(
+                        &repo.root,
+                        &mut store,
+                        &mut embedder,
+                        &chunker,
+                        &options,
+                        report,
+                    )?;
+                    *repo
+                        .last_hnsw_save
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Instant::now();
+                    stats
+                }
+                Scope::Dirs(dirs) => {
+                    let stats = index::index_dirs(
+                        &repo.root,
+                        dirs,
+                        &mut store,
+                        &mut embedder,
+                        &chunker,
+                        &options,
+                        report,
+                    )?;
+                    let mut saved = repo
+                        .last_hnsw_save
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    if saved.elapsed() >= HNSW_SAVE_EVERY {
+                        store.save_hnsw()?;
+                        *saved = Instant::now();
+                    }
+                    stats
+                }
+            };
             let counts = (store.file_count()?, store.chunk_count()?);
             Ok::<_, index::IndexError>((stats, counts))
         })
@@ -159,13 +326,21 @@ impl Repo {
         progress.elapsed_s = started.elapsed().as_secs_f64();
         match result {
             Ok(Ok((stats, (files, chunks)))) => {
-                tracing::info!(root = %self.root.display(), files, chunks, embedded = stats.chunks_embedded, "indexed");
+                tracing::info!(root = %self.root.display(), files, chunks, embedded = stats.chunks_embedded, watched, "indexed");
+                if whole {
+                    *self.dirs.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(stats.dirs.iter().cloned().collect());
+                }
                 self.update(|s| {
                     s.state = RepoState::Ready;
                     s.files = files;
                     s.chunks = chunks;
                     s.pending = 0;
                     s.indexed_at = Some(now);
+                    s.chunks_embedded += stats.chunks_embedded;
+                    if watched {
+                        s.last_change_at = Some(now);
+                    }
                 });
                 progress.state = RepoState::Ready;
                 progress.files_total = stats.files_seen;
@@ -197,6 +372,31 @@ impl Repo {
             s.error = Some(error.clone());
         });
         error
+    }
+}
+
+/// Applies `changes` to `repo` batch by batch until they are closed. Without a
+/// working watcher (`changes` has an error), a whole pass runs every minute too.
+pub async fn follow(
+    repo: Arc<Repo>,
+    changes: Arc<Changes>,
+    embedder: EmbedHandle,
+    chunker: Arc<Chunker>,
+) {
+    loop {
+        let batch = if changes.error().is_some() {
+            tokio::select! {
+                batch = changes.next_batch() => batch,
+                () = tokio::time::sleep(RESCAN_EVERY) => Some(Batch { paths: Vec::new(), rescan: true }),
+            }
+        } else {
+            changes.next_batch().await
+        };
+        let Some(batch) = batch else {
+            return;
+        };
+        repo.apply_changes(batch, embedder.clone(), chunker.clone())
+            .await;
     }
 }
 

@@ -52,6 +52,8 @@ pub struct Service {
     chunker: Arc<Chunker>,
     /// `repo.progress` of every repository, for subscribers.
     progress: tokio::sync::broadcast::Sender<RepoProgress>,
+    /// The OS file watcher; `None` if it could not start (repositories are then rescanned).
+    watcher: Option<crate::watch::Watcher>,
     /// True once the repositories of `repos.json` are open again.
     restored: tokio::sync::watch::Sender<bool>,
     shutdown: tokio::sync::Notify,
@@ -79,6 +81,9 @@ impl Service {
             chunker: Arc::new(chunker),
             progress: tokio::sync::broadcast::channel(PROGRESS_BACKLOG).0,
             restored: tokio::sync::watch::channel(false).0,
+            watcher: crate::watch::Watcher::new()
+                .inspect_err(|err| tracing::warn!(%err, "cannot start the file watcher; repositories will be rescanned every minute"))
+                .ok(),
             shutdown: tokio::sync::Notify::new(),
             stopping: AtomicBool::new(false),
         }
@@ -160,6 +165,26 @@ impl Service {
             repos.insert(root.clone(), repo.clone());
             self.persist(&repos);
         }
+        // Watch before the first pass, so nothing changed during it is missed.
+        let changes = match &self.watcher {
+            Some(w) => {
+                let (changes, error) = w.watch(&root);
+                if let Some(error) = error {
+                    tracing::warn!(root = %root.display(), %error, "not watching");
+                }
+                changes
+            }
+            None => crate::watch::Changes::unwatched(
+                "the file watcher could not start (see the daemon's log); this repository is rescanned every minute".to_owned(),
+            ),
+        };
+        repo.set_changes(changes.clone());
+        tokio::spawn(repos::follow(
+            repo.clone(),
+            changes,
+            embedder.clone(),
+            self.chunker.clone(),
+        ));
         Ok(self.start_pass(&repo, embedder, false, wait).await)
     }
 
@@ -197,6 +222,10 @@ impl Service {
             self.persist(&repos);
             repo
         };
+        if let Some(w) = &self.watcher {
+            w.unwatch(&repo.root);
+        }
+        repo.stop_watching();
         let store = repo.writer.lock().await;
         let dir = store.dir().to_owned();
         drop(store);

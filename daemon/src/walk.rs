@@ -145,23 +145,65 @@ pub struct Walk {
     pub files: Vec<FileEntry>,
     /// Files left out by metadata alone (size, symlinks, unreadable).
     pub skips: Skips,
+    /// Directories the walk entered (neither hidden nor ignored), relative, `""`
+    /// for the root; sorted. Only a whole walk fills it.
+    pub dirs: Vec<String>,
 }
 
 /// Lists the files under `root` that are candidates for indexing.
 pub fn walk(root: &Path, options: &WalkOptions) -> std::io::Result<Walk> {
     let root = root.canonicalize()?;
-    let result = Mutex::new((Vec::new(), Vec::new()));
-    let walker = builder(&root).build_parallel();
+    run(&root, builder(&root), options, true)
+}
+
+/// Lists the files directly inside each of `dirs` (relative to `root`), by the
+/// same rules as [`walk`]: the ignore files of the directories above apply. A
+/// directory that is gone lists nothing.
+pub fn walk_dirs(root: &Path, dirs: &[String], options: &WalkOptions) -> std::io::Result<Walk> {
+    let root = root.canonicalize()?;
+    let mut all = Walk::default();
+    for dir in dirs {
+        let path = if dir.is_empty() {
+            root.clone()
+        } else {
+            root.join(dir)
+        };
+        if !path.is_dir() {
+            continue;
+        }
+        let mut b = builder(&path);
+        b.max_depth(Some(1));
+        let found = run(&root, b, options, false)?;
+        all.files.extend(found.files);
+        all.skips.merge(found.skips);
+    }
+    all.files.sort_by(|a, b| a.rel.cmp(&b.rel));
+    Ok(all)
+}
+
+fn run(
+    root: &Path,
+    builder: ignore::WalkBuilder,
+    options: &WalkOptions,
+    record_dirs: bool,
+) -> std::io::Result<Walk> {
+    let result = Mutex::new((Vec::new(), Vec::new(), Vec::new()));
+    let walker = builder.build_parallel();
     walker.run(|| {
-        let root = &root;
         let result = &result;
         Box::new(move |entry| {
-            let (file, skip) = match entry {
-                Ok(entry) => inspect(root, &entry, options),
+            let (file, skip) = match &entry {
+                Ok(entry) => inspect(root, entry, options),
                 Err(err) => {
                     tracing::debug!(%err, "walk error");
-                    (None, Some((SkipReason::Unreadable, error_path(&err, root))))
+                    (None, Some((SkipReason::Unreadable, error_path(err, root))))
                 }
+            };
+            let dir = match &entry {
+                Ok(e) if record_dirs && e.file_type().is_some_and(|t| t.is_dir()) => {
+                    Some(relative(root, e.path()))
+                }
+                _ => None,
             };
             let mut result = result.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(file) = file {
@@ -170,19 +212,26 @@ pub fn walk(root: &Path, options: &WalkOptions) -> std::io::Result<Walk> {
             if let Some(skip) = skip {
                 result.1.push(skip);
             }
+            if let Some(dir) = dir {
+                result.2.push(dir);
+            }
             ignore::WalkState::Continue
         })
     });
     // The parallel walk finishes in any order; sort so results and examples are stable.
-    let (mut files, mut skipped): (Vec<FileEntry>, Vec<(SkipReason, String)>) =
-        result.into_inner().unwrap_or_else(|p| p.into_inner());
+    let (mut files, mut skipped, mut dirs): (
+        Vec<FileEntry>,
+        Vec<(SkipReason, String)>,
+        Vec<String>,
+    ) = result.into_inner().unwrap_or_else(|p| p.into_inner());
     files.sort_by(|a, b| a.rel.cmp(&b.rel));
     skipped.sort();
+    dirs.sort();
     let mut skips = Skips::default();
     for (reason, rel) in skipped {
         skips.add(reason, &rel);
     }
-    Ok(Walk { files, skips })
+    Ok(Walk { files, skips, dirs })
 }
 
 /// The walker with codesearch's rules; also used to check single paths later.

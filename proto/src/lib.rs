@@ -145,6 +145,22 @@ pub struct RepoStatus {
     pub indexed_at: Option<u64>,
     /// What went wrong, in state `error`.
     pub error: Option<String>,
+    /// A file watcher follows the repository (or periodic rescans stand in for
+    /// one; see `watch_error`).
+    #[serde(default)]
+    pub watching: bool,
+    /// Why watching is degraded, with the fix (e.g. inotify watches run out).
+    #[serde(default)]
+    pub watch_error: Option<String>,
+    /// Changed paths seen by the watcher and not yet applied.
+    #[serde(default)]
+    pub changes_pending: u64,
+    /// When the watcher last applied changes (seconds since the epoch).
+    #[serde(default)]
+    pub last_change_at: Option<u64>,
+    /// Chunks the model embedded for this repository since the daemon started.
+    #[serde(default)]
+    pub chunks_embedded: u64,
 }
 
 /// `embed` params.

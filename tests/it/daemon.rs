@@ -11,13 +11,13 @@ use serde_json::{Value, json};
 
 use crate::util::{bin, registry_file};
 
-struct Daemon {
-    child: Child,
-    home: tempfile::TempDir,
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
+    pub(crate) home: tempfile::TempDir,
 }
 
 impl Daemon {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let home = tempfile::tempdir().unwrap();
         let child = spawn(home.path());
         let d = Self { child, home };
@@ -29,7 +29,7 @@ impl Daemon {
         d
     }
 
-    fn socket(&self) -> PathBuf {
+    pub(crate) fn socket(&self) -> PathBuf {
         self.home.path().join("codesearchd.sock")
     }
 
@@ -51,7 +51,7 @@ impl Daemon {
             .collect()
     }
 
-    fn call(&self, method: &str, params: Value) -> Value {
+    pub(crate) fn call(&self, method: &str, params: Value) -> Value {
         let line =
             json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
         self.send(&[line.as_bytes()], 1).remove(0)
@@ -65,7 +65,7 @@ impl Drop for Daemon {
     }
 }
 
-fn spawn(home: &Path) -> Child {
+pub(crate) fn spawn(home: &Path) -> Child {
     Command::new(bin("codesearchd"))
         .env("CODESEARCH_HOME", home)
         .env_remove("CODESEARCH_SOCKET")
@@ -257,22 +257,36 @@ fn a_restarted_daemon_serves_its_repositories_again() {
         corpus.path().join("pathutil.rs"),
     )
     .unwrap();
+    std::fs::write(
+        corpus.path().join("old.py"),
+        "def defragment_the_warehouse(shelves):\n    return sorted(shelves)\n",
+    )
+    .unwrap();
     let root = corpus.path().canonicalize().unwrap().display().to_string();
     let mut d = Daemon::start();
     let added = d.call("repo.add", json!({"path": root, "wait": true}));
     assert_eq!(added["result"]["state"], "ready", "{added}");
+    assert_eq!(added["result"]["files"], 2, "{added}");
     assert_eq!(
         d.call("daemon.shutdown", json!(null))["result"],
         Value::Null
     );
     assert!(d.child.wait().unwrap().success());
 
-    // An edit while the daemon is down is picked up at start-up.
+    // Changes, additions and deletions while the daemon is down are picked up at start-up.
     std::fs::write(
         corpus.path().join("extra.py"),
         "def frobnicate_widgets(count):\n    return count * 2\n",
     )
     .unwrap();
+    std::fs::remove_file(corpus.path().join("old.py")).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(corpus.path().join("pathutil.rs"))
+        .unwrap();
+    f.write_all(b"\n/// Counts the gremlins hiding in a path.\npub fn count_path_gremlins(p: &str) -> usize {\n    p.matches('~').count()\n}\n")
+        .unwrap();
+    drop(f);
     d.child = spawn(d.home.path());
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -291,6 +305,19 @@ fn a_restarted_daemon_serves_its_repositories_again() {
     }
     let found = d.call("search", json!({"query": "frobnicate widgets", "k": 1}));
     assert_eq!(found["result"]["results"][0]["path"], "extra.py", "{found}");
+    let found = d.call(
+        "search",
+        json!({"query": "count the gremlins hiding in a path", "k": 1}),
+    );
+    assert_eq!(
+        found["result"]["results"][0]["symbol"], "count_path_gremlins",
+        "{found}"
+    );
+    let gone = d.call(
+        "search",
+        json!({"query": "defragment the warehouse", "k": 3, "paths": ["old.py"]}),
+    );
+    assert_eq!(gone["result"]["results"], json!([]), "{gone}");
 }
 
 #[test]

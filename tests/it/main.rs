@@ -7,6 +7,7 @@
 //! - `embed`: the candle engine against sentence-transformers' reference vectors.
 //! - `client`: the `codesearch` client end to end, exit codes and output formats.
 //! - `cli`: the `codesearchd` binary's benchmark and its error messages.
+//! - `watch`: the live index: edits, deletes, renames, new folders, ignore rules, storms.
 
 mod chunk;
 mod cli;
@@ -15,3 +16,4 @@ mod daemon;
 mod embed;
 mod index;
 mod util;
+mod watch;
