@@ -64,6 +64,8 @@ pub struct Repo {
     status: Mutex<RepoStatus>,
     /// Where `repo.progress` goes; nobody listening is fine.
     events: tokio::sync::broadcast::Sender<RepoProgress>,
+    /// `repo.remove` took it away: no pass may run any more.
+    removed: std::sync::atomic::AtomicBool,
     /// Folders the last whole walk entered; `None` before one ran.
     dirs: Mutex<Option<HashSet<String>>>,
     /// The watcher's pending changes, once watching started.
@@ -120,6 +122,7 @@ impl Repo {
             reader: Mutex::new(reader),
             status: Mutex::new(status),
             events,
+            removed: std::sync::atomic::AtomicBool::new(false),
             dirs: Mutex::new(None),
             changes: Mutex::new(None),
             last_hnsw_save: Mutex::new(Instant::now()),
@@ -144,6 +147,16 @@ impl Repo {
             status.changes_pending = changes.pending() as u64;
         }
         status
+    }
+
+    /// From now on, passes that start or wait for the writer do nothing.
+    pub fn mark_removed(&self) {
+        self.removed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn is_removed(&self) -> bool {
+        self.removed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Ends the watcher's batches for this repository.
@@ -242,6 +255,9 @@ impl Repo {
         scope: Scope,
         watched: bool,
     ) {
+        if self.is_removed() {
+            return;
+        }
         self.mark_indexing();
         let started = Instant::now();
         let mut progress = RepoProgress {
@@ -260,6 +276,9 @@ impl Repo {
         let mut running = progress.clone();
         let result = tokio::task::spawn_blocking(move || {
             let mut store = repo.writer.blocking_lock();
+            if repo.is_removed() {
+                return Ok(None);
+            }
             let mut embedder = embedder;
             let mut last_sent = started;
             let report = |s: &index::IndexStats| {
@@ -317,7 +336,7 @@ impl Repo {
                 }
             };
             let counts = (store.file_count()?, store.chunk_count()?);
-            Ok::<_, index::IndexError>((stats, counts))
+            Ok::<_, index::IndexError>(Some((stats, counts)))
         })
         .await;
         let now = std::time::SystemTime::now()
@@ -325,7 +344,8 @@ impl Repo {
             .map_or(0, |d| d.as_secs());
         progress.elapsed_s = started.elapsed().as_secs_f64();
         match result {
-            Ok(Ok((stats, (files, chunks)))) => {
+            Ok(Ok(None)) => return, // removed meanwhile
+            Ok(Ok(Some((stats, (files, chunks))))) => {
                 tracing::info!(root = %self.root.display(), files, chunks, embedded = stats.chunks_embedded, watched, "indexed");
                 if whole {
                     *self.dirs.lock().unwrap_or_else(|p| p.into_inner()) =

@@ -226,14 +226,21 @@ impl Service {
             w.unwatch(&repo.root);
         }
         repo.stop_watching();
-        let store = repo.writer.lock().await;
-        let dir = store.dir().to_owned();
-        drop(store);
-        drop(repo);
-        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir))
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))?
-            .map_err(|e| ServiceError::Internal(format!("cannot delete the index: {e}")))
+        repo.mark_removed();
+        // Under the writer lock: no pass can write into the folder as it goes.
+        let repo_for_delete = repo.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut store = repo_for_delete.writer.blocking_lock();
+            store.delete_files()
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?
+        .map_err(|e| {
+            ServiceError::Internal(format!(
+                "cannot delete the index of {}: {e}",
+                repo.root.display()
+            ))
+        })
     }
 
     /// Every `repo.progress` from now on.

@@ -315,6 +315,23 @@ impl Store {
         &self.dir
     }
 
+    /// Deletes the index folder. The store stays usable only for dropping: it will
+    /// not save its HNSW file again.
+    pub fn delete_files(&mut self) -> std::io::Result<()> {
+        self.hnsw_dirty = false;
+        // SQLite may remove its -wal/-shm files while we walk the folder: retry.
+        let mut result = Ok(());
+        for _ in 0..3 {
+            result = std::fs::remove_dir_all(&self.dir);
+            match &result {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                Ok(()) => return Ok(()),
+            }
+        }
+        result
+    }
+
     fn sql(&self, source: rusqlite::Error) -> StoreError {
         StoreError::Sqlite {
             path: self.dir.join(SQLITE),
