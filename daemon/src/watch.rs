@@ -264,3 +264,57 @@ fn describe(err: &notify::Error) -> String {
         _ => format!("cannot watch for changes ({err}); this repository is rescanned every minute"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routes(roots: &[&str]) -> (Routes, Vec<Arc<Changes>>) {
+        let changes: Vec<_> = roots.iter().map(|_| Arc::new(Changes::new())).collect();
+        let routes: Routes = Arc::new(RwLock::new(
+            roots
+                .iter()
+                .zip(&changes)
+                .map(|(r, c)| (PathBuf::from(r), c.clone()))
+                .collect(),
+        ));
+        (routes, changes)
+    }
+
+    #[tokio::test]
+    async fn a_burst_is_one_batch_of_distinct_paths_for_the_repository_it_lies_in() {
+        let (routes, changes) = routes(&["/r", "/r/nested"]);
+        for i in 0..1000 {
+            let kind = EventKind::Modify(notify::event::ModifyKind::Any);
+            let event = notify::Event::new(kind)
+                .add_path(PathBuf::from(format!("/r/src/f{}.rs", i % 10)))
+                .add_path(PathBuf::from("/r/nested/x.rs"))
+                .add_path(PathBuf::from("/elsewhere/y.rs"));
+            route(&routes, Ok(event));
+        }
+        let read = notify::Event::new(EventKind::Access(AccessKind::Read))
+            .add_path(PathBuf::from("/r/src/read.rs"));
+        route(&routes, Ok(read));
+        assert_eq!((changes[0].pending(), changes[1].pending()), (10, 1));
+        let batch = changes[0].next_batch().await.unwrap();
+        assert_eq!((batch.paths.len(), batch.rescan), (10, false));
+        assert_eq!(changes[0].pending(), 0);
+        changes[1].close();
+        assert!(changes[1].next_batch().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn running_out_of_watches_is_reported_with_the_fix_and_asks_for_a_rescan() {
+        let (routes, changes) = routes(&["/r"]);
+        let err = notify::Error::new(notify::ErrorKind::MaxFilesWatch)
+            .add_path(PathBuf::from("/r/deep/dir"));
+        route(&routes, Err(err));
+        let error = changes[0].error().unwrap();
+        assert!(error.contains("fs.inotify.max_user_watches"), "{error}");
+        let batch = changes[0].next_batch().await.unwrap();
+        assert!(batch.rescan && batch.paths.is_empty());
+        let lost = notify::Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
+        route(&routes, Ok(lost));
+        assert!(changes[0].next_batch().await.unwrap().rescan);
+    }
+}
