@@ -112,6 +112,7 @@ pub fn index(
     })?;
     let known = store.files()?;
     let stats = apply(walked, known, store, embedder, chunker, options, progress)?;
+    store.compact()?;
     store.save_hnsw()?;
     Ok(stats)
 }
@@ -144,7 +145,9 @@ pub fn index_dirs(
     let scope: HashSet<&str> = dirs.iter().map(String::as_str).collect();
     let mut known = store.files()?;
     known.retain(|path, _| scope.contains(parent_dir(path)));
-    apply(walked, known, store, embedder, chunker, options, progress)
+    let stats = apply(walked, known, store, embedder, chunker, options, progress)?;
+    store.compact()?;
+    Ok(stats)
 }
 
 /// The folder part of a relative path: `""` for a file at the root.

@@ -96,9 +96,6 @@ struct BenchIndexArgs {
     /// Where to write the results lines for `score.py` (with `--queries`).
     #[arg(long, default_value = "results.jsonl")]
     results: PathBuf,
-    /// Storage of vectors in the HNSW index: f16 or i8.
-    #[arg(long, default_value = "f16")]
-    quantization: String,
     #[command(flatten)]
     embedding: EmbeddingFlags,
 }
@@ -233,7 +230,7 @@ fn bench_embed(args: BenchArgs) -> anyhow::Result<()> {
 fn bench_index(args: BenchIndexArgs) -> anyhow::Result<()> {
     use codesearchd::chunk::Chunker;
     use codesearchd::index::{self, IndexOptions};
-    use codesearchd::store::{Manifest, Quantization, SCHEMA_VERSION, Store};
+    use codesearchd::store::{Manifest, SCHEMA_VERSION, Store};
 
     let options = args
         .embedding
@@ -283,11 +280,6 @@ fn bench_index(args: BenchIndexArgs) -> anyhow::Result<()> {
             model: embedder.model_name().to_owned(),
             dims: embedder.dims(),
             root: root.clone(),
-            quantization: match args.quantization.as_str() {
-                "f16" => Quantization::F16,
-                "i8" => Quantization::I8,
-                other => anyhow::bail!("unknown quantization `{other}`; use f16 or i8"),
-            },
         };
         let mut store = Store::open(&dir, &manifest)?;
         let start = std::time::Instant::now();

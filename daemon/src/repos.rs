@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::chunk::Chunker;
 use crate::embed::{EmbedHandle, Embedder as _};
 use crate::index::{self, IndexOptions};
-use crate::store::{Manifest, Quantization, SCHEMA_VERSION, Store, StoreError, StoreReader};
+use crate::store::{Manifest, SCHEMA_VERSION, Store, StoreError, StoreReader};
 use crate::walk;
 use crate::watch::{Batch, Changes};
 
@@ -96,7 +96,6 @@ impl Repo {
             model: embedder.model_name().to_owned(),
             dims: embedder.dims(),
             root: root.to_owned(),
-            quantization: Quantization::F16,
         };
         let store = Store::open(&Store::dir_for(indexes, root), &manifest)?;
         let reader = store.reader()?;

@@ -7,7 +7,7 @@ use codesearchd::chunk::Chunker;
 use codesearchd::embed::{EmbedError, Embedder, InputKind};
 use codesearchd::index::{self, IndexOptions, IndexStats};
 use codesearchd::search::{self, Hit};
-use codesearchd::store::{Manifest, Quantization, SCHEMA_VERSION, Store};
+use codesearchd::store::{Manifest, SCHEMA_VERSION, Store};
 
 use crate::util::{minilm, registry_file};
 
@@ -79,7 +79,6 @@ impl Repo {
             model: "minilm".into(),
             dims: 384,
             root: self.root.clone(),
-            quantization: Quantization::F16,
         };
         Store::open(self.index_dir.path(), &manifest).unwrap()
     }

@@ -230,10 +230,12 @@ impl Embedder for EmbedHandle {
 mod tests {
     use super::*;
 
-    /// Logs each text it embeds; pauses after every document text. The first
-    /// document text waits for `gate`, so a test can queue a query meanwhile.
+    /// Logs each text it embeds; pauses after every document text. A document
+    /// job says on `entered` that it started, then waits for `gate`, so a test can
+    /// queue a query while the job runs.
     struct Recorder {
         log: Arc<Mutex<Vec<String>>>,
+        entered: std::sync::mpsc::Sender<()>,
         gate: Option<std::sync::mpsc::Receiver<()>>,
     }
 
@@ -264,6 +266,7 @@ mod tests {
             pause: &mut dyn FnMut(&mut dyn Embedder),
         ) -> Result<Vec<Vec<f32>>, EmbedError> {
             if let Some(gate) = self.gate.take() {
+                self.entered.send(()).unwrap();
                 gate.recv().unwrap();
             }
             let mut out = Vec::new();
@@ -285,14 +288,16 @@ mod tests {
     fn a_query_runs_at_the_next_pause_of_a_document_job() {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (open, gate) = std::sync::mpsc::channel();
+        let (entered_tx, entered) = std::sync::mpsc::channel();
         let recorder = Recorder {
             log: log.clone(),
+            entered: entered_tx,
             gate: Some(gate),
         };
         let worker = EmbedWorker::spawn(Box::new(recorder)).unwrap();
         let mut docs = worker.handle();
         let docs = std::thread::spawn(move || docs.embed(&["a", "bb", "ccc"], InputKind::Document));
-        wait_until(|| worker.handle().queued() == (0, 0));
+        entered.recv().unwrap();
         let mut query = worker.handle();
         let query = std::thread::spawn(move || query.embed(&["q"], InputKind::Query));
         wait_until(|| worker.handle().queued() == (1, 0));

@@ -1,9 +1,21 @@
 //! The usearch HNSW index: a cache of the vectors in SQLite, keyed by chunk id.
 //!
-//! Saved by write-to-temp + fsync + rename, so a crash leaves the old file or the
-//! new one, never half of either. Whether a saved file is current is decided by
-//! the store (generations), not here.
+//! Vectors are 8-bit: each is scaled so its largest component is ±127 and
+//! rounded ([`quantize`]). Cosine similarity ignores the scale, and a per-vector
+//! scale keeps about 8 bits of precision where usearch's own f32→i8 cast (×127)
+//! would keep 3 for unit vectors, whose components are near ±0.05. SQLite stores
+//! exactly these bytes, and the HNSW index holds exactly them too.
+//!
+//! The file holds the graph only. usearch's own format puts every vector in
+//! front of the graph; SQLite has them already, so [`Hnsw::save`] cuts that
+//! matrix out and [`Hnsw::load`] puts it back from SQLite, in the order of the
+//! graph's nodes, which it reads from the graph's header. Any surprise in the
+//! file (another usearch layout, truncation, a key SQLite lacks) is an error the
+//! caller answers by rebuilding from SQLite. Saving is write-to-temp + fsync +
+//! rename, so a crash leaves the old file or the new one, never half of either;
+//! whether a saved file is current is decided by the store (generations).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
@@ -14,22 +26,37 @@ use super::StoreError;
 const EXPANSION_SEARCH: usize = 256;
 const EXPANSION_ADD: usize = 128;
 
-/// How vectors are stored in the HNSW index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Quantization {
-    /// Half precision: recall indistinguishable from f32 at half the size.
-    #[default]
-    F16,
-    /// 8-bit integers: a quarter of f32, recall near 0.93.
-    I8,
+/// The first bytes of our graph-only file, with its layout version.
+const MAGIC: &[u8; 8] = b"csHNSW\x01\x00";
+
+/// usearch's file layout (index_dense.hpp, index.hpp of usearch 2.x): a 64-byte
+/// dense header, the graph header (five u64: size, connectivity,
+/// connectivity_base, max_level, entry_slot), one i16 level per node, then the
+/// nodes, each a u64 key, an i16 level and neighbour lists of a u32 count plus
+/// u32 slots (`connectivity_base` of them on level 0, `connectivity` above).
+const DENSE_HEAD: usize = 64;
+const GRAPH_HEAD: usize = 40;
+const NODE_HEAD: usize = 10;
+
+/// A key usearch gives the slots of removed vectors.
+const FREE_KEY: u64 = u64::MAX;
+
+/// Scales `v` so its largest component is ±127 and rounds it; all zeros stays zeros.
+pub fn quantize(v: &[f32]) -> Vec<i8> {
+    let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+    if max == 0.0 || !max.is_finite() {
+        return vec![0; v.len()];
+    }
+    let scale = 127.0 / max;
+    v.iter()
+        .map(|x| (x * scale).round().clamp(-127.0, 127.0) as i8)
+        .collect()
 }
 
-/// An in-memory HNSW index over unit vectors (cosine).
+/// An in-memory HNSW index over 8-bit vectors (cosine).
 pub struct Hnsw {
     index: Index,
     dims: usize,
-    quantization: Quantization,
 }
 
 impl std::fmt::Debug for Hnsw {
@@ -43,39 +70,57 @@ impl std::fmt::Debug for Hnsw {
 
 impl Hnsw {
     /// An empty index.
-    pub fn new(dims: usize, quantization: Quantization) -> Result<Self, StoreError> {
+    pub fn new(dims: usize) -> Result<Self, StoreError> {
         let options = IndexOptions {
             dimensions: dims,
             metric: MetricKind::Cos,
-            quantization: match quantization {
-                Quantization::F16 => ScalarKind::F16,
-                Quantization::I8 => ScalarKind::I8,
-            },
+            quantization: ScalarKind::I8,
             connectivity: 0,
             expansion_add: EXPANSION_ADD,
             expansion_search: EXPANSION_SEARCH,
             multi: false,
         };
         let index = Index::new(&options).map_err(|e| StoreError::hnsw("create", e))?;
-        Ok(Self {
-            index,
-            dims,
-            quantization,
-        })
+        Ok(Self { index, dims })
     }
 
-    /// Loads a saved index; any failure (missing, truncated, other dims) is an error
-    /// the caller answers by rebuilding.
-    pub fn load(path: &Path, dims: usize, quantization: Quantization) -> Result<Self, StoreError> {
-        let hnsw = Self::new(dims, quantization)?;
+    /// Loads a graph saved by [`Hnsw::save`], taking each node's vector from
+    /// `vectors` (chunk id → quantized vector). Any failure is an error the caller
+    /// answers by rebuilding.
+    pub fn load(
+        path: &Path,
+        dims: usize,
+        vectors: &HashMap<u64, Vec<i8>>,
+    ) -> Result<Self, StoreError> {
+        let bad = |reason: String| StoreError::Hnsw { op: "load", reason };
+        let file = std::fs::read(path).map_err(|e| StoreError::io(path, e))?;
+        let graph = file
+            .strip_prefix(MAGIC.as_slice())
+            .ok_or_else(|| bad("not a codesearch graph file".to_owned()))?;
+        let keys = node_keys(graph).map_err(bad)?;
+        let rows = u32::try_from(keys.len()).map_err(|_| bad("too many nodes".to_owned()))?;
+        let cols = u32::try_from(dims).map_err(|_| bad("too many dims".to_owned()))?;
+        let mut buffer = Vec::with_capacity(8 + keys.len() * dims + graph.len());
+        buffer.extend_from_slice(&rows.to_le_bytes());
+        buffer.extend_from_slice(&cols.to_le_bytes());
+        for key in &keys {
+            match vectors.get(key) {
+                Some(v) if v.len() == dims => buffer.extend(v.iter().map(|&x| x as u8)),
+                Some(v) => return Err(bad(format!("vector of {} dims, expected {dims}", v.len()))),
+                None if *key == FREE_KEY => buffer.extend(std::iter::repeat_n(0, dims)),
+                None => return Err(bad(format!("chunk {key} of the graph has no vector"))),
+            }
+        }
+        buffer.extend_from_slice(graph);
+        let hnsw = Self::new(dims)?;
         hnsw.index
-            .load(&path_str(path)?)
+            .load_from_buffer(&buffer)
             .map_err(|e| StoreError::hnsw("load", e))?;
         if hnsw.index.dimensions() != dims {
-            return Err(StoreError::Hnsw {
-                op: "load",
-                reason: format!("{} dims, expected {dims}", hnsw.index.dimensions()),
-            });
+            return Err(bad(format!(
+                "{} dims, expected {dims}",
+                hnsw.index.dimensions()
+            )));
         }
         hnsw.index.change_expansion_search(EXPANSION_SEARCH);
         Ok(hnsw)
@@ -91,7 +136,7 @@ impl Hnsw {
         self.len() == 0
     }
 
-    /// Adds (or replaces) vectors; usearch wants capacity reserved first.
+    /// Adds (or replaces) vectors, quantized; usearch wants capacity reserved first.
     pub fn add(&mut self, items: &[(u64, Vec<f32>)]) -> Result<(), StoreError> {
         let needed = self.index.size() + items.len();
         if needed > self.index.capacity() {
@@ -106,7 +151,7 @@ impl Hnsw {
                     .map_err(|e| StoreError::hnsw("remove", e))?;
             }
             self.index
-                .add(*id, v)
+                .add(*id, &quantize(v))
                 .map_err(|e| StoreError::hnsw("add", e))?;
         }
         Ok(())
@@ -129,7 +174,7 @@ impl Hnsw {
         }
         let m = self
             .index
-            .search(query, k)
+            .search(&quantize(query), k)
             .map_err(|e| StoreError::hnsw("search", e))?;
         Ok(m.keys
             .into_iter()
@@ -138,14 +183,40 @@ impl Hnsw {
             .collect())
     }
 
-    /// Writes the index to `path` atomically.
+    /// Writes the graph (not the vectors: SQLite has them) to `path` atomically.
     pub fn save(&self, path: &Path) -> Result<(), StoreError> {
-        let tmp = tmp_path(path);
+        let bad = |reason: String| StoreError::Hnsw { op: "save", reason };
+        let mut buffer = vec![0u8; self.index.serialized_length()];
         self.index
-            .save(&path_str(&tmp)?)
+            .save_to_buffer(&mut buffer)
             .map_err(|e| StoreError::hnsw("save", e))?;
-        let file = std::fs::File::open(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
-        file.sync_all().map_err(|e| StoreError::io(&tmp, e))?;
+        let word = |at: usize| {
+            buffer
+                .get(at..at + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        };
+        let (Some(rows), Some(cols)) = (word(0), word(4)) else {
+            return Err(bad("usearch wrote less than a header".to_owned()));
+        };
+        let graph = buffer
+            .get(8 + rows * cols..)
+            .ok_or_else(|| bad("usearch wrote a truncated matrix".to_owned()))?;
+        // Refuse to write what `load` could not read back.
+        let keys = node_keys(graph).map_err(bad)?;
+        if keys.len() != rows || cols != self.dims {
+            return Err(bad(format!(
+                "usearch layout changed: {} nodes for {rows} rows of {cols} bytes",
+                keys.len()
+            )));
+        }
+        let tmp = tmp_path(path);
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut file, MAGIC)?;
+            std::io::Write::write_all(&mut file, graph)?;
+            file.sync_all()
+        };
+        write().map_err(|e| StoreError::io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))?;
         if let Some(dir) = path.parent() {
             // The rename is durable once the directory is.
@@ -155,11 +226,42 @@ impl Hnsw {
         }
         Ok(())
     }
+}
 
-    /// The storage the vectors use.
-    pub fn quantization(&self) -> Quantization {
-        self.quantization
+/// The key of every node of a serialized graph (dense header onwards), in slot
+/// order; the layout must account for every byte.
+fn node_keys(graph: &[u8]) -> Result<Vec<u64>, String> {
+    let u64_at = |at: usize| -> Result<u64, String> {
+        graph
+            .get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+            .ok_or_else(|| "truncated graph".to_owned())
+    };
+    let head = DENSE_HEAD;
+    let size = usize::try_from(u64_at(head)?).map_err(|_| "bad node count")?;
+    let connectivity = usize::try_from(u64_at(head + 8)?).map_err(|_| "bad connectivity")?;
+    let connectivity_base = usize::try_from(u64_at(head + 16)?).map_err(|_| "bad connectivity")?;
+    let levels_at = head + GRAPH_HEAD;
+    let levels = graph
+        .get(levels_at..levels_at + size.checked_mul(2).ok_or("bad node count")?)
+        .ok_or_else(|| "truncated level table".to_owned())?;
+    let base = 4 + connectivity_base * 4;
+    let per_level = 4 + connectivity * 4;
+    let mut at = levels_at + levels.len();
+    let mut keys = Vec::with_capacity(size);
+    for level in levels.chunks_exact(2) {
+        let level = i16::from_le_bytes([level[0], level[1]]);
+        let level = usize::try_from(level).map_err(|_| "negative level")?;
+        keys.push(u64_at(at)?);
+        at += NODE_HEAD + base + level * per_level;
     }
+    if at != graph.len() {
+        return Err(format!(
+            "graph layout not understood ({at} of {} bytes accounted for)",
+            graph.len()
+        ));
+    }
+    Ok(keys)
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
@@ -168,11 +270,145 @@ fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-fn path_str(path: &Path) -> Result<String, StoreError> {
-    path.to_str()
-        .map(str::to_owned)
-        .ok_or_else(|| StoreError::Hnsw {
-            op: "path",
-            reason: format!("{} is not valid UTF-8", path.display()),
-        })
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Unit vectors around 1,024 fixed centers (as embeddings of related code
+    /// cluster); `seed` picks the noise, so queries come from the same clusters.
+    fn vectors(n: usize, dims: usize, seed: u64) -> Vec<Vec<f32>> {
+        fn rng(mut state: u64) -> impl FnMut() -> f32 {
+            move || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 11) as f32 / (1u64 << 53) as f32 - 0.5
+            }
+        }
+        let mut center = rng(1);
+        let centers: Vec<Vec<f32>> = (0..1024)
+            .map(|_| (0..dims).map(|_| center()).collect())
+            .collect();
+        let mut noise = rng(seed);
+        (0..n)
+            .map(|i| {
+                let c = &centers[(i * 7919) % centers.len()];
+                let v: Vec<f32> = c.iter().map(|x| x + 0.5 * noise()).collect();
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.into_iter().map(|x| x / norm).collect()
+            })
+            .collect()
+    }
+
+    fn cosine(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    #[test]
+    fn recall_at_10_against_exact_f32_search_is_at_least_0_99() {
+        let (n, dims) = (20_000, 384);
+        let data = vectors(n, dims, 7);
+        let mut hnsw = Hnsw::new(dims).unwrap();
+        let items: Vec<(u64, Vec<f32>)> = data
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, v)| (i as u64, v))
+            .collect();
+        hnsw.add(&items).unwrap();
+        let quantized: Vec<Vec<f32>> = data
+            .iter()
+            .map(|v| quantize(v).into_iter().map(f32::from).collect())
+            .collect();
+        let top10 = |q: &[f32], set: &[Vec<f32>]| -> Vec<u64> {
+            let mut all: Vec<(u64, f32)> = set
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (i as u64, cosine(q, v) / cosine(v, v).sqrt()))
+                .collect();
+            all.sort_by(|a, b| b.1.total_cmp(&a.1));
+            all[..10].iter().map(|(i, _)| *i).collect()
+        };
+        let queries = vectors(200, dims, 99);
+        let (mut found, mut quantization_only) = (0, 0);
+        for q in &queries {
+            let truth = top10(q, &data);
+            let got = hnsw.search(q, 10).unwrap();
+            found += got.iter().filter(|(id, _)| truth.contains(id)).count();
+            let q8: Vec<f32> = quantize(q).into_iter().map(f32::from).collect();
+            quantization_only += top10(&q8, &quantized)
+                .iter()
+                .filter(|id| truth.contains(id))
+                .count();
+        }
+        let total = (queries.len() * 10) as f64;
+        let recall = found as f64 / total;
+        assert!(
+            recall >= 0.99,
+            "recall@10 {recall}; exact search over the 8-bit vectors alone: {}",
+            quantization_only as f64 / total
+        );
+    }
+
+    #[test]
+    fn a_saved_graph_loads_with_vectors_from_elsewhere_and_answers_the_same() {
+        let dims = 384;
+        let data = vectors(3_000, dims, 3);
+        let mut hnsw = Hnsw::new(dims).unwrap();
+        let items: Vec<(u64, Vec<f32>)> = data
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, v)| (i as u64 * 3 + 1, v))
+            .collect();
+        hnsw.add(&items).unwrap();
+        // Removed and replaced entries leave free slots in the graph.
+        hnsw.remove(&[1, 4, 7]).unwrap();
+        hnsw.add(&items[5..8]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.usearch");
+        hnsw.save(&path).unwrap();
+        let size = std::fs::metadata(&path).unwrap().len() as usize;
+        assert!(
+            size < 3_000 * 200,
+            "the file holds no vectors: {size} bytes"
+        );
+
+        let stored: HashMap<u64, Vec<i8>> = items
+            .iter()
+            .filter(|(id, _)| ![1, 4].contains(id))
+            .map(|(id, v)| (*id, quantize(v)))
+            .collect();
+        let loaded = Hnsw::load(&path, dims, &stored).unwrap();
+        assert_eq!(loaded.len(), hnsw.len());
+        for q in vectors(20, dims, 11) {
+            assert_eq!(loaded.search(&q, 10).unwrap(), hnsw.search(&q, 10).unwrap());
+        }
+
+        let mut missing = stored.clone();
+        missing.remove(&10);
+        assert!(
+            Hnsw::load(&path, dims, &missing).is_err(),
+            "a vector SQLite lacks"
+        );
+        std::fs::write(&path, &std::fs::read(&path).unwrap()[..1000]).unwrap();
+        assert!(
+            Hnsw::load(&path, dims, &stored).is_err(),
+            "a truncated file"
+        );
+    }
+
+    #[test]
+    fn quantization_keeps_cosine_and_is_idempotent() {
+        let v = vectors(50, 384, 5);
+        for pair in v.windows(2) {
+            let (a, b) = (quantize(&pair[0]), quantize(&pair[1]));
+            let f = |q: &[i8]| q.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+            let (fa, fb) = (f(&a), f(&b));
+            let c = cosine(&fa, &fb) / (cosine(&fa, &fa).sqrt() * cosine(&fb, &fb).sqrt());
+            assert!((c - cosine(&pair[0], &pair[1])).abs() < 0.002, "{c}");
+            assert_eq!(quantize(&fa), a);
+        }
+        assert_eq!(quantize(&[0.0; 4]), [0; 4]);
+    }
 }

@@ -4,8 +4,9 @@
 //! ```text
 //! $CODESEARCH_HOME/indexes/<name>-<hash of root>/
 //!   manifest.json    schema version, model, dims, root
-//!   index.sqlite     WAL; files, chunks, vectors (f16, by content key), chunks_fts
-//!   vectors.usearch  HNSW over chunk ids; rebuilt whenever it is not current
+//!   index.sqlite     WAL; files, chunks, vectors (8-bit, by content key), chunks_fts
+//!   vectors.usearch  the HNSW graph over chunk ids, without vectors (SQLite has
+//!                    them); rebuilt whenever it is not current
 //! ```
 //!
 //! Every change is one SQLite transaction that bumps `generation`. The HNSW file
@@ -22,10 +23,10 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-pub use hnsw::{Hnsw, Quantization};
+pub use hnsw::{Hnsw, quantize};
 
 /// Bumped when the layout of the files below changes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Vectors no chunk uses are kept this many at most (oldest dropped first), so a
 /// branch switched back costs no embedding.
@@ -39,8 +40,8 @@ const MANIFEST: &str = "manifest.json";
 const SQLITE: &str = "index.sqlite";
 const HNSW: &str = "vectors.usearch";
 
-/// A content key: blake3 of a chunk's embedded text.
-pub type Key = [u8; 32];
+/// A content key: blake3 of a chunk's embedded text, first 128 bits.
+pub type Key = [u8; 16];
 
 /// What an index was built with. Opening it with anything else is an error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,9 +54,6 @@ pub struct Manifest {
     pub dims: usize,
     /// The repository root.
     pub root: PathBuf,
-    /// Storage of vectors in the HNSW file.
-    #[serde(default)]
-    pub quantization: Quantization,
 }
 
 /// Store failures, each naming the file or index involved.
@@ -134,7 +132,7 @@ pub struct FileRow {
     /// Modification time when indexed, in nanoseconds since the epoch.
     pub mtime_ns: i64,
     /// blake3 of the contents.
-    pub hash: Key,
+    pub hash: [u8; 32],
     /// Why the file is not indexed, if it is not.
     pub skip: Option<String>,
 }
@@ -279,7 +277,8 @@ impl Store {
         let saved = meta_int(&db, "hnsw_generation").map_err(sql)?;
         let hnsw_path = dir.join(HNSW);
         let loaded = if saved == generation && hnsw_path.is_file() {
-            match Hnsw::load(&hnsw_path, want.dims, want.quantization) {
+            let vectors = live_vectors(&db).map_err(sql)?;
+            match Hnsw::load(&hnsw_path, want.dims, &vectors) {
                 Ok(h) => Some(h),
                 Err(err) => {
                     tracing::warn!(path = %hnsw_path.display(), %err, "HNSW file unusable; rebuilding from SQLite");
@@ -292,7 +291,7 @@ impl Store {
         let mut store = Self {
             dir: dir.to_owned(),
             db,
-            hnsw: Arc::new(RwLock::new(Hnsw::new(want.dims, want.quantization)?)),
+            hnsw: Arc::new(RwLock::new(Hnsw::new(want.dims)?)),
             manifest: want.clone(),
             generation,
             hnsw_dirty: false,
@@ -355,35 +354,43 @@ impl Store {
             ))
             .map_err(|e| self.sql(e))?;
         self.generation = meta_int(&self.db, "generation").map_err(|e| self.sql(e))?;
-        *self.hnsw_mut() = Hnsw::new(self.manifest.dims, self.manifest.quantization)?;
+        *self.hnsw_mut() = Hnsw::new(self.manifest.dims)?;
         self.hnsw_dirty = true;
         self.save_hnsw()
     }
 
     /// Rebuilds the HNSW index from the vectors in SQLite and saves it.
     pub fn rebuild_hnsw(&mut self) -> Result<(), StoreError> {
-        let mut hnsw = Hnsw::new(self.manifest.dims, self.manifest.quantization)?;
-        let mut items = Vec::new();
-        {
-            let mut stmt = self
-                .db
-                .prepare("SELECT c.id, v.vector FROM chunks c JOIN vectors v ON v.key = c.key")
-                .map_err(|e| self.sql(e))?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
-                })
-                .map_err(|e| self.sql(e))?;
-            for row in rows {
-                let (id, bytes) = row.map_err(|e| self.sql(e))?;
-                items.push((id, decode_vector(&bytes)));
-            }
-        }
+        let mut hnsw = Hnsw::new(self.manifest.dims)?;
+        let items: Vec<(u64, Vec<f32>)> = live_vectors(&self.db)
+            .map_err(|e| self.sql(e))?
+            .into_iter()
+            .map(|(id, v)| (id, v.into_iter().map(f32::from).collect()))
+            .collect();
         hnsw.add(&items)?;
         tracing::info!(dir = %self.dir.display(), vectors = items.len(), "HNSW index rebuilt");
         *self.hnsw_mut() = hnsw;
         self.hnsw_dirty = true;
         self.save_hnsw()
+    }
+
+    /// Gives the pages SQLite freed (replaced chunks, merged full-text segments)
+    /// back to the file system; without it they are a quarter of a fresh index.
+    pub fn compact(&mut self) -> Result<(), StoreError> {
+        let free: i64 = self
+            .db
+            .query_row("PRAGMA freelist_count", [], |r| r.get(0))
+            .map_err(|e| self.sql(e))?;
+        if free > 0 {
+            // Each step of the statement frees one page: run it to the end.
+            let mut stmt = self
+                .db
+                .prepare("PRAGMA incremental_vacuum")
+                .map_err(|e| self.sql(e))?;
+            let mut rows = stmt.query([]).map_err(|e| self.sql(e))?;
+            while rows.next().map_err(|e| self.sql(e))?.is_some() {}
+        }
+        Ok(())
     }
 
     /// Saves the HNSW index if it changed since the last save.
@@ -417,7 +424,7 @@ impl Store {
         Ok(rows.into_iter().map(|f| (f.path.clone(), f)).collect())
     }
 
-    /// The stored vectors among `keys` (f16 on disk, f32 here).
+    /// The stored vectors among `keys` (8-bit on disk, see [`quantize`]; f32 here).
     pub fn vectors(&self, keys: &[Key]) -> Result<HashMap<Key, Vec<f32>>, StoreError> {
         let mut stmt = self
             .db
@@ -481,10 +488,16 @@ impl Store {
                             new_vectors.insert(key, v);
                         }
                         for c in chunks {
+                            // Every key has a vector by now (new, or cached).
+                            let vector_id: i64 = tx.query_row(
+                                "SELECT id FROM vectors WHERE key = ?1",
+                                [&c.key[..]],
+                                |r| r.get(0),
+                            )?;
                             tx.execute(
-                                "INSERT INTO chunks(file_id, key, start_line, end_line, symbol, kind, language)
+                                "INSERT INTO chunks(file_id, vector_id, start_line, end_line, symbol, kind, language)
                                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                                params![file_id, &c.key[..], c.start_line, c.end_line, c.symbol, c.kind, c.language],
+                                params![file_id, vector_id, c.start_line, c.end_line, c.symbol, c.kind, c.language],
                             )?;
                             let id = tx.last_insert_rowid();
                             tx.execute(
@@ -492,8 +505,8 @@ impl Store {
                                 params![id, c.text, file.path, c.symbol],
                             )?;
                             tx.execute(
-                                "UPDATE vectors SET orphaned_at = NULL WHERE key = ?1 AND orphaned_at IS NOT NULL",
-                                [&c.key[..]],
+                                "UPDATE vectors SET orphaned_at = NULL WHERE id = ?1 AND orphaned_at IS NOT NULL",
+                                [vector_id],
                             )?;
                             added.push((id as u64, c.key));
                         }
@@ -502,8 +515,8 @@ impl Store {
             }
             // Keep a bounded cache of vectors no chunk uses, newest orphans first.
             tx.execute(
-                "DELETE FROM vectors WHERE key IN (
-                   SELECT key FROM vectors WHERE orphaned_at IS NOT NULL
+                "DELETE FROM vectors WHERE id IN (
+                   SELECT id FROM vectors WHERE orphaned_at IS NOT NULL
                    ORDER BY orphaned_at DESC LIMIT -1 OFFSET ?1)",
                 [ORPHAN_VECTORS_KEPT],
             )?;
@@ -672,6 +685,7 @@ impl Drop for Store {
 }
 
 const SCHEMA: &str = "
+PRAGMA auto_vacuum = INCREMENTAL;
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
 PRAGMA foreign_keys = ON;
@@ -684,16 +698,19 @@ CREATE TABLE IF NOT EXISTS files (
     hash BLOB NOT NULL,
     skip TEXT
 );
+-- A rowid table, appended to in order, packs its pages full; keyed by content
+-- hash instead (random order) its pages were a quarter empty.
 CREATE TABLE IF NOT EXISTS vectors (
-    key BLOB PRIMARY KEY,
+    id INTEGER PRIMARY KEY,
+    key BLOB NOT NULL UNIQUE,
     vector BLOB NOT NULL,
     orphaned_at INTEGER
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS vectors_orphaned ON vectors(orphaned_at) WHERE orphaned_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY,
     file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
-    key BLOB NOT NULL,
+    vector_id INTEGER NOT NULL REFERENCES vectors(id),
     start_line INTEGER NOT NULL,
     end_line INTEGER NOT NULL,
     symbol TEXT,
@@ -701,7 +718,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     language TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_file ON chunks(file_id);
-CREATE INDEX IF NOT EXISTS chunks_key ON chunks(key);
+CREATE INDEX IF NOT EXISTS chunks_vector ON chunks(vector_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
     text, path, symbol, content = '', contentless_delete = 1
 );
@@ -743,36 +760,47 @@ fn upsert_file(tx: &rusqlite::Transaction<'_>, f: &FileRow) -> rusqlite::Result<
 /// vectors no chunk uses any more as orphans.
 fn drop_chunks(tx: &rusqlite::Transaction<'_>, path: &str, now: i64) -> rusqlite::Result<Vec<u64>> {
     let mut stmt = tx.prepare_cached(
-        "SELECT c.id, c.key FROM chunks c JOIN files f ON f.id = c.file_id WHERE f.path = ?1",
+        "SELECT c.id, c.vector_id FROM chunks c JOIN files f ON f.id = c.file_id WHERE f.path = ?1",
     )?;
-    let old: Vec<(i64, Vec<u8>)> = stmt
+    let old: Vec<(i64, i64)> = stmt
         .query_map([path], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     for (id, _) in &old {
         tx.execute("DELETE FROM chunks_fts WHERE rowid = ?1", [id])?;
         tx.execute("DELETE FROM chunks WHERE id = ?1", [id])?;
     }
-    for (_, key) in &old {
+    for (_, vector_id) in &old {
         tx.execute(
             "UPDATE vectors SET orphaned_at = ?2
-             WHERE key = ?1 AND NOT EXISTS (SELECT 1 FROM chunks WHERE key = ?1)",
-            params![key, now],
+             WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM chunks WHERE vector_id = ?1)",
+            params![vector_id, now],
         )?;
     }
     Ok(old.into_iter().map(|(id, _)| id as u64).collect())
 }
 
 fn encode_vector(v: &[f32]) -> Vec<u8> {
-    v.iter()
-        .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
-        .collect()
+    quantize(v).into_iter().map(|x| x as u8).collect()
 }
 
 fn decode_vector(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(2)
-        .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-        .collect()
+    bytes.iter().map(|&b| f32::from(b as i8)).collect()
+}
+
+/// The vector of every chunk, by chunk id, as stored.
+fn live_vectors(db: &Connection) -> rusqlite::Result<HashMap<u64, Vec<i8>>> {
+    let mut stmt =
+        db.prepare("SELECT c.id, v.vector FROM chunks c JOIN vectors v ON v.id = c.vector_id")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)? as u64,
+            r.get::<_, Vec<u8>>(1)?
+                .into_iter()
+                .map(|b| b as i8)
+                .collect(),
+        ))
+    })?;
+    rows.collect()
 }
 
 fn describe(m: &Manifest) -> String {
