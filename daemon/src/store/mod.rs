@@ -61,7 +61,7 @@ pub struct Manifest {
 pub enum StoreError {
     /// The index was built with another model, dims or schema.
     #[error(
-        "index {dir} was built with {have}, not {want}; re-index the repository from scratch (`repo.reindex` with `full`), or delete {dir}",
+        "index {dir} was built with {have}, not {want}; to build it again with the new one, `codesearch remove` the repository (repo.remove) or delete {dir}, then index it",
         dir = dir.display()
     )]
     Mismatch {
@@ -236,11 +236,25 @@ impl Store {
     }
 
     /// Opens (or creates) the index in `dir` for `want`; a different model, dims or
-    /// schema is [`StoreError::Mismatch`]. A missing, corrupt or stale HNSW file is rebuilt.
+    /// a newer schema is [`StoreError::Mismatch`]. An index of an older schema (same
+    /// model) is a cache of the repository made by an older codesearch: it is
+    /// dropped and built again. A missing, corrupt or stale HNSW file is rebuilt.
     pub fn open(dir: &Path, want: &Manifest) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         let manifest_path = dir.join(MANIFEST);
-        match std::fs::read_to_string(&manifest_path) {
+        let mut manifest = std::fs::read_to_string(&manifest_path);
+        if let Ok(text) = &manifest
+            && let Ok(have) = serde_json::from_str::<Manifest>(text)
+            && have.schema_version < want.schema_version
+            && have.model == want.model
+            && have.dims == want.dims
+        {
+            tracing::warn!(dir = %dir.display(), from = have.schema_version, to = want.schema_version, "index of an older codesearch; building it again");
+            std::fs::remove_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+            manifest = Err(std::io::ErrorKind::NotFound.into());
+        }
+        match manifest {
             Ok(text) => {
                 let have: Manifest =
                     serde_json::from_str(&text).map_err(|e| StoreError::BadManifest {

@@ -117,7 +117,20 @@ fn another_model_is_a_clear_error() {
         .to_string();
     assert!(err.contains("model `minilm`"), "{err}");
     assert!(err.contains("model `bge-small`"), "{err}");
-    assert!(err.contains("full"), "{err}");
+    assert!(err.contains("codesearch remove"), "{err}");
+}
+
+#[test]
+fn an_index_of_an_older_schema_is_built_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut old = manifest("minilm");
+    old.schema_version = SCHEMA_VERSION - 1;
+    std::fs::write(tmp.path().join(MANIFEST), serde_json::to_vec(&old).unwrap()).unwrap();
+    std::fs::write(tmp.path().join(SQLITE), b"an older layout").unwrap();
+    let mut s = Store::open(tmp.path(), &manifest("minilm")).unwrap();
+    assert_eq!(s.chunk_count().unwrap(), 0);
+    s.apply(vec![indexed("a.rs", &[1])]).unwrap();
+    assert_eq!(top(&s, 1)[0], "a.rs:f1");
 }
 
 #[test]
