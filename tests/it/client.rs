@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 
 use codesearch_proto::Hit;
 
-use crate::util::{bin, registry_file};
+use crate::util::{bin, ignore_corpus};
 
 struct Home {
     dir: tempfile::TempDir,
@@ -42,15 +42,7 @@ fn text(o: &Output) -> String {
 
 #[test]
 fn index_then_search_like_grep() {
-    let corpus = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(corpus.path().join("src")).unwrap();
-    for f in ["pathutil.rs", "gitignore.rs"] {
-        std::fs::copy(
-            registry_file("ignore", &format!("src/{f}")),
-            corpus.path().join("src").join(f),
-        )
-        .unwrap();
-    }
+    let corpus = ignore_corpus();
     let root = corpus.path().to_str().unwrap();
     let home = Home {
         dir: tempfile::tempdir().unwrap(),

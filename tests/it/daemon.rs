@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::util::{bin, registry_file};
+use crate::util::{bin, ignore_corpus, registry_file};
 
 pub(crate) struct Daemon {
     pub(crate) child: Child,
@@ -177,15 +177,7 @@ fn home_and_socket_are_private_and_one_daemon_per_home() {
 
 #[test]
 fn indexes_a_repository_and_searches_it_over_the_socket() {
-    let corpus = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(corpus.path().join("src")).unwrap();
-    for f in ["pathutil.rs", "gitignore.rs"] {
-        std::fs::copy(
-            registry_file("ignore", &format!("src/{f}")),
-            corpus.path().join("src").join(f),
-        )
-        .unwrap();
-    }
+    let corpus = ignore_corpus();
     let root = corpus.path().canonicalize().unwrap().display().to_string();
     let d = Daemon::start();
 
@@ -349,15 +341,7 @@ fn a_client_of_another_user_is_refused() {
 
 #[test]
 fn indexing_progress_is_pushed_to_subscribers() {
-    let corpus = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(corpus.path().join("src")).unwrap();
-    for f in ["pathutil.rs", "gitignore.rs"] {
-        std::fs::copy(
-            registry_file("ignore", &format!("src/{f}")),
-            corpus.path().join("src").join(f),
-        )
-        .unwrap();
-    }
+    let corpus = ignore_corpus();
     let root = corpus.path().canonicalize().unwrap().display().to_string();
     let d = Daemon::start();
 

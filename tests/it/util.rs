@@ -84,6 +84,18 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// A temp repository with `src/pathutil.rs` and `src/gitignore.rs` of the `ignore`
+/// crate (real code, 2 files, about 90 chunks), for tests that edit it.
+pub fn ignore_corpus() -> tempfile::TempDir {
+    let corpus = tempfile::tempdir().unwrap();
+    let src = corpus.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for f in ["pathutil.rs", "gitignore.rs"] {
+        std::fs::copy(registry_file("ignore", &format!("src/{f}")), src.join(f)).unwrap();
+    }
+    corpus
+}
+
 /// `file` inside the registry source of `krate` at the version `Cargo.lock` pins.
 pub fn registry_file(krate: &str, file: &str) -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::daemon::Daemon;
-use crate::util::registry_file;
+use crate::util::ignore_corpus;
 
 /// Polls `f` every 50 ms until it returns `Some`, failing after `limit`.
 fn within<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> (T, Duration) {
@@ -36,12 +36,8 @@ fn status(d: &Daemon) -> Value {
 
 #[test]
 fn edits_deletes_renames_new_folders_and_ignore_rules_reach_the_index() {
-    let corpus = tempfile::tempdir().unwrap();
+    let corpus = ignore_corpus();
     let src = corpus.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    for f in ["pathutil.rs", "gitignore.rs"] {
-        std::fs::copy(registry_file("ignore", &format!("src/{f}")), src.join(f)).unwrap();
-    }
     let root = corpus.path().canonicalize().unwrap();
     let d = Daemon::start();
     let added = d.call("repo.add", json!({"path": root, "wait": true}));
