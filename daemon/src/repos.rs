@@ -214,6 +214,9 @@ impl Repo {
             {
                 return all; // the root, a rule, or a known folder (removed, renamed) changed
             }
+            if name.starts_with('.') {
+                continue; // hidden, like editors' swap files: the walk skips them too
+            }
             let parent = index::parent_dir(&rel);
             if known.contains(parent) {
                 if path.is_dir() {

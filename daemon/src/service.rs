@@ -144,6 +144,16 @@ impl Service {
     ) -> Result<RepoStatus, ServiceError> {
         let root = canonical_dir(path)?;
         if let Some(repo) = self.repos.read().await.get(&root).cloned() {
+            if let Some(asked) = model {
+                let asked =
+                    embed::registry::lookup(asked).map_err(|e| ServiceError::Model(Box::new(e)))?;
+                if asked.name != repo.model {
+                    return Err(ServiceError::InvalidParams(format!(
+                        "{path} is indexed with model `{}`; to use `{}`, `codesearch remove {path}` first, then index it again",
+                        repo.model, asked.name
+                    )));
+                }
+            }
             return Ok(repo.status());
         }
         let embedder = self.embedder(model).await?;

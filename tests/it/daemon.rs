@@ -200,6 +200,15 @@ fn indexes_a_repository_and_searches_it_over_the_socket() {
     );
     assert_eq!(status["files"], 2);
     assert!(status["chunks"].as_u64().unwrap() > 50, "{added}");
+    let other_model = d.call("repo.add", json!({"path": root, "model": "bge-small-mlx"}));
+    assert_eq!(other_model["error"]["code"], -32602, "{other_model}");
+    assert!(
+        other_model["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("codesearch remove"),
+        "{other_model}"
+    );
 
     let found = d.call(
         "search",
