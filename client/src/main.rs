@@ -347,6 +347,24 @@ fn daemon(action: DaemonAction, p: &Paths) -> anyhow::Result<ExitCode> {
         DaemonAction::Stop => match rpc::Client::connect(&p.socket) {
             Ok(mut c) => {
                 let _: Option<()> = c.call(method::DAEMON_SHUTDOWN, json!(null))?;
+                // Answered means stopping: wait until it no longer takes
+                // connections and has let go of its lock (the process is gone).
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                let lock = p.home.join("codesearchd.lock");
+                let held = || {
+                    std::fs::File::open(&lock).is_ok_and(|f| {
+                        matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+                    })
+                };
+                while rpc::Client::connect(&p.socket).is_ok() || held() {
+                    if std::time::Instant::now() > deadline {
+                        anyhow::bail!(
+                            "codesearchd was asked to stop but still answers on {}",
+                            p.socket.display()
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
                 writeln!(out, "codesearchd stopped")?;
             }
             Err(_) => writeln!(out, "codesearchd is not running")?,

@@ -58,9 +58,7 @@ impl Client {
 
     fn read_message(&mut self, waiting_for: &str) -> anyhow::Result<Value> {
         let mut line = String::new();
-        self.reader
-            .read_line(&mut line)
-            .context("the daemon closed the connection")?;
+        self.reader.read_line(&mut line).map_err(closed)?;
         if line.is_empty() {
             bail!("the daemon closed the connection while the client waited for {waiting_for}");
         }
@@ -75,9 +73,7 @@ impl Client {
             json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
         line.push('\n');
         let stream = self.reader.get_mut();
-        stream
-            .write_all(line.as_bytes())
-            .context("the daemon closed the connection")?;
+        stream.write_all(line.as_bytes()).map_err(closed)?;
         let v = loop {
             let v = self.read_message(method)?;
             if v.get("id").is_some() {
@@ -103,6 +99,12 @@ pub struct Connected {
     pub client: Client,
     /// The daemon was not running and was started with the caller's arguments.
     pub started: bool,
+}
+
+/// A failed read or write on the socket. Kept apart from `std::io::Error`, so
+/// `main` never takes it for a closed stdout (which exits quietly).
+fn closed(e: std::io::Error) -> anyhow::Error {
+    anyhow::anyhow!("the daemon closed the connection ({e})")
 }
 
 /// Connects, starting the daemon (`codesearchd serve DAEMON_ARGS…`) first when no
