@@ -2,6 +2,8 @@
 # Fetches the real code the chunker's snapshot tests read for languages that no
 # crate in Cargo.lock ships (TypeScript, Java, Go, Ruby), by pinned version from
 # package registries: npm (`npm pack`) and Debian (`apt-get download` + `dpkg -x`).
+# Also makes sure the service tests' tools are there (systemd-analyze and
+# systemd-socket-activate, from Debian's systemd package; python3 for plistlib).
 #
 #   scripts/fetch-test-corpora.sh [DEST]     # default: target/test-corpora
 #
@@ -48,3 +50,14 @@ npm_pkg react-native-fs@2.20.0 react-native-fs-2.20.0
 deb_pkg golang-github-pkg-errors-dev=0.9.1-2 golang-github-pkg-errors-0.9.1
 deb_pkg ruby-rainbow=3.1.1-1 ruby-rainbow-3.1.1
 echo "test corpora ready in $dest"
+
+if ! command -v systemd-analyze >/dev/null || ! command -v systemd-socket-activate >/dev/null; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "installing Debian's systemd package for the service tests"
+    apt-get update -qq || die "apt-get update failed (is the Debian mirror reachable?)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null || die "cannot install systemd"
+  else
+    die "the service tests need systemd-analyze and systemd-socket-activate: install your distribution's systemd package"
+  fi
+fi
+command -v python3 >/dev/null || die "the service tests need python3 (plistlib)"

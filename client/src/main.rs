@@ -4,6 +4,7 @@
 //! daemon over the socket that `codesearch_proto::paths` names, starting the
 //! daemon when nothing answers. Exit status is grep's: 0 found, 1 nothing, 2 error.
 
+mod install;
 mod output;
 mod rpc;
 
@@ -103,8 +104,25 @@ enum DaemonAction {
     Start,
     /// Ask the daemon to shut down.
     Stop,
-    /// Whether the daemon runs, and its pid and models.
+    /// Whether the daemon runs, and its pid, models and service manager.
     Status,
+    /// Write the service-manager files for this user (systemd user units, or a
+    /// launchd LaunchAgent) and print the command that enables them.
+    Install {
+        /// systemd or launchd [default: this platform's]
+        #[arg(long, value_enum)]
+        manager: Option<install::Manager>,
+        /// launchd: let launchd own the socket and start the daemon on the first
+        /// connection (systemd units always do).
+        #[arg(long)]
+        socket_activation: bool,
+    },
+    /// Remove the files `daemon install` wrote.
+    Uninstall {
+        /// systemd or launchd [default: this platform's]
+        #[arg(long, value_enum)]
+        manager: Option<install::Manager>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -369,6 +387,21 @@ fn daemon(action: DaemonAction, p: &Paths) -> anyhow::Result<ExitCode> {
             }
             Err(_) => writeln!(out, "codesearchd is not running")?,
         },
+        DaemonAction::Install {
+            manager,
+            socket_activation,
+        } => install::install(
+            &mut out,
+            manager.unwrap_or_else(install::Manager::native),
+            socket_activation,
+            &install::Paths {
+                home: &std::path::absolute(&p.home)?,
+                socket: &std::path::absolute(&p.socket)?,
+            },
+        )?,
+        DaemonAction::Uninstall { manager } => {
+            install::uninstall(&mut out, manager.unwrap_or_else(install::Manager::native))?;
+        }
         DaemonAction::Status => match rpc::Client::connect(&p.socket) {
             Ok(mut c) => {
                 let s: DaemonStatus = c.call(method::DAEMON_STATUS, json!(null))?;

@@ -139,6 +139,12 @@ pub fn daemon_status(out: &mut impl Write, s: &DaemonStatus, socket: &Path) -> s
         socket.display(),
         s.uptime_s
     )?;
+    match s.started_by.as_deref() {
+        Some(m @ ("systemd" | "launchd")) => writeln!(out, "runs under {m} (socket activation)")?,
+        Some("codesearch") => writeln!(out, "auto-started by codesearch")?,
+        Some(other) => writeln!(out, "started by {other}")?,
+        None => writeln!(out, "started by hand (not under a service manager)")?,
+    }
     if let Some(rss) = s.rss_bytes {
         writeln!(out, "memory {} MB", rss / 1_000_000)?;
     }

@@ -169,6 +169,7 @@ pub fn start_daemon(home: &Path, args: &[String]) -> anyhow::Result<PathBuf> {
     Command::new(&daemon)
         .arg("serve")
         .args(args)
+        .env(codesearch_proto::paths::STARTED_BY_ENV, "codesearch")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)

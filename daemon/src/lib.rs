@@ -13,12 +13,14 @@
 //! - [`search`]: query → HNSW → hits with snippets and `stale`.
 //! - [`watch`]: one OS file watcher; each repository's changed paths, coalesced.
 //! - [`server`]: `run(config, shutdown)`: home, lock, socket, connections.
+//! - [`activation`]: a listening socket passed by systemd or launchd.
 //! - [`rpc`]: the methods on a jsonrpsee `RpcModule`, and the NDJSON transport.
 //! - [`service`]: the state the methods act on (loaded models, repositories, shutdown).
 //! - [`repos`]: a registered repository: its store's writer, a reader for searches, its status.
 //! - [`config`]: flags > environment > `config.yaml` > defaults, resolved once.
 //! - [`bench`]: the embedding benchmark behind `codesearchd bench-embed`.
 
+pub mod activation;
 pub mod bench;
 pub mod chunk;
 pub mod config;

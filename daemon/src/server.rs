@@ -2,7 +2,8 @@
 //!
 //! Start-up claims the home (created 0700) with a lock file, so a second daemon on
 //! the same home is refused with the pid that holds it; replaces a stale socket
-//! left by a crash; binds the socket 0600. Every connection's peer must have the
+//! left by a crash; binds the socket 0600, or serves the one a service manager
+//! passed (`activation`). Every connection's peer must have the
 //! daemon's uid. Shutdown (the future, or `daemon.shutdown`) stops accepting,
 //! lets connections finish their current line, and removes the socket.
 
@@ -60,35 +61,37 @@ pub async fn run(
     let _lock = lock_home(&home)?;
 
     let socket = config.socket.clone();
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-    }
-    if socket.exists() {
-        // We hold the lock, so whatever listens there is not a daemon of this home.
-        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-            return Err(ServerError::Io {
-                path: socket,
-                source: std::io::Error::new(
-                    std::io::ErrorKind::AddrInUse,
-                    "another process answers on this socket; set CODESEARCH_SOCKET elsewhere",
-                ),
-            });
+    let inherited = crate::activation::inherited().map_err(io(&socket))?;
+    let managed = inherited.as_ref().map(|(_, m)| *m);
+    let listener = match inherited {
+        Some((listener, manager)) => {
+            tracing::info!(
+                manager = manager.as_str(),
+                "serving the socket the service manager passed"
+            );
+            listener.set_nonblocking(true).map_err(io(&socket))?;
+            UnixListener::from_std(listener).map_err(io(&socket))?
         }
-        tracing::info!(socket = %socket.display(), "replacing a stale socket");
-        std::fs::remove_file(&socket).map_err(io(&socket))?;
-    }
-    let listener = UnixListener::bind(&socket).map_err(io(&socket))?;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
-        .map_err(io(&socket))?;
-    // The socket was just created by this process, so its owner is our uid.
-    let uid = std::fs::metadata(&socket).map_err(io(&socket))?.uid();
-    tracing::info!(socket = %socket.display(), home = %home.display(), pid = std::process::id(), "codesearchd listening");
+        None => bind(&socket)?,
+    };
+    // The lock file was just created or opened by this process in its own home:
+    // its owner is our uid (the socket may belong to a service manager).
+    let uid = std::fs::metadata(&home).map_err(io(&home))?.uid();
+    let listening = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_owned))
+        .unwrap_or_else(|| socket.clone());
+    tracing::info!(socket = %listening.display(), home = %home.display(), pid = std::process::id(), "codesearchd listening");
 
     let chunker = crate::chunk::Chunker::new().map_err(|e| ServerError::Io {
         path: PathBuf::from("queries"),
         source: std::io::Error::other(e.to_string()),
     })?;
-    let service = Arc::new(Service::new(config, chunker));
+    let started_by = managed
+        .map(|m| m.as_str().to_owned())
+        .or_else(|| std::env::var(codesearch_proto::paths::STARTED_BY_ENV).ok());
+    let service = Arc::new(Service::new(config, chunker).started_by(started_by));
     // In the background: status answers at once; repository methods wait for it.
     tokio::spawn({
         let service = service.clone();
@@ -134,7 +137,10 @@ pub async fn run(
     }
     tracing::info!("shutting down");
     drop(listener);
-    let _ = std::fs::remove_file(&socket);
+    if managed.is_none() {
+        // A service manager's socket stays: it starts the next daemon.
+        let _ = std::fs::remove_file(&socket);
+    }
     // Let in-flight requests finish, but don't wait on idle clients forever.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
         while connections.join_next().await.is_some() {}
@@ -142,6 +148,30 @@ pub async fn run(
     .await;
     connections.abort_all();
     Ok(())
+}
+
+/// Binds the socket at `socket` (0600), replacing one left by a crashed daemon.
+fn bind(socket: &Path) -> Result<UnixListener, ServerError> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    if socket.exists() {
+        // We hold the lock, so whatever listens there is not a daemon of this home.
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return Err(ServerError::Io {
+                path: socket.to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another process answers on this socket; set CODESEARCH_SOCKET elsewhere",
+                ),
+            });
+        }
+        tracing::info!(socket = %socket.display(), "replacing a stale socket");
+        std::fs::remove_file(socket).map_err(io(socket))?;
+    }
+    let listener = UnixListener::bind(socket).map_err(io(socket))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).map_err(io(socket))?;
+    Ok(listener)
 }
 
 /// Takes `home/codesearchd.lock` for the life of the returned file and writes our pid in it.

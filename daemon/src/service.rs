@@ -50,6 +50,8 @@ pub struct Service {
     /// Registered repositories by canonical root.
     repos: tokio::sync::RwLock<HashMap<PathBuf, Arc<Repo>>>,
     chunker: Arc<Chunker>,
+    /// `systemd`, `launchd`, `codesearch` (auto-started by the client) or `None` (by hand).
+    started_by: Option<String>,
     /// `repo.progress` of every repository, for subscribers.
     progress: tokio::sync::broadcast::Sender<RepoProgress>,
     /// The OS file watcher; `None` if it could not start (repositories are then rescanned).
@@ -79,6 +81,7 @@ impl Service {
             workers: tokio::sync::Mutex::new(HashMap::new()),
             repos: tokio::sync::RwLock::new(HashMap::new()),
             chunker: Arc::new(chunker),
+            started_by: None,
             progress: tokio::sync::broadcast::channel(PROGRESS_BACKLOG).0,
             restored: tokio::sync::watch::channel(false).0,
             watcher: crate::watch::Watcher::new()
@@ -87,6 +90,17 @@ impl Service {
             shutdown: tokio::sync::Notify::new(),
             stopping: AtomicBool::new(false),
         }
+    }
+
+    /// Records who started the daemon, for `daemon.status`.
+    pub fn started_by(mut self, by: Option<String>) -> Self {
+        self.started_by = by;
+        self
+    }
+
+    /// Who started the daemon: a service manager, the client, or `None` (by hand).
+    pub fn starter(&self) -> Option<&str> {
+        self.started_by.as_deref()
     }
 
     fn registry_path(&self) -> PathBuf {

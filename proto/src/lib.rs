@@ -223,6 +223,10 @@ pub struct DaemonStatus {
     pub repos: Vec<RepoStatus>,
     /// Resident memory, where the OS reports it.
     pub rss_bytes: Option<u64>,
+    /// Who started the daemon: `systemd` or `launchd` (socket activation),
+    /// `codesearch` (auto-started by the client), or `null` (by hand).
+    #[serde(default)]
+    pub started_by: Option<String>,
 }
 
 #[cfg(test)]

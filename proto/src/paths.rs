@@ -8,6 +8,8 @@ use std::path::PathBuf;
 pub const ENV_HOME: &str = "CODESEARCH_HOME";
 /// Environment variable naming the socket (default `$CODESEARCH_HOME/codesearchd.sock`).
 pub const ENV_SOCKET: &str = "CODESEARCH_SOCKET";
+/// Set by the client on a daemon it starts, so `daemon.status` can say so.
+pub const STARTED_BY_ENV: &str = "CODESEARCH_STARTED_BY";
 /// File name of the socket inside the home.
 pub const SOCKET_FILE: &str = "codesearchd.sock";
 

@@ -7,6 +7,7 @@
 //! - `embed`: the candle engine against sentence-transformers' reference vectors.
 //! - `client`: the `codesearch` client end to end, exit codes and output formats.
 //! - `cli`: the `codesearchd` binary's benchmark and its error messages.
+//! - `service`: unit files for systemd and launchd, and socket activation for real.
 //! - `watch`: the live index: edits, deletes, renames, new folders, ignore rules, storms.
 
 mod chunk;
@@ -15,5 +16,6 @@ mod client;
 mod daemon;
 mod embed;
 mod index;
+mod service;
 mod util;
 mod watch;

@@ -58,6 +58,7 @@ fn register(m: &mut RpcModule<Arc<Service>>) {
                 models,
                 repos: svc.repos_now().await,
                 rss_bytes: crate::bench::rss_bytes(),
+                started_by: svc.starter().map(str::to_owned),
             })
         })
         .map(drop),
