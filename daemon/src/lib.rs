@@ -10,7 +10,8 @@
 //! - [`embed`]: text to vectors (model registry, weights, devices, batching, candle).
 //! - [`store`]: one repository's SQLite + HNSW index on disk.
 //! - [`index`]: the incremental pipeline walk → chunk → embed new keys → store.
-//! - [`search`]: query → HNSW → hits with snippets and `stale`.
+//! - [`lexical`]: the words identifiers hide, for the full-text index and its queries.
+//! - [`search`]: query → HNSW and BM25, fused → hits with snippets and `stale`.
 //! - [`watch`]: one OS file watcher; each repository's changed paths, coalesced.
 //! - [`server`]: `run(config, shutdown)`: home, lock, socket, connections.
 //! - [`activation`]: a listening socket passed by systemd or launchd.
@@ -26,6 +27,7 @@ pub mod chunk;
 pub mod config;
 pub mod embed;
 pub mod index;
+pub mod lexical;
 pub mod repos;
 pub mod rpc;
 pub mod search;

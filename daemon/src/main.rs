@@ -96,6 +96,9 @@ struct BenchIndexArgs {
     /// Where to write the results lines for `score.py` (with `--queries`).
     #[arg(long, default_value = "results.jsonl")]
     results: PathBuf,
+    /// Ranking for the queries: hybrid, semantic or lexical.
+    #[arg(long, default_value = "hybrid")]
+    mode: codesearchd::search::Mode,
     #[command(flatten)]
     embedding: EmbeddingFlags,
 }
@@ -323,7 +326,8 @@ fn bench_index(args: BenchIndexArgs) -> anyhow::Result<()> {
         let store = Store::open(&dir, &manifest)?;
         for q in queries.iter().filter(|q| q["corpus"] == name.as_str()) {
             let text = q["query"].as_str().unwrap_or_default();
-            let hits = codesearchd::search::search(&root, &store, &mut embedder, text, 10)?;
+            let hits =
+                codesearchd::search::search(&root, &store, &mut embedder, text, 10, args.mode)?;
             let line = serde_json::json!({
                 "id": q["id"],
                 "results": hits.iter().map(|h| serde_json::json!({

@@ -1,5 +1,6 @@
-//! Query → embedding → HNSW → collapse overlapping chunks → hits with snippets
-//! read from disk, marked `stale` when the file changed since it was indexed.
+//! Query → embedding → HNSW, and query → BM25 over the full-text index, fused
+//! by reciprocal rank → collapse overlapping chunks → hits with snippets read
+//! from disk, marked `stale` when the file changed since it was indexed.
 
 use std::path::Path;
 use std::time::UNIX_EPOCH;
@@ -44,6 +45,36 @@ pub enum SearchError {
     Store(#[from] StoreError),
 }
 
+/// Which rankings a search uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Vector and BM25 rankings fused by reciprocal rank.
+    #[default]
+    Hybrid,
+    /// The vector ranking alone.
+    Semantic,
+    /// BM25 alone.
+    Lexical,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "hybrid" => Ok(Self::Hybrid),
+            "semantic" => Ok(Self::Semantic),
+            "lexical" => Ok(Self::Lexical),
+            other => Err(format!(
+                "unknown mode `{other}`; use hybrid, semantic or lexical"
+            )),
+        }
+    }
+}
+
+/// Reciprocal-rank-fusion constant: the usual 60 keeps one list's top from
+/// drowning the other's.
+const RRF_K: f32 = 60.0;
+
 /// The `k` best hits for `query` in the repository at `root`.
 pub fn search(
     root: &Path,
@@ -51,14 +82,52 @@ pub fn search(
     embedder: &mut dyn Embedder,
     query: &str,
     k: usize,
+    mode: Mode,
 ) -> Result<Vec<Hit>, SearchError> {
-    let vector = embedder
-        .embed(&[query], InputKind::Query)?
-        .pop()
-        .unwrap_or_default();
     // Over-fetch: overlapping windows of one entity collapse into one hit.
-    let found = store.nearest(&vector, overfetch(k))?;
-    Ok(hits(root, found, k))
+    let want = overfetch(k);
+    let semantic = if mode == Mode::Lexical {
+        Vec::new()
+    } else {
+        let vector = embedder
+            .embed(&[query], InputKind::Query)?
+            .pop()
+            .unwrap_or_default();
+        store.nearest(&vector, want)?
+    };
+    let lexical = if mode == Mode::Semantic {
+        Vec::new()
+    } else {
+        store.lexical(query, want)?
+    };
+    Ok(hits(root, fuse(mode, semantic, lexical), k))
+}
+
+/// One ranking out of the two a mode uses: the one it names, or both fused by
+/// reciprocal rank (the score is then the fused one, higher is better).
+pub fn fuse(
+    mode: Mode,
+    semantic: Vec<(ChunkRow, f32)>,
+    lexical: Vec<(ChunkRow, f32)>,
+) -> Vec<(ChunkRow, f32)> {
+    match mode {
+        Mode::Semantic => semantic,
+        Mode::Lexical => lexical,
+        Mode::Hybrid => {
+            let mut fused: Vec<(ChunkRow, f32)> = Vec::new();
+            for list in [semantic, lexical] {
+                for (rank, (row, _)) in list.into_iter().enumerate() {
+                    let add = 1.0 / (RRF_K + rank as f32 + 1.0);
+                    match fused.iter_mut().find(|(r, _)| r.id == row.id) {
+                        Some((_, score)) => *score += add,
+                        None => fused.push((row, add)),
+                    }
+                }
+            }
+            fused.sort_by(|a, b| b.1.total_cmp(&a.1));
+            fused
+        }
+    }
 }
 
 /// How many candidates to ask the HNSW index for, to fill `k` hits after collapsing.

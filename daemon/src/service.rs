@@ -313,19 +313,10 @@ impl Service {
     pub async fn search(&self, p: SearchParams) -> Result<SearchResult, ServiceError> {
         let started = Instant::now();
         self.restored().await;
-        match p.mode.as_deref() {
-            None | Some("hybrid") | Some("semantic") => {}
-            Some("lexical") => {
-                return Err(ServiceError::InvalidParams(
-                    "mode `lexical` is not available yet; use `semantic` or `hybrid`".to_owned(),
-                ));
-            }
-            Some(other) => {
-                return Err(ServiceError::InvalidParams(format!(
-                    "unknown mode `{other}`; use hybrid, semantic or lexical"
-                )));
-            }
-        }
+        let mode: crate::search::Mode = match p.mode.as_deref() {
+            None => crate::search::Mode::default(),
+            Some(m) => m.parse().map_err(ServiceError::InvalidParams)?,
+        };
         if p.k == 0 || p.k > 1000 {
             return Err(ServiceError::InvalidParams(format!(
                 "k must be between 1 and 1000, not {}",
@@ -349,7 +340,7 @@ impl Service {
         let mut vectors: HashMap<String, Vec<f32>> = HashMap::new();
         let mut hits: Vec<Hit> = Vec::new();
         for repo in selected {
-            if !vectors.contains_key(&repo.model) {
+            if mode != crate::search::Mode::Lexical && !vectors.contains_key(&repo.model) {
                 let handle = self.embedder(Some(&repo.model)).await?;
                 let v = handle
                     .embed_async(vec![p.query.clone()], InputKind::Query)
@@ -359,15 +350,25 @@ impl Service {
                     .unwrap_or_default();
                 vectors.insert(repo.model.clone(), v);
             }
-            let query = vectors[&repo.model].clone();
+            let query = vectors.get(&repo.model).cloned().unwrap_or_default();
+            let text = p.query.clone();
             let (k, languages, paths) = (p.k, p.languages.clone(), paths.clone());
             let filtered = languages.is_some() || paths.is_some();
             let found = tokio::task::spawn_blocking(move || {
                 let reader = repo.reader.lock().unwrap_or_else(|e| e.into_inner());
                 // Filters drop candidates after the HNSW probe: ask for more.
                 let want = crate::search::overfetch(if filtered { k * 8 } else { k });
-                let rows = reader.nearest(&query, want)?;
-                let rows = rows
+                let semantic = if mode == crate::search::Mode::Lexical {
+                    Vec::new()
+                } else {
+                    reader.nearest(&query, want)?
+                };
+                let lexical = if mode == crate::search::Mode::Semantic {
+                    Vec::new()
+                } else {
+                    reader.lexical(&text, want)?
+                };
+                let rows = crate::search::fuse(mode, semantic, lexical)
                     .into_iter()
                     .filter(|(r, _)| {
                         languages

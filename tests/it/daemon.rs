@@ -235,6 +235,26 @@ fn indexes_a_repository_and_searches_it_over_the_socket() {
         !hits.is_empty() && hits.iter().all(|h| h["path"] == "src/pathutil.rs"),
         "{filtered}"
     );
+    // BM25 alone finds an identifier, also written in camelCase.
+    for query in ["expand_tilde", "expandTilde"] {
+        let lexical = d.call("search", json!({"query": query, "k": 3, "mode": "lexical"}));
+        let hits: Vec<codesearch_proto::Hit> =
+            serde_json::from_value(lexical["result"]["results"].clone()).unwrap();
+        assert!(
+            hits.iter()
+                .any(|h| h.symbol.as_deref() == Some("expand_tilde")),
+            "{query}: {lexical}"
+        );
+    }
+    let semantic = d.call(
+        "search",
+        json!({"query": "expand a leading tilde", "k": 3, "mode": "semantic"}),
+    );
+    assert_eq!(
+        semantic["result"]["results"].as_array().map(Vec::len),
+        Some(3),
+        "{semantic}"
+    );
     let bad_mode = d.call("search", json!({"query": "x", "mode": "fuzzy"}));
     assert_eq!(bad_mode["error"]["code"], -32602, "{bad_mode}");
 

@@ -577,6 +577,11 @@ impl Store {
         nearest(&self.db, &self.dir.join(SQLITE), &self.hnsw, query, k)
     }
 
+    /// The `k` best full-text matches of `query` (BM25, higher is better).
+    pub fn lexical(&self, query: &str, k: usize) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
+        lexical(&self.db, &self.dir.join(SQLITE), query, k)
+    }
+
     /// A read-only view with its own SQLite connection and the shared HNSW index,
     /// for searches that must not wait for this writer.
     pub fn reader(&self) -> Result<StoreReader, StoreError> {
@@ -638,6 +643,40 @@ impl StoreReader {
     pub fn nearest(&self, query: &[f32], k: usize) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
         nearest(&self.db, &self.path, &self.hnsw, query, k)
     }
+
+    /// The `k` best full-text matches of `query` (BM25, higher is better).
+    pub fn lexical(&self, query: &str, k: usize) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
+        lexical(&self.db, &self.path, query, k)
+    }
+}
+
+/// BM25 over the chunk text, its path and its symbol (weighted 1, 2 and 4: a
+/// word in a name says more than one in a body).
+fn lexical(
+    db: &Connection,
+    db_path: &Path,
+    query: &str,
+    k: usize,
+) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
+    let Some(expr) = crate::lexical::match_query(query) else {
+        return Ok(Vec::new());
+    };
+    let sql = |source| StoreError::Sqlite {
+        path: db_path.to_owned(),
+        source,
+    };
+    let found: Vec<(u64, f32)> = (|| {
+        let mut stmt = db.prepare_cached(
+            "SELECT rowid, -bm25(chunks_fts, 1.0, 2.0, 4.0) AS score FROM chunks_fts
+             WHERE chunks_fts MATCH ?1 ORDER BY score DESC LIMIT ?2",
+        )?;
+        stmt.query_map(params![expr, k as i64], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, f64>(1)? as f32))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()
+    })()
+    .map_err(sql)?;
+    rows_for(db, found).map_err(sql)
 }
 
 fn hnsw_read(hnsw: &RwLock<Hnsw>) -> RwLockReadGuard<'_, Hnsw> {
