@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 
 use codesearch_proto::Hit;
 
-use crate::util::{bin, ignore_corpus};
+use crate::util::{bin, ignore_corpus, text};
 
 struct Home {
     dir: tempfile::TempDir,
@@ -29,15 +29,6 @@ impl Drop for Home {
     fn drop(&mut self) {
         let _ = self.run(&["daemon", "stop"]);
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

@@ -6,16 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::util::{bin, ignore_corpus};
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use crate::util::{bin, ignore_corpus, text};
 
 /// `codesearch ARGS` with a temp HOME and codesearch home.
 fn client(home: &Path, args: &[&str]) -> Output {

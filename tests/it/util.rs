@@ -158,3 +158,13 @@ pub fn test_corpus_file(rel: &str) -> PathBuf {
     );
     path
 }
+
+/// A finished command's exit status, stdout and stderr, for assertion messages.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
