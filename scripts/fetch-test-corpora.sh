@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fetches the real code the chunker's snapshot tests read for languages that no
 # crate in Cargo.lock ships (TypeScript, Java, Go, Ruby), by pinned version from
-# package registries: npm (`npm pack`) and Debian (`apt-get download` + `dpkg -x`).
+# package registries: npm (`npm pack`) and Debian (`apt-get download` + `dpkg -x`);
+# and the public eval's corpora (../shared/eval/fetch.sh) for the benchmark test.
 # Also makes sure the service tests' tools are there (systemd-analyze and
 # systemd-socket-activate, from Debian's systemd package; python3 for plistlib).
 #
@@ -49,6 +50,11 @@ npm_pkg tiny-invariant@1.3.3 tiny-invariant-1.3.3
 npm_pkg react-native-fs@2.20.0 react-native-fs-2.20.0
 deb_pkg golang-github-pkg-errors-dev=0.9.1-2 golang-github-pkg-errors-0.9.1
 deb_pkg ruby-rainbow=3.1.1-1 ruby-rainbow-3.1.1
+# The public retrieval eval's corpora (click from PyPI, serde_json from crates.io),
+# by its own pinned recipe, for the benchmark command's test.
+shared="${CODESEARCH_SHARED_DIR:-$(cd "$(dirname "$0")/../.." && pwd)/shared}"
+[[ -f "$shared/eval/fetch.sh" ]] || die "the shared eval is not at $shared/eval; set CODESEARCH_SHARED_DIR"
+bash "$shared/eval/fetch.sh" "$dest/eval" >/dev/null || die "cannot fetch the eval corpora ($shared/eval/fetch.sh)"
 echo "test corpora ready in $dest"
 
 if ! command -v systemd-analyze >/dev/null || ! command -v systemd-socket-activate >/dev/null; then

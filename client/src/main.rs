@@ -4,6 +4,7 @@
 //! daemon over the socket that `codesearch_proto::paths` names, starting the
 //! daemon when nothing answers. Exit status is grep's: 0 found, 1 nothing, 2 error.
 
+mod benchmark;
 mod install;
 mod output;
 mod rpc;
@@ -91,6 +92,32 @@ enum Command {
     },
     /// The embedding models codesearch knows.
     Models,
+    /// Measure models on a repository: a cold index (samples/s, peak memory,
+    /// storage per 1,000 entities), query latency, and with --queries the
+    /// retrieval quality (MRR@10, Recall@1/5/10, nDCG@10) per repository and language.
+    Benchmark {
+        /// Models to compare, comma-separated (see `codesearch models`) [default: the daemon's]
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        /// A repository to index and query (repeatable) [default: the current directory]
+        #[arg(long = "repo")]
+        repos: Vec<PathBuf>,
+        /// Labelled queries, one JSON object per line: {"id", "query", "path",
+        /// "start_line", "end_line"}, and "corpus" (the repository's folder name)
+        /// when several repositories are given.
+        #[arg(long)]
+        queries: Option<PathBuf>,
+        /// hybrid, semantic or lexical [default: hybrid]
+        #[arg(long)]
+        mode: Option<String>,
+        /// Also write each query's hits as `{"id", "results"}` lines (what the
+        /// eval's score.py reads).
+        #[arg(long)]
+        results: Option<PathBuf>,
+        /// One JSON document instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// Start, stop or inspect the daemon.
     Daemon {
         #[command(subcommand)]
@@ -212,6 +239,40 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut c = connect(&p)?;
             let repos: Vec<RepoStatus> = c.call(method::REPO_LIST, json!(null))?;
             output::repos(&mut out, &repos)?;
+        }
+        Command::Benchmark {
+            models,
+            repos,
+            queries,
+            mode,
+            results,
+            json,
+        } => {
+            let repos = if repos.is_empty() {
+                vec![PathBuf::from(".")]
+            } else {
+                repos
+            };
+            let repos = repos
+                .iter()
+                .map(|r| {
+                    std::fs::canonicalize(r)
+                        .with_context(|| format!("cannot benchmark {}", r.display()))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let mut c = connect(&p)?;
+            benchmark::run(
+                &mut c,
+                &mut out,
+                &benchmark::Request {
+                    models,
+                    repos,
+                    queries,
+                    mode,
+                    results,
+                },
+                json,
+            )?;
         }
         Command::Remove { path } => {
             let mut c = connect(&p)?;

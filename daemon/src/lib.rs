@@ -23,6 +23,7 @@
 
 pub mod activation;
 pub mod bench;
+pub mod benchmark;
 pub mod chunk;
 pub mod config;
 pub mod embed;

@@ -324,17 +324,16 @@ fn bench_index(args: BenchIndexArgs) -> anyhow::Result<()> {
             )?;
         }
         let store = Store::open(&dir, &manifest)?;
-        for q in queries.iter().filter(|q| q["corpus"] == name.as_str()) {
-            let text = q["query"].as_str().unwrap_or_default();
-            let hits =
-                codesearchd::search::search(&root, &store, &mut embedder, text, 10, args.mode)?;
-            let line = serde_json::json!({
-                "id": q["id"],
-                "results": hits.iter().map(|h| serde_json::json!({
-                    "path": h.path, "start_line": h.start_line, "end_line": h.end_line,
-                })).collect::<Vec<_>>(),
-            });
-            results.push_str(&line.to_string());
+        let mine: Vec<codesearch_proto::benchmark::BenchmarkQuery> = queries
+            .iter()
+            .filter(|q| q["corpus"] == name.as_str())
+            .map(|q| serde_json::from_value(json_with_string_id(q)))
+            .collect::<Result<_, _>>()
+            .context("a query line lacks id, query, path, start_line or end_line")?;
+        let (outcomes, _) =
+            codesearchd::benchmark::answer(&root, &store, &mut embedder, &mine, args.mode)?;
+        for o in outcomes {
+            results.push_str(&serde_json::json!({"id": o.id, "results": o.results}).to_string());
             results.push('\n');
         }
     }
@@ -344,4 +343,13 @@ fn bench_index(args: BenchIndexArgs) -> anyhow::Result<()> {
         writeln!(out, "results written to {}", args.results.display())?;
     }
     Ok(())
+}
+
+/// A query line with its `id` as a string (the eval's ids are strings; others may be numbers).
+fn json_with_string_id(q: &serde_json::Value) -> serde_json::Value {
+    let mut q = q.clone();
+    if let Some(id) = q.get("id").filter(|id| !id.is_string()) {
+        q["id"] = serde_json::Value::String(id.to_string());
+    }
+    q
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use codesearch_proto::benchmark::{BenchmarkParams, BenchmarkQuery, BenchmarkResult};
 use codesearch_proto::{Hit, RepoProgress, RepoStatus, SearchParams, SearchResult};
 
 use crate::chunk::Chunker;
@@ -60,6 +61,8 @@ pub struct Service {
     restored: tokio::sync::watch::Sender<bool>,
     shutdown: tokio::sync::Notify,
     stopping: AtomicBool,
+    /// One benchmark at a time: two would share the CPU and report each other's load.
+    benchmarking: tokio::sync::Mutex<()>,
 }
 
 impl From<StoreError> for ServiceError {
@@ -89,6 +92,7 @@ impl Service {
                 .ok(),
             shutdown: tokio::sync::Notify::new(),
             stopping: AtomicBool::new(false),
+            benchmarking: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -408,6 +412,53 @@ impl Service {
         })
     }
 
+    /// `benchmark.run`: a cold index of `repo` with the model into a scratch
+    /// folder under the codesearch home (removed afterwards), then the queries.
+    /// A model loaded only for this is unloaded again.
+    pub async fn benchmark(&self, p: BenchmarkParams) -> Result<BenchmarkResult, ServiceError> {
+        let root = canonical_dir(&p.repo)?;
+        let mode: crate::search::Mode = match p.mode.as_deref() {
+            None => crate::search::Mode::default(),
+            Some(m) => m.parse().map_err(ServiceError::InvalidParams)?,
+        };
+        check_queries(&p.queries)?;
+        let _one_at_a_time = self.benchmarking.lock().await;
+        let name =
+            embed::registry::lookup(p.model.as_deref().unwrap_or(&self.config.embedding.model))
+                .map_err(|e| ServiceError::Model(Box::new(e)))?
+                .name;
+        let was_loaded = self.workers.lock().await.contains_key(name);
+        let handle = self.embedder(Some(name)).await?;
+        let scratch = tempfile::Builder::new()
+            .prefix("benchmark-")
+            .tempdir_in(&self.config.home)
+            .map_err(|e| {
+                ServiceError::Internal(format!(
+                    "cannot make a scratch folder in {}: {e}",
+                    self.config.home.display()
+                ))
+            })?;
+        let chunker = self.chunker.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut handle = handle;
+            crate::benchmark::run(
+                &root,
+                scratch.path(),
+                &mut handle,
+                &chunker,
+                &p.queries,
+                mode,
+            )
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(format!("benchmark panicked: {e}")))?
+        .map_err(|e| ServiceError::Internal(format!("benchmark of {}: {e}", p.repo)));
+        if !was_loaded && !self.repos.read().await.values().any(|r| r.model == name) {
+            self.workers.lock().await.remove(name);
+        }
+        result
+    }
+
     fn find(
         &self,
         repos: &HashMap<PathBuf, Arc<Repo>>,
@@ -512,6 +563,32 @@ impl Service {
             notified.await;
         }
     }
+}
+
+/// Labelled queries are checked before any work: a bad one is an error naming it.
+fn check_queries(queries: &[BenchmarkQuery]) -> Result<(), ServiceError> {
+    if queries.len() > crate::benchmark::MAX_QUERIES {
+        return Err(ServiceError::InvalidParams(format!(
+            "{} queries in one call; send at most {}",
+            queries.len(),
+            crate::benchmark::MAX_QUERIES
+        )));
+    }
+    for q in queries {
+        let bad = |why: &str| ServiceError::InvalidParams(format!("query `{}`: {why}", q.id));
+        if q.query.trim().is_empty() {
+            return Err(bad("the query text is empty"));
+        }
+        if q.path.is_empty() || Path::new(&q.path).is_absolute() {
+            return Err(bad("`path` must be relative to the repository root"));
+        }
+        if q.start_line == 0 || q.end_line < q.start_line {
+            return Err(bad(
+                "`start_line` and `end_line` must be 1-based with start ≤ end",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn canonical_dir(path: &str) -> Result<PathBuf, ServiceError> {

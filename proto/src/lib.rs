@@ -5,6 +5,7 @@
 //! It knows nothing of tokio, candle, usearch or tree-sitter, so the client and
 //! editor-plugin helpers can depend on it without pulling the model stack in.
 
+pub mod benchmark;
 pub mod paths;
 
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,9 @@ pub mod method {
     pub const MODELS_LIST: &str = "models.list";
     /// Embed texts with a resident model.
     pub const EMBED: &str = "embed";
+    /// Index a repository with one model into a scratch index and measure speed,
+    /// memory, storage and the quality of answers to labelled queries.
+    pub const BENCHMARK_RUN: &str = "benchmark.run";
 }
 
 /// JSON-RPC error codes: the standard ones and codesearch's own.

@@ -1,43 +1,17 @@
 //! The `codesearch` client end to end: it starts the daemon itself, indexes a real
 //! corpus, searches it in every output format, and exits like grep.
 
-use std::process::{Command, Output};
+use std::process::Command;
 
 use codesearch_proto::Hit;
 
-use crate::util::{bin, ignore_corpus, text};
-
-struct Home {
-    dir: tempfile::TempDir,
-}
-
-impl Home {
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(bin("codesearch"))
-            .args(args)
-            .env("CODESEARCH_HOME", self.dir.path())
-            .env_remove("CODESEARCH_SOCKET")
-            .env("CODESEARCH_EMBEDDING_DEVICE", "cpu")
-            .env("HF_HUB_OFFLINE", "1")
-            .env("NO_COLOR", "1")
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Home {
-    fn drop(&mut self) {
-        let _ = self.run(&["daemon", "stop"]);
-    }
-}
+use crate::util::{Home, ignore_corpus, text};
 
 #[test]
 fn index_then_search_like_grep() {
     let corpus = ignore_corpus();
     let root = corpus.path().to_str().unwrap();
-    let home = Home {
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let home = Home::new();
 
     // The first command starts the daemon, with its log in the home.
     let o = home.run(&["index", root]);

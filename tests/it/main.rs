@@ -1,6 +1,7 @@
 //! The one integration-test binary: real model, real files, real binaries.
 //!
 //! Modules, one per capability:
+//! - `benchmark`: `codesearch benchmark` on a slice of the public eval, and its input errors.
 //! - `chunk`: the chunker on real files from the registries, as snapshots.
 //! - `index`: indexing and searching a real corpus, incrementally, on the real model.
 //! - `daemon`: the real daemon over its socket: methods, bad input, permissions, one per home.
@@ -10,6 +11,7 @@
 //! - `service`: unit files for systemd and launchd, and socket activation for real.
 //! - `watch`: the live index: edits, deletes, renames, new folders, ignore rules, storms.
 
+mod benchmark;
 mod chunk;
 mod cli;
 mod client;

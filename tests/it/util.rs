@@ -168,3 +168,55 @@ pub fn text(o: &std::process::Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// A codesearch home in a temp folder, for running the `codesearch` client
+/// (which starts its own daemon there, on the CPU, offline); the daemon is
+/// stopped on drop.
+pub struct Home {
+    /// The home folder.
+    pub dir: tempfile::TempDir,
+}
+
+impl Home {
+    /// A fresh, empty home.
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Runs `codesearch ARGS…` against this home.
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin("codesearch"))
+            .args(args)
+            .env("CODESEARCH_HOME", self.dir.path())
+            .env_remove("CODESEARCH_SOCKET")
+            .env("CODESEARCH_EMBEDDING_DEVICE", "cpu")
+            .env("HF_HUB_OFFLINE", "1")
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = self.run(&["daemon", "stop"]);
+    }
+}
+
+/// A corpus of the public eval (`../shared/eval/fetch.sh`, run by
+/// `scripts/fetch-test-corpora.sh` into `target/test-corpora/eval`).
+pub fn eval_corpus(name: &str) -> PathBuf {
+    let dir = std::env::var_os("CODESEARCH_TEST_CORPORA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-corpora"))
+        .join("eval")
+        .join(name);
+    assert!(
+        dir.is_dir(),
+        "{} is missing; run scripts/fetch-test-corpora.sh",
+        dir.display()
+    );
+    dir
+}

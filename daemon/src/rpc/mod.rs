@@ -69,6 +69,14 @@ fn register(m: &mut RpcModule<Arc<Service>>) {
     })
     .map(drop));
     ok(m.register_async_method(
+        method::BENCHMARK_RUN,
+        |params: Params<'static>, svc, _| async move {
+            let p: codesearch_proto::benchmark::BenchmarkParams = params.parse()?;
+            svc.benchmark(p).await.map_err(to_rpc)
+        },
+    )
+    .map(drop));
+    ok(m.register_async_method(
         method::EMBED,
         |params: Params<'static>, svc, _| async move {
             let p: EmbedParams = params.parse()?;

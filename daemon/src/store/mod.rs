@@ -25,8 +25,9 @@ use serde::{Deserialize, Serialize};
 
 pub use hnsw::{Hnsw, quantize};
 
-/// Bumped when the layout of the files below changes.
-pub const SCHEMA_VERSION: u32 = 2;
+/// Bumped when the layout of the files below changes (3: the full-text index
+/// stems words with Porter's stemmer).
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Vectors no chunk uses are kept this many at most (oldest dropped first), so a
 /// branch switched back costs no embedding.
@@ -651,7 +652,8 @@ impl StoreReader {
 }
 
 /// BM25 over the chunk text, its path and its symbol (weighted 1, 2 and 4: a
-/// word in a name says more than one in a body).
+/// word in a name says more than one in a body). Words are stemmed (Porter) on
+/// both sides, so "remaining" finds `remain` and "deserializes" `deserialize`.
 fn lexical(
     db: &Connection,
     db_path: &Path,
@@ -773,7 +775,8 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE INDEX IF NOT EXISTS chunks_file ON chunks(file_id);
 CREATE INDEX IF NOT EXISTS chunks_vector ON chunks(vector_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
-    text, path, symbol, content = '', contentless_delete = 1
+    text, path, symbol, content = '', contentless_delete = 1,
+    tokenize = 'porter unicode61'
 );
 ";
 

@@ -165,3 +165,19 @@ fn a_missing_corrupt_or_stale_hnsw_file_is_rebuilt() {
     assert_eq!(s.hnsw_len(), 5);
     assert_eq!(top(&s, 6)[0], "c.rs:f6");
 }
+
+#[test]
+fn lexical_search_stems_words_on_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), &manifest("m")).unwrap();
+    let mut update = indexed("src/eta.rs", &[1, 2]);
+    if let FileUpdate::Indexed { chunks, .. } = &mut update {
+        chunks[0].text = "fn format_eta() { /* time remaining, in days */ }".to_owned();
+        chunks[1].text = "fn render_bar() { /* the filled part */ }".to_owned();
+    }
+    store.apply(vec![update]).unwrap();
+    // "remain" and "day" are not in the text as such.
+    let found = store.lexical("remain day", 5).unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0.symbol.as_deref(), Some("f1"));
+}

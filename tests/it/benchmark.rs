@@ -1,0 +1,225 @@
+//! `codesearch benchmark` end to end on a slice of the public eval: the real
+//! client, a daemon it starts, the real model, click's sources and five of the
+//! eval's hand-written queries. The full run is a benchmark (docs/BENCHMARKS.md).
+
+use std::path::Path;
+
+use codesearch_proto::benchmark::Metrics;
+
+use crate::util::{Home, eval_corpus, shared_dir, text};
+
+/// Queries of `../shared/eval/queries.jsonl` whose targets are in `src/click`.
+const SLICE: &[&str] = &[
+    "click-002",
+    "click-003",
+    "click-009",
+    "click-011",
+    "click-022",
+];
+
+/// The slice's target files and two others of click's sources, under the paths
+/// the queries name.
+fn click_sources() -> tempfile::TempDir {
+    let repo = tempfile::Builder::new().prefix("click").tempdir().unwrap();
+    let from = eval_corpus("click").join("src/click");
+    let to = repo.path().join("src/click");
+    std::fs::create_dir_all(&to).unwrap();
+    for file in FILES {
+        std::fs::copy(from.join(file), to.join(file)).unwrap();
+    }
+    repo
+}
+
+const FILES: &[&str] = &[
+    "_termui_impl.py",
+    "core.py",
+    "parser.py",
+    "utils.py",
+    "exceptions.py",
+];
+
+/// The slice as a queries file, without the `corpus` field (one repository).
+fn slice_file(dir: &Path) -> std::path::PathBuf {
+    let all = std::fs::read_to_string(shared_dir().join("eval/queries.jsonl")).unwrap();
+    let mut out = String::new();
+    for line in all.lines().filter(|l| !l.trim().is_empty()) {
+        let mut q: serde_json::Value = serde_json::from_str(line).unwrap();
+        if SLICE.contains(&q["id"].as_str().unwrap()) {
+            q.as_object_mut().unwrap().remove("corpus");
+            out.push_str(&q.to_string());
+            out.push('\n');
+        }
+    }
+    assert_eq!(out.lines().count(), SLICE.len());
+    let path = dir.join("slice.jsonl");
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+#[test]
+fn benchmark_answers_a_slice_of_the_public_eval() {
+    let repo = click_sources();
+    let work = tempfile::tempdir().unwrap();
+    let queries = slice_file(work.path());
+    let results = work.path().join("results.jsonl");
+    let home = Home::new();
+    let root = repo.path().to_str().unwrap();
+
+    let o = home.run(&[
+        "benchmark",
+        "--repo",
+        root,
+        "--queries",
+        queries.to_str().unwrap(),
+        "--results",
+        results.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let report: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    let run = &report["runs"][0];
+    assert_eq!(run["model"], "minilm", "{run}");
+    assert_eq!(run["files"], FILES.len(), "{run}");
+    assert!(run["chunks"].as_u64().unwrap() > 200, "{run}");
+    for field in ["chunks_per_s", "storage_mb_per_1k", "query_ms_median"] {
+        assert!(run[field].as_f64().unwrap() > 0.0, "{field}: {run}");
+    }
+    assert!(
+        run["peak_rss_bytes"].as_u64().unwrap() > 50_000_000,
+        "{run}"
+    );
+
+    // The quality is what the ranks say, and the ranks are what the hits say.
+    let outcomes = run["queries"].as_array().unwrap();
+    assert_eq!(outcomes.len(), SLICE.len());
+    let mut ranks = Vec::new();
+    for o in outcomes {
+        let hits = o["results"].as_array().unwrap();
+        assert!(!hits.is_empty() && hits.len() <= 10, "{o}");
+        assert_eq!(o["language"], "python");
+        ranks.push(o["rank"].as_u64().map(|r| r as u32));
+    }
+    let quality: Metrics = serde_json::from_value(run["quality"].clone()).unwrap();
+    assert_eq!(quality, Metrics::from_ranks(&ranks, 0));
+    // Hand-picked queries the hybrid ranking answers first; most must be found.
+    assert!(quality.recall_at_10 >= 0.6, "{quality:?}");
+    let summary = &report["models"][0];
+    assert_eq!(summary["by_language"]["python"]["n"], 5, "{summary}");
+
+    // --results writes what the eval's score.py reads.
+    let lines = std::fs::read_to_string(&results).unwrap();
+    assert_eq!(lines.lines().count(), SLICE.len());
+    for line in lines.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(SLICE.contains(&v["id"].as_str().unwrap()), "{line}");
+        assert!(
+            v["results"][0]["path"]
+                .as_str()
+                .unwrap()
+                .starts_with("src/click/")
+        );
+    }
+
+    // The scratch index is gone; nothing is registered.
+    let leftovers: Vec<_> = std::fs::read_dir(home.dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("benchmark-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let o = home.run(&["list"]);
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains(root),
+        "{}",
+        text(&o)
+    );
+
+    // The table, on the same slice with the lexical ranking.
+    let o = home.run(&[
+        "benchmark",
+        "--repo",
+        root,
+        "--queries",
+        queries.to_str().unwrap(),
+        "--mode",
+        "lexical",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "Samples/s",
+        "Storage/1K entities",
+        "MRR@10",
+        "lexical ranking",
+        "OVERALL",
+    ] {
+        assert!(table.contains(want), "{want}:\n{table}");
+    }
+}
+
+#[test]
+fn benchmark_input_errors_name_the_file_and_the_fix() {
+    let home = Home::new();
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let bad = work.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"id\": \"a\", \"query\": \"x\", \"path\": \"a.py\", \"start_line\": 1, \"end_line\": 2}\nnot json\n").unwrap();
+
+    let o = home.run(&[
+        "benchmark",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--queries",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bad.jsonl:2: not a query line"), "{err}");
+
+    // A query for another repository, with two repositories given.
+    let other = work.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(&bad, "{\"id\": \"a\", \"query\": \"x\", \"path\": \"a.py\", \"start_line\": 1, \"end_line\": 2}\n").unwrap();
+    let o = home.run(&[
+        "benchmark",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--repo",
+        other.to_str().unwrap(),
+        "--queries",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("has no \"corpus\" field"),
+        "{}",
+        text(&o)
+    );
+
+    // Hostile values reach the daemon's checks too: a target line 0.
+    std::fs::write(&bad, "{\"id\": \"z\", \"query\": \"x\", \"path\": \"a.py\", \"start_line\": 0, \"end_line\": 2}\n").unwrap();
+    let o = home.run(&[
+        "benchmark",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--queries",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("query `z`: `start_line`"),
+        "{}",
+        text(&o)
+    );
+
+    // A repository that is not there.
+    let o = home.run(&["benchmark", "--repo", "/nonexistent/repo"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("cannot benchmark /nonexistent/repo"),
+        "{}",
+        text(&o)
+    );
+}
