@@ -101,11 +101,14 @@ pub fn run(
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(Duration::from_millis(120));
-    for model in &models {
+    // A model that cannot run (weights missing, unsupported) is reported and
+    // skipped; the others still run.
+    let mut failures: Vec<String> = Vec::new();
+    'models: for model in &models {
         for (repo, queries) in req.repos.iter().zip(&per_repo) {
             bar.set_message(format!(
                 "[{}/{total}] {} on {}: indexing from scratch{}",
-                runs.len() + 1,
+                runs.len() + failures.len() + 1,
                 model.unwrap_or("the default model"),
                 repo.display(),
                 if queries.is_empty() {
@@ -114,18 +117,25 @@ pub fn run(
                     format!(", then {} queries", queries.len())
                 }
             ));
-            let result: BenchmarkResult = c
-                .call(
-                    method::BENCHMARK_RUN,
-                    json!({
-                        "repo": repo.display().to_string(),
-                        "model": model,
-                        "queries": queries,
-                        "mode": req.mode,
-                    }),
-                )
-                .with_context(|| format!("benchmark of {}", repo.display()))?;
-            runs.push(result);
+            let result: anyhow::Result<BenchmarkResult> = c.call(
+                method::BENCHMARK_RUN,
+                json!({
+                    "repo": repo.display().to_string(),
+                    "model": model,
+                    "queries": queries,
+                    "mode": req.mode,
+                }),
+            );
+            match result {
+                Ok(r) => runs.push(r),
+                Err(err) if model.is_some() && is_model_error(&err) => {
+                    failures.push(format!("{}: {err:#}", model.unwrap_or_default()));
+                    continue 'models;
+                }
+                Err(err) => {
+                    return Err(err.context(format!("benchmark of {}", repo.display())));
+                }
+            }
         }
     }
     bar.finish_and_clear();
@@ -142,7 +152,22 @@ pub fn run(
     } else {
         tables(out, &report, req)?;
     }
+    if !failures.is_empty() {
+        out.flush()?;
+        bail!(
+            "{} of {} models could not run:\n  {}",
+            failures.len(),
+            models.len(),
+            failures.join("\n  ")
+        );
+    }
     Ok(())
+}
+
+/// The daemon's "model unavailable" answer (-32002): that model is skipped.
+fn is_model_error(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<rpc::RpcError>()
+        .is_some_and(|e| e.code == i64::from(codesearch_proto::code::MODEL_UNAVAILABLE))
 }
 
 fn read_queries(path: &Path) -> anyhow::Result<Vec<QueryLine>> {

@@ -214,6 +214,31 @@ fn benchmark_input_errors_name_the_file_and_the_fix() {
         text(&o)
     );
 
+    // A model that cannot run is reported; the others still are.
+    let o = home.run(&[
+        "benchmark",
+        "--models",
+        "no-such-model,minilm",
+        "--repo",
+        repo.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("minilm"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("1 of 2 models could not run"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no-such-model"),
+        "{}",
+        text(&o)
+    );
+
     // A repository that is not there.
     let o = home.run(&["benchmark", "--repo", "/nonexistent/repo"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
