@@ -190,6 +190,11 @@ impl CandleEmbedder {
         self.stats
     }
 
+    /// How texts are grouped into forward passes.
+    pub fn policy(&self) -> BatchPolicy {
+        self.policy
+    }
+
     /// The registry entry of the loaded model.
     pub fn spec(&self) -> &'static ModelSpec {
         self.spec
@@ -240,8 +245,8 @@ impl CandleEmbedder {
         Ok((pass, mask))
     }
 
-    /// Pools and normalises a finished pass into `[n, dims]` f32 rows.
-    fn pool(&self, pass: bert::Pass, mask: &Tensor) -> candle_core::Result<Vec<Vec<f32>>> {
+    /// Pools and normalises a finished pass into `[n, dims]` f32 rows, on the device.
+    fn pool(&self, pass: bert::Pass, mask: &Tensor) -> candle_core::Result<Tensor> {
         let hidden = self.model.finish(pass)?.to_dtype(DType::F32)?;
         let pooled = match self.pooling {
             Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
@@ -256,7 +261,7 @@ impl CandleEmbedder {
             .sum_keepdim(D::Minus1)?
             .sqrt()?
             .clamp(1e-12, f64::MAX)?;
-        pooled.broadcast_div(&norm)?.to_vec2()
+        pooled.broadcast_div(&norm)
     }
 }
 
@@ -300,7 +305,10 @@ impl Embedder for CandleEmbedder {
             self.tokenize(&prefixed.iter().map(String::as_str).collect::<Vec<_>>())?
         };
         let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
-        let mut out = vec![Vec::new(); texts.len()];
+        // Pooled rows stay on the device until every batch is queued: one copy back
+        // (and one wait) per call, so a GPU never idles between batches.
+        let mut order = Vec::with_capacity(texts.len());
+        let mut pooled = Vec::new();
         for group in batch::plan(&lens, self.policy) {
             let rows: Vec<&[u32]> = group.iter().map(|&i| ids[i].as_slice()).collect();
             let (mut pass, mask) = self.begin(&rows).map_err(|e| self.compute_err(e))?;
@@ -314,11 +322,18 @@ impl Embedder for CandleEmbedder {
                     break;
                 }
             }
-            let vectors = self.pool(pass, &mask).map_err(|e| self.compute_err(e))?;
+            pooled.push(self.pool(pass, &mask).map_err(|e| self.compute_err(e))?);
             self.stats.batches += 1;
             self.stats.padded_tokens += (group.len() * lens[group[0]]) as u64;
-            for (i, v) in group.into_iter().zip(vectors) {
-                self.stats.tokens += lens[i] as u64;
+            self.stats.tokens += group.iter().map(|&i| lens[i] as u64).sum::<u64>();
+            order.extend(group);
+        }
+        let mut out = vec![Vec::new(); texts.len()];
+        if !pooled.is_empty() {
+            let rows = Tensor::cat(&pooled, 0)
+                .and_then(|t| t.to_vec2::<f32>())
+                .map_err(|e| self.compute_err(e))?;
+            for (i, v) in order.into_iter().zip(rows) {
                 out[i] = v;
             }
         }
