@@ -194,13 +194,8 @@ fn bench_embed(args: BenchArgs) -> anyhow::Result<()> {
         tracing::warn!(path = %args.reference.display(), "no reference vectors; skipping the cosine check");
         None
     };
-    let report = bench::run(
-        &mut embedder,
-        &chunks,
-        args.repeat,
-        reference.as_ref(),
-    )
-    .context("benchmark failed")?;
+    let report = bench::run(&mut embedder, &chunks, args.repeat, reference.as_ref())
+        .context("benchmark failed")?;
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
@@ -231,9 +226,7 @@ fn bench_index(args: BenchIndexArgs) -> anyhow::Result<()> {
     use codesearchd::index::{self, IndexOptions};
     use codesearchd::store::{Manifest, SCHEMA_VERSION, Store};
 
-    let options = args
-        .embedding
-        .resolve(None, None)?;
+    let options = args.embedding.resolve(None, None)?;
     let mut embedder = embed::load(&options, &ModelLocator::from_env())?;
     let chunker = Chunker::new()?;
     let tmp;

@@ -107,7 +107,10 @@ mod tests {
     #[test]
     fn device_defaults_give_way_to_settings() {
         let cpu = candle_core::Device::Cpu;
-        assert_eq!(BatchPolicy::for_device(&cpu, None, None), BatchPolicy::default());
+        assert_eq!(
+            BatchPolicy::for_device(&cpu, None, None),
+            BatchPolicy::default()
+        );
         let set = BatchPolicy::for_device(&cpu, Some(8), Some(100));
         assert_eq!((set.max_batch, set.token_budget), (8, 100));
         let half = BatchPolicy::for_device(&cpu, Some(8), None);

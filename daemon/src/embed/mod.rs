@@ -10,12 +10,17 @@
 //! - `batch`: length-sorted batches under a token budget.
 //! - `bert`: the BERT encoder on candle.
 //! - `cpu_ops`: fused CPU kernels (attention, GELU) the encoder uses for F32 on the CPU.
+//! - `cuda_ops` (feature `cuda`): fused CUDA kernels (`kernels.cu`) the encoder uses on NVIDIA GPUs.
 //! - `engine`: tokenizer + batches + encoder + pooling = [`CandleEmbedder`].
 //! - `queue`: the model's thread and its two-priority queue ([`EmbedWorker`], [`EmbedHandle`]).
 
 mod batch;
 mod bert;
 mod cpu_ops;
+// The fused CUDA kernels: candle custom ops, whose launches are `unsafe`.
+#[cfg(feature = "cuda")]
+#[allow(unsafe_code)]
+mod cuda_ops;
 mod device;
 mod engine;
 mod files;
