@@ -3,6 +3,8 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::mpsc::sync_channel;
 
 use candle_core::{D, DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -18,7 +20,7 @@ use super::registry::ModelSpec;
 use super::{EmbedError, Embedder, InputKind};
 
 /// Texts tokenized (and length-sorted) together; a call with more is done a group
-/// at a time. Sorting 4,096 texts by length pads as little as sorting all of them.
+/// at a time, the groups cut from the texts ordered by byte length.
 const TOKENIZE_GROUP: usize = 4096;
 
 /// The dtype the encoder computes in.
@@ -72,7 +74,8 @@ pub struct EmbedStats {
 #[derive(Debug)]
 pub struct CandleEmbedder {
     spec: &'static ModelSpec,
-    tokenizer: Tokenizer,
+    /// Shared with the thread that tokenizes ahead during large calls.
+    tokenizer: Arc<Tokenizer>,
     model: Bert,
     pooling: Pooling,
     max_tokens: usize,
@@ -178,7 +181,7 @@ impl CandleEmbedder {
         );
         Ok(Self {
             spec,
-            tokenizer,
+            tokenizer: Arc::new(tokenizer),
             model: bert,
             pooling,
             max_tokens,
@@ -206,17 +209,7 @@ impl CandleEmbedder {
 
     /// Token ids of `texts` after truncation, without padding.
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, EmbedError> {
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| EmbedError::Tokenize {
-                model: self.spec.name,
-                reason: e.to_string(),
-            })?;
-        Ok(encodings
-            .into_iter()
-            .map(|e| e.get_ids().to_vec())
-            .collect())
+        tokenize(&self.tokenizer, self.spec.name, "", texts)
     }
 
     fn compute_err(&self, source: candle_core::Error) -> EmbedError {
@@ -303,49 +296,76 @@ impl Embedder for CandleEmbedder {
         kind: InputKind,
         pause: &mut dyn FnMut(&mut dyn Embedder),
     ) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let prefix = match kind {
+        let prefix: &str = match kind {
             InputKind::Query => self.spec.query_prefix,
             InputKind::Document => self.spec.document_prefix,
         };
         let started = std::time::Instant::now();
+        // Groups of texts tokenized and length-sorted together. A call of more than one
+        // group is ordered by byte length first, so each group holds texts of similar
+        // token lengths (padding as low as one global sort), and a thread tokenizes the
+        // next groups while this one launches the current group's batches (on a GPU
+        // the launches run ahead of the device, so tokenizing costs no device time).
+        let groups: Vec<Vec<usize>> = if texts.len() <= TOKENIZE_GROUP {
+            vec![(0..texts.len()).collect()]
+        } else {
+            let mut by_bytes: Vec<usize> = (0..texts.len()).collect();
+            by_bytes.sort_by_key(|&i| std::cmp::Reverse(texts[i].len()));
+            by_bytes
+                .chunks(TOKENIZE_GROUP)
+                .map(<[usize]>::to_vec)
+                .collect()
+        };
         let mut tokenizing = std::time::Duration::ZERO;
         // Pooled rows stay on the device until every batch is queued: one copy back
-        // (and one wait) per call, so a GPU never idles between batches. Texts are
-        // tokenized a group at a time, so the CPU tokenizes the next group while the
-        // GPU runs the batches queued for this one.
+        // (and one wait) per call, so a GPU never idles between batches.
         let mut order = Vec::with_capacity(texts.len());
         let mut pooled = Vec::new();
-        for (g, texts) in texts.chunks(TOKENIZE_GROUP).enumerate() {
-            let base = g * TOKENIZE_GROUP;
-            let t = std::time::Instant::now();
-            let ids = if prefix.is_empty() {
-                self.tokenize(texts)?
-            } else {
-                let prefixed: Vec<String> = texts.iter().map(|t| format!("{prefix}{t}")).collect();
-                self.tokenize(&prefixed.iter().map(String::as_str).collect::<Vec<_>>())?
-            };
-            tokenizing += t.elapsed();
-            let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
-            for group in batch::plan(&lens, self.policy) {
-                let rows: Vec<&[u32]> = group.iter().map(|&i| ids[i].as_slice()).collect();
-                let (mut pass, mask) = self.begin(&rows).map_err(|e| self.compute_err(e))?;
-                loop {
-                    let done = self
-                        .model
-                        .step(&mut pass)
-                        .map_err(|e| self.compute_err(e))?;
-                    pause(self);
-                    if done {
+        let tokenizer = Arc::clone(&self.tokenizer);
+        let model = self.spec.name;
+        std::thread::scope(|scope| -> Result<(), EmbedError> {
+            let (tx, rx) = sync_channel(2);
+            let producer = move || {
+                for group in groups {
+                    let t = std::time::Instant::now();
+                    let group_texts: Vec<&str> = group.iter().map(|&i| texts[i]).collect();
+                    let ids = tokenize(&tokenizer, model, prefix, &group_texts);
+                    if tx.send(ids.map(|ids| (group, ids, t.elapsed()))).is_err() {
                         break;
                     }
                 }
-                pooled.push(self.pool(pass, &mask).map_err(|e| self.compute_err(e))?);
-                self.stats.batches += 1;
-                self.stats.padded_tokens += (group.len() * lens[group[0]]) as u64;
-                self.stats.tokens += group.iter().map(|&i| lens[i] as u64).sum::<u64>();
-                order.extend(group.into_iter().map(|i| base + i));
+            };
+            if texts.len() <= TOKENIZE_GROUP {
+                producer();
+            } else {
+                scope.spawn(producer);
             }
-        }
+            for tokenized in rx {
+                let (index, ids, took) = tokenized?;
+                tokenizing += took;
+                let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
+                for group in batch::plan(&lens, self.policy) {
+                    let rows: Vec<&[u32]> = group.iter().map(|&i| ids[i].as_slice()).collect();
+                    let (mut pass, mask) = self.begin(&rows).map_err(|e| self.compute_err(e))?;
+                    loop {
+                        let done = self
+                            .model
+                            .step(&mut pass)
+                            .map_err(|e| self.compute_err(e))?;
+                        pause(self);
+                        if done {
+                            break;
+                        }
+                    }
+                    pooled.push(self.pool(pass, &mask).map_err(|e| self.compute_err(e))?);
+                    self.stats.batches += 1;
+                    self.stats.padded_tokens += (group.len() * lens[group[0]]) as u64;
+                    self.stats.tokens += group.iter().map(|&i| lens[i] as u64).sum::<u64>();
+                    order.extend(group.into_iter().map(|i| index[i]));
+                }
+            }
+            Ok(())
+        })?;
         let queued = started.elapsed();
         let mut out = vec![Vec::new(); texts.len()];
         if !pooled.is_empty() {
@@ -357,17 +377,38 @@ impl Embedder for CandleEmbedder {
             }
         }
         self.stats.texts += texts.len() as u64;
-        // Where a call's time goes: on a GPU, `queue` is the host launching kernels
-        // and `wait` the device finishing them.
+        // Where a call's time goes: `tokenize` (on another thread for calls of more
+        // than one group), `queue` until the last batch is launched (on a GPU the host
+        // runs ahead of the device), `wait` for the device to finish.
         tracing::debug!(
             texts = texts.len(),
             tokenize_ms = tokenizing.as_secs_f64() * 1e3,
-            queue_ms = (queued - tokenizing).as_secs_f64() * 1e3,
+            queue_ms = queued.as_secs_f64() * 1e3,
             wait_ms = (started.elapsed() - queued).as_secs_f64() * 1e3,
             "embedded"
         );
         Ok(out)
     }
+}
+
+/// Token ids of `prefix` + each text, truncated, without padding.
+fn tokenize(
+    tokenizer: &Tokenizer,
+    model: &'static str,
+    prefix: &str,
+    texts: &[&str],
+) -> Result<Vec<Vec<u32>>, EmbedError> {
+    let inputs: Vec<String> = texts.iter().map(|t| format!("{prefix}{t}")).collect();
+    let encodings = tokenizer
+        .encode_batch(inputs, true)
+        .map_err(|e| EmbedError::Tokenize {
+            model,
+            reason: e.to_string(),
+        })?;
+    Ok(encodings
+        .into_iter()
+        .map(|e| e.get_ids().to_vec())
+        .collect())
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(
