@@ -40,7 +40,7 @@ results="$out/results.jsonl"
 : > "$results"
 
 # CUDA 13 libraries from PyTorch's wheels (nvidia/cu13/lib), after whatever is set.
-if ! ldd "$bin" | grep -q "not found"; then :; else
+if [[ "$(ldd "$bin")" == *"not found"* ]]; then
   cu13="$(python3 -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13", "lib"))')"
   export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$cu13"
 fi
@@ -54,30 +54,35 @@ ours() { # precision [extra flags...]
   echo "== ours $p $*" >&2
   "$bin" bench-embed --device cuda --precision "$p" --model-path "$model" \
     --chunks "$chunks" --reference "$reference" --repeat "$repeat" \
-    --batch-size "$max_batch" --token-budget "$budget" --json "$@" \
+    --batch-size "$max_batch" --token-budget "$budget" --json "$@" 2>>"$out/log.txt" \
     | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); r['runtime']='codesearchd'; r['dtype']='$p'; print(json.dumps(r))" \
     | tee -a "$results"
 }
-peer() { # dtype [policy]
-  echo "== sentence-transformers $1 ${2:-budget}" >&2
+peer() { # dtype [gpu_peer.py flags...]
+  local d="$1"; shift
+  echo "== sentence-transformers $d $*" >&2
   python3 "$here/gpu_peer.py" "$model" --chunks "$chunks" --reference "$reference" \
-    --repeat "$repeat" --dtype "$1" --policy "${2:-budget}" \
-    --max-batch "$max_batch" --token-budget "$budget" | tee -a "$results"
+    --repeat "$repeat" --dtype "$d" --max-batch "$max_batch" --token-budget "$budget" "$@" \
+    2>>"$out/log.txt" | tail -1 | tee -a "$results"
 }
 
-# Alternating, half precision first (the headline), then f32, then the rest.
+# Alternating, half precision first (the headline), then f32, then bf16. PyTorch twice:
+# as it comes (its SDPA picks cuDNN attention on Hopper, which builds a plan for every
+# new batch shape) and with cuDNN attention off (flash / memory-efficient kernels).
 ours f16
 peer fp16
+peer fp16 --no-cudnn-attention
 ours f32
-peer fp32
+peer fp32 --no-cudnn-attention
 ours bf16
-peer bf16
-peer fp16 encode
+peer bf16 --no-cudnn-attention
+peer fp16 --policy encode --no-cudnn-attention
+ours f16
 if $sweep; then
-  for mb_tb in 128:16384 256:32768 1024:131072; do
+  for mb_tb in 256:32768 1024:131072; do
     max_batch="${mb_tb%%:*}" budget="${mb_tb#*:}"
     ours f16
-    peer fp16
+    peer fp16 --no-cudnn-attention
   done
 fi
 
@@ -85,11 +90,11 @@ python3 - "$results" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 print()
-print("| runtime | dtype | batch policy | chunks | chunks/s | tokens/s | padding | query (median) | min cosine vs reference |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| runtime | dtype | batch policy | chunks | secs | chunks/s | tokens/s | padding | query (median) | min cosine vs reference |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     pol = f"≤{r['max_batch']} texts / ≤{r['token_budget']} tokens" if r.get("token_budget") else f"encode(batch_size={r['max_batch']})"
     pad = f"{r['padding_ratio']:.3f}×" if r.get("padding_ratio") else "—"
-    print(f"| {r['runtime']} | {r['dtype']} | {pol} | {r['chunks']:,} | {r['chunks_per_s']:,.0f} | {r['tokens_per_s']:,.0f} | {pad} "
-          f"| {r['query_ms_median']:.2f} ms | {r['min_cos_vs_reference']:.6f} |")
+    print(f"| {r['runtime']} | {r['dtype']} | {pol} | {r['chunks']:,} | {r['secs']:.2f} | {r['chunks_per_s']:,.0f} | {r['tokens_per_s']:,.0f} | {pad} "
+          f"| {r['query_ms_median']:.2f} ms | {r['min_cos_vs_reference']:.7f} |")
 EOF

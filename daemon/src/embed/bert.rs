@@ -95,6 +95,7 @@ pub struct Bert {
     /// Otherwise the query weights come pre-scaled by `1/√head_dim`.
     fused_cpu: bool,
     /// On CUDA (with GELU-erf, hidden ≤ 1,024): the fused kernels of `cuda_ops`.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     fused_cuda: bool,
     /// For the fused CUDA kernels: `[3, hidden]` = token-type row, norm weight, norm bias.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
