@@ -114,4 +114,4 @@ strip -o target/release/codesearchd-cuda target/release/codesearchd
 ls -l target/release/codesearchd target/release/codesearchd-cuda
 echo "built target/release/codesearchd (and the stripped copy codesearchd-cuda)"
 echo "run it with the CUDA libraries on the loader's path, e.g.:"
-echo "  LD_LIBRARY_PATH=\$(python3 -c 'import nvidia, os; print(os.path.join(nvidia.__path__[0], \"cu13/lib\"))') target/release/codesearchd-cuda bench-embed --device cuda"
+echo "  LD_LIBRARY_PATH=\$(python3 -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], \"cu13\", \"lib\"))') target/release/codesearchd-cuda bench-embed --device cuda"
