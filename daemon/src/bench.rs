@@ -137,8 +137,8 @@ pub fn run(
     chunks: &[Chunk],
     repeat: usize,
     reference: Option<&Reference>,
-    policy: crate::embed::BatchPolicy,
 ) -> anyhow::Result<BenchReport> {
+    let policy = embedder.policy();
     let min_cos = match reference {
         Some(r) => compare_with_reference(embedder, chunks, r)?
             .into_iter()

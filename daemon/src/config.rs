@@ -5,7 +5,7 @@
 //! embedding:
 //!   model: minilm        # a registry name or alias (`codesearch models`)
 //!   device: auto         # auto, cpu, cuda, metal (mlx)
-//!   batch_size: 32       # texts per forward pass at most
+//!   batch_size: 32       # texts per forward pass at most (default: 32 on CPU, 512 on GPU)
 //!   model_path: ~/models/minilm   # optional: a folder instead of the HF cache
 //! ```
 
@@ -45,8 +45,9 @@ pub struct EmbeddingConfig {
     pub model: String,
     /// Device choice.
     pub device: DeviceChoice,
-    /// Texts per forward pass at most.
-    pub batch_size: usize,
+    /// Texts per forward pass at most; `None` takes the device's default
+    /// ([`embed::BatchPolicy::for_device`]).
+    pub batch_size: Option<usize>,
     /// A local model folder instead of the Hugging Face cache.
     pub model_path: Option<PathBuf>,
 }
@@ -175,10 +176,9 @@ pub fn resolve_with(
     };
     let batch_size = match (flags.batch_size, file.embedding.batch_size) {
         (Some(0), _) => return Err(invalid_batch("--batch-size".to_owned())),
-        (Some(n), _) => n,
+        (Some(n), _) => Some(n),
         (None, Some(0)) => return Err(invalid_batch(file_src("batch_size"))),
-        (None, Some(n)) => n,
-        (None, None) => embed::BatchPolicy::default().max_batch,
+        (None, n) => n,
     };
     let model_path = flags
         .model_path
@@ -258,7 +258,7 @@ mod tests {
         assert_eq!(c.socket, tmp.path().join("codesearchd.sock"));
         assert_eq!(c.embedding.model, "minilm");
         assert_eq!(c.embedding.device, DeviceChoice::Auto);
-        assert_eq!(c.embedding.batch_size, 32);
+        assert_eq!(c.embedding.batch_size, None);
     }
 
     #[test]
@@ -275,7 +275,7 @@ mod tests {
             EmbeddingConfig {
                 model: "bge-small".into(),
                 device: DeviceChoice::Metal,
-                batch_size: 8,
+                batch_size: Some(8),
                 model_path: Some(PathBuf::from("/home/u/m")),
             }
         );
@@ -298,7 +298,7 @@ mod tests {
                 with_flags.embedding.device,
                 with_flags.embedding.batch_size
             ),
-            ("minilm", DeviceChoice::Cuda, 16)
+            ("minilm", DeviceChoice::Cuda, Some(16))
         );
     }
 

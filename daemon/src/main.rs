@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use codesearchd::embed::{self, BatchPolicy, EmbedOptions, Embedder as _, ModelLocator, Precision};
+use codesearchd::embed::{self, EmbedOptions, Embedder as _, ModelLocator, Precision};
 use codesearchd::{bench, config};
 
 #[derive(Debug, Parser)]
@@ -46,7 +46,7 @@ struct EmbeddingFlags {
     /// A folder with config.json, tokenizer.json and model.safetensors, instead of the HF cache.
     #[arg(long)]
     model_path: Option<PathBuf>,
-    /// Texts per forward pass at most [default: 32]
+    /// Texts per forward pass at most [default: 32 on CPU, 512 on GPU]
     #[arg(long)]
     batch_size: Option<usize>,
 }
@@ -55,7 +55,7 @@ impl EmbeddingFlags {
     /// The embedding options after flags, environment and config.yaml are merged.
     fn resolve(
         &self,
-        token_budget: usize,
+        token_budget: Option<usize>,
         precision: Option<Precision>,
     ) -> anyhow::Result<EmbedOptions> {
         let config = config::resolve(&config::Overrides {
@@ -70,10 +70,8 @@ impl EmbeddingFlags {
             model: e.model,
             device: e.device,
             model_path: e.model_path,
-            batch: BatchPolicy {
-                max_batch: e.batch_size,
-                token_budget,
-            },
+            max_batch: e.batch_size,
+            token_budget,
             precision,
         })
     }
@@ -107,9 +105,9 @@ struct BenchIndexArgs {
 struct BenchArgs {
     #[command(flatten)]
     embedding: EmbeddingFlags,
-    /// Padded tokens per forward pass at most.
-    #[arg(long, default_value_t = BatchPolicy::default().token_budget)]
-    token_budget: usize,
+    /// Padded tokens per forward pass at most [default: 4096 on CPU, 65536 on GPU]
+    #[arg(long)]
+    token_budget: Option<usize>,
     /// f32, f16 or bf16 (default: f32 on CPU, f16 on GPU).
     #[arg(long)]
     precision: Option<Precision>,
@@ -187,7 +185,6 @@ async fn shutdown_signal() {
 
 fn bench_embed(args: BenchArgs) -> anyhow::Result<()> {
     let options = args.embedding.resolve(args.token_budget, args.precision)?;
-    let policy = options.batch;
     // Settings and the model first: a typo should not wait for the chunks to load.
     let mut embedder = embed::load(&options, &ModelLocator::from_env())?;
     let chunks = bench::read_chunks(&args.chunks)?;
@@ -197,14 +194,8 @@ fn bench_embed(args: BenchArgs) -> anyhow::Result<()> {
         tracing::warn!(path = %args.reference.display(), "no reference vectors; skipping the cosine check");
         None
     };
-    let report = bench::run(
-        &mut embedder,
-        &chunks,
-        args.repeat,
-        reference.as_ref(),
-        policy,
-    )
-    .context("benchmark failed")?;
+    let report = bench::run(&mut embedder, &chunks, args.repeat, reference.as_ref())
+        .context("benchmark failed")?;
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
@@ -235,9 +226,7 @@ fn bench_index(args: BenchIndexArgs) -> anyhow::Result<()> {
     use codesearchd::index::{self, IndexOptions};
     use codesearchd::store::{Manifest, SCHEMA_VERSION, Store};
 
-    let options = args
-        .embedding
-        .resolve(BatchPolicy::default().token_budget, None)?;
+    let options = args.embedding.resolve(None, None)?;
     let mut embedder = embed::load(&options, &ModelLocator::from_env())?;
     let chunker = Chunker::new()?;
     let tmp;

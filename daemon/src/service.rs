@@ -512,10 +512,8 @@ impl Service {
             device: e.device,
             // A folder given for the default model does not hold other models.
             model_path: e.model_path.clone().filter(|_| spec.name == e.model),
-            batch: embed::BatchPolicy {
-                max_batch: e.batch_size,
-                ..embed::BatchPolicy::default()
-            },
+            max_batch: e.batch_size,
+            token_budget: None,
             precision: None,
         };
         let model =

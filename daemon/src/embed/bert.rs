@@ -11,6 +11,8 @@ use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
 use super::cpu_ops::{Attention, GeluErf, SMALL_ROWS, SmallLinear};
+#[cfg(feature = "cuda")]
+use super::cuda_ops;
 
 /// The fields of a Hugging Face `config.json` that the encoder needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -54,7 +56,7 @@ fn default_type_vocab() -> usize {
     2
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Act {
     GeluErf,
     GeluTanh,
@@ -69,6 +71,10 @@ struct Layer {
     up: Linear,
     down: Linear,
     out_norm: LayerNorm,
+    /// For the fused CUDA kernels: `[3, hidden]` = attention output bias, norm
+    /// weight, norm bias; and the same for the feed-forward block.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    fused: Option<(Tensor, Tensor)>,
 }
 
 /// A loaded BERT encoder on one device, in one dtype.
@@ -86,7 +92,16 @@ pub struct Bert {
     dtype: DType,
     device: Device,
     /// F32 on the CPU: attention and GELU run as the fused kernels of `cpu_ops`.
+    /// Otherwise the query weights come pre-scaled by `1/√head_dim`.
     fused_cpu: bool,
+    /// On CUDA (with GELU-erf, hidden ≤ 1,024): the fused kernels of `cuda_ops`.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    fused_cuda: bool,
+    /// For the fused CUDA kernels: `[3, hidden]` = token-type row, norm weight, norm bias.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    emb_params: Option<Tensor>,
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    eps: f64,
 }
 
 impl Bert {
@@ -126,9 +141,31 @@ impl Bert {
             .get((cfg.type_vocab_size, h), "weight")?
             .get(0)?;
         let emb_norm = candle_nn::layer_norm(h, eps, emb.pp("LayerNorm"))?;
+        let fused_cpu = vb.device().is_cpu() && vb.dtype() == DType::F32;
+        let head_dim = h / cfg.num_attention_heads;
+        // Off the fused CPU kernels, 1/√head_dim is folded into the query weights
+        // (in f32, before the cast): one elementwise pass fewer per layer.
+        let q_scale = (!fused_cpu).then(|| 1.0 / (head_dim as f64).sqrt());
+        let fused_cuda = cfg!(feature = "cuda")
+            && vb.device().is_cuda()
+            && act == Act::GeluErf
+            && h <= 1024
+            && matches!(vb.dtype(), DType::F32 | DType::F16 | DType::BF16);
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| load_layer(vb.pp(format!("encoder.layer.{i}")), cfg))
+            .map(|i| {
+                load_layer(
+                    vb.pp(format!("encoder.layer.{i}")),
+                    cfg,
+                    q_scale,
+                    fused_cuda,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
+        let emb_params = if fused_cuda {
+            Some(norm_params(&token_type, &emb_norm)?)
+        } else {
+            None
+        };
         Ok(Self {
             word,
             position,
@@ -137,11 +174,14 @@ impl Bert {
             layers,
             act,
             heads: cfg.num_attention_heads,
-            head_dim: h / cfg.num_attention_heads,
+            head_dim,
             hidden: h,
             dtype: vb.dtype(),
             device: vb.device().clone(),
-            fused_cpu: vb.device().is_cpu() && vb.dtype() == DType::F32,
+            fused_cpu,
+            fused_cuda,
+            emb_params,
+            eps,
         })
     }
 
@@ -164,6 +204,10 @@ impl Bert {
     /// first in every row.
     pub fn begin(&self, ids: &Tensor, mask: &Tensor, lens: &[usize]) -> Result<Pass> {
         let (b, len) = ids.dims2()?;
+        #[cfg(feature = "cuda")]
+        if self.fused_cuda {
+            return self.begin_fused(ids, lens);
+        }
         let positions = Tensor::arange(0u32, len as u32, &self.device)?;
         let x = self
             .word
@@ -178,7 +222,8 @@ impl Bert {
             ((mask.ones_like()? - mask)? * fill_value(self.dtype))?.reshape((b, 1, 1, len))?;
         Ok(Pass {
             x,
-            bias,
+            bias: Some(bias),
+            lens_dev: None,
             lens: lens.to_vec(),
             b,
             len,
@@ -191,12 +236,28 @@ impl Bert {
     /// the smallest steps that leave one tensor of state. True once all have run.
     pub fn step(&self, pass: &mut Pass) -> Result<bool> {
         if let Some(layer) = self.layers.get(pass.next_layer) {
+            #[cfg(feature = "cuda")]
+            if let (Some(lens), Some((attn, out))) = (&pass.lens_dev, &layer.fused) {
+                pass.x = if pass.attended {
+                    self.feed_forward_fused(layer, &pass.x, out)?
+                } else {
+                    self.attention_fused(layer, &pass.x, lens, attn, pass.b, pass.len)?
+                };
+                if pass.attended {
+                    pass.next_layer += 1;
+                }
+                pass.attended = !pass.attended;
+                return Ok(pass.next_layer >= self.layers.len());
+            }
             if pass.attended {
                 pass.x = self.feed_forward(layer, &pass.x)?;
                 pass.next_layer += 1;
             } else {
+                let Some(bias) = &pass.bias else {
+                    candle_core::bail!("forward pass without an attention mask");
+                };
                 let batch = Batch {
-                    bias: &pass.bias,
+                    bias,
                     lens: &pass.lens,
                     b: pass.b,
                     len: pass.len,
@@ -212,6 +273,20 @@ impl Bert {
     /// The output of a finished pass: `[batch, len, hidden]`.
     pub fn finish(&self, pass: Pass) -> Result<Tensor> {
         pass.x.reshape((pass.b, pass.len, self.hidden))
+    }
+
+    /// Mean pooling and L2 normalisation of a finished pass in one kernel, as f32
+    /// `[batch, hidden]`, where the fused CUDA kernels run; `None` elsewhere.
+    pub fn mean_pooled(&self, pass: &Pass) -> Result<Option<Tensor>> {
+        #[cfg(feature = "cuda")]
+        if let Some(lens) = &pass.lens_dev {
+            let hidden = pass.x.reshape((pass.b, pass.len, self.hidden))?;
+            return Ok(Some(
+                hidden.apply_op2_no_bwd(lens, &cuda_ops::MeanPoolNorm)?,
+            ));
+        }
+        let _ = pass;
+        Ok(None)
     }
 
     fn self_attention(&self, layer: &Layer, x: &Tensor, batch: &Batch) -> Result<Tensor> {
@@ -265,7 +340,8 @@ impl Bert {
             .reshape((b, len, 3, nh, hd))?
             .permute((2, 0, 3, 1, 4))?
             .contiguous()?;
-        let q = (qkv.get(0)? * batch.scale)?;
+        // Pre-scaled at load (see `Bert::load`).
+        let q = qkv.get(0)?;
         let k = qkv.get(1)?;
         let v = qkv.get(2)?;
         let scores = q.matmul(&k.t()?)?.broadcast_add(batch.bias)?;
@@ -283,7 +359,11 @@ impl Bert {
 #[derive(Debug)]
 pub struct Pass {
     x: Tensor,
-    bias: Tensor,
+    /// `[b, 1, 1, len]` attention bias (candle's generic ops).
+    bias: Option<Tensor>,
+    /// u32 `[b]` sequence lengths on the device (the fused CUDA kernels).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    lens_dev: Option<Tensor>,
     lens: Vec<usize>,
     b: usize,
     len: usize,
@@ -312,21 +392,133 @@ fn fill_value(dtype: DType) -> f64 {
     }
 }
 
-fn load_layer(vb: VarBuilder, cfg: &BertConfig) -> Result<Layer> {
+/// `[3, hidden]`: a bias added before a layer norm, the norm's weight and its bias.
+fn norm_params(bias: &Tensor, norm: &LayerNorm) -> Result<Tensor> {
+    let Some(beta) = norm.bias() else {
+        candle_core::bail!("layer norm without a bias");
+    };
+    Tensor::stack(&[bias, norm.weight(), beta], 0)?.contiguous()
+}
+
+/// One encoder layer; `q_scale` multiplies the query projection (weights and bias).
+fn load_layer(
+    vb: VarBuilder,
+    cfg: &BertConfig,
+    q_scale: Option<f64>,
+    fused_cuda: bool,
+) -> Result<Layer> {
     let h = cfg.hidden_size;
     let eps = cfg.layer_norm_eps;
     let attn = vb.pp("attention");
     let sa = attn.pp("self");
     let weight = |name: &str| sa.pp(name).get((h, h), "weight");
     let bias = |name: &str| sa.pp(name).get(h, "bias");
-    let qkv_w = Tensor::cat(&[weight("query")?, weight("key")?, weight("value")?], 0)?;
-    let qkv_b = Tensor::cat(&[bias("query")?, bias("key")?, bias("value")?], 0)?;
+    let (q_w, q_b) = match q_scale {
+        None => (weight("query")?, bias("query")?),
+        Some(scale) => {
+            let f32s = sa.pp("query").to_dtype(DType::F32);
+            let scaled = |t: Tensor| (t * scale)?.to_dtype(vb.dtype());
+            (
+                scaled(f32s.get((h, h), "weight")?)?,
+                scaled(f32s.get(h, "bias")?)?,
+            )
+        }
+    };
+    let qkv_w = Tensor::cat(&[q_w, weight("key")?, weight("value")?], 0)?;
+    let qkv_b = Tensor::cat(&[q_b, bias("key")?, bias("value")?], 0)?;
+    let attn_out = candle_nn::linear(h, h, attn.pp("output.dense"))?;
+    let attn_norm = candle_nn::layer_norm(h, eps, attn.pp("output.LayerNorm"))?;
+    let down = candle_nn::linear(cfg.intermediate_size, h, vb.pp("output.dense"))?;
+    let out_norm = candle_nn::layer_norm(h, eps, vb.pp("output.LayerNorm"))?;
+    let fused = match (fused_cuda, attn_out.bias(), down.bias()) {
+        (true, Some(attn_b), Some(down_b)) => Some((
+            norm_params(attn_b, &attn_norm)?,
+            norm_params(down_b, &out_norm)?,
+        )),
+        _ => None,
+    };
     Ok(Layer {
         qkv: Linear::new(qkv_w, Some(qkv_b)),
-        attn_out: candle_nn::linear(h, h, attn.pp("output.dense"))?,
-        attn_norm: candle_nn::layer_norm(h, eps, attn.pp("output.LayerNorm"))?,
+        attn_out,
+        attn_norm,
         up: candle_nn::linear(h, cfg.intermediate_size, vb.pp("intermediate.dense"))?,
-        down: candle_nn::linear(cfg.intermediate_size, h, vb.pp("output.dense"))?,
-        out_norm: candle_nn::layer_norm(h, eps, vb.pp("output.LayerNorm"))?,
+        down,
+        out_norm,
+        fused,
     })
+}
+
+#[cfg(feature = "cuda")]
+impl Bert {
+    /// Embeddings for the fused path: word rows, position rows gathered per token,
+    /// then one add-and-norm kernel.
+    fn begin_fused(&self, ids: &Tensor, lens: &[usize]) -> Result<Pass> {
+        let (b, len) = ids.dims2()?;
+        let positions: Vec<u32> = (0..b).flat_map(|_| 0..len as u32).collect();
+        let positions = Tensor::from_vec(positions, b * len, &self.device)?;
+        let word = self.word.forward(&ids.flatten_all()?)?;
+        let pos = self.position.forward(&positions)?;
+        let Some(params) = &self.emb_params else {
+            candle_core::bail!("fused CUDA path without its embedding parameters");
+        };
+        let x = word.apply_op3_no_bwd(&pos, params, &self.add_norm())?;
+        let lens_dev: Vec<u32> = lens.iter().map(|&l| l as u32).collect();
+        Ok(Pass {
+            x,
+            bias: None,
+            lens_dev: Some(Tensor::from_vec(lens_dev, b, &self.device)?),
+            lens: lens.to_vec(),
+            b,
+            len,
+            next_layer: 0,
+            attended: false,
+        })
+    }
+
+    fn add_norm(&self) -> cuda_ops::AddNorm {
+        cuda_ops::AddNorm {
+            eps: self.eps as f32,
+        }
+    }
+
+    /// `x · wᵀ` without the bias, which the next fused kernel adds.
+    fn gemm(x: &Tensor, linear: &Linear) -> Result<Tensor> {
+        x.matmul(&linear.weight().t()?)
+    }
+
+    fn bias(linear: &Linear) -> Result<&Tensor> {
+        linear
+            .bias()
+            .ok_or_else(|| candle_core::Error::msg("dense layer without a bias"))
+    }
+
+    fn attention_fused(
+        &self,
+        layer: &Layer,
+        x: &Tensor,
+        lens: &Tensor,
+        params: &Tensor,
+        b: usize,
+        len: usize,
+    ) -> Result<Tensor> {
+        let split = cuda_ops::QkvSplit {
+            b,
+            len,
+            heads: self.heads,
+            head_dim: self.head_dim,
+        };
+        let qkv = Self::gemm(x, &layer.qkv)?.apply_op2_no_bwd(Self::bias(&layer.qkv)?, &split)?;
+        let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
+        let probs = q
+            .matmul(&k.t()?)?
+            .apply_op2_no_bwd(lens, &cuda_ops::MaskedSoftmax)?;
+        let ctx = probs.matmul(&v)?.apply_op1_no_bwd(&cuda_ops::MergeHeads)?;
+        Self::gemm(&ctx, &layer.attn_out)?.apply_op3_no_bwd(x, params, &self.add_norm())
+    }
+
+    fn feed_forward_fused(&self, layer: &Layer, x: &Tensor, params: &Tensor) -> Result<Tensor> {
+        let up = Self::gemm(x, &layer.up)?
+            .apply_op2_no_bwd(Self::bias(&layer.up)?, &cuda_ops::BiasGelu)?;
+        Self::gemm(&up, &layer.down)?.apply_op3_no_bwd(x, params, &self.add_norm())
+    }
 }

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::mpsc::sync_channel;
 
 use candle_core::{D, DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -16,6 +18,10 @@ use super::device::describe;
 use super::files::ModelDir;
 use super::registry::ModelSpec;
 use super::{EmbedError, Embedder, InputKind};
+
+/// Texts tokenized (and length-sorted) together; a call with more is done a group
+/// at a time, the groups cut from the texts ordered by byte length.
+const TOKENIZE_GROUP: usize = 4096;
 
 /// The dtype the encoder computes in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +74,8 @@ pub struct EmbedStats {
 #[derive(Debug)]
 pub struct CandleEmbedder {
     spec: &'static ModelSpec,
-    tokenizer: Tokenizer,
+    /// Shared with the thread that tokenizes ahead during large calls.
+    tokenizer: Arc<Tokenizer>,
     model: Bert,
     pooling: Pooling,
     max_tokens: usize,
@@ -174,7 +181,7 @@ impl CandleEmbedder {
         );
         Ok(Self {
             spec,
-            tokenizer,
+            tokenizer: Arc::new(tokenizer),
             model: bert,
             pooling,
             max_tokens,
@@ -190,6 +197,11 @@ impl CandleEmbedder {
         self.stats
     }
 
+    /// How texts are grouped into forward passes.
+    pub fn policy(&self) -> BatchPolicy {
+        self.policy
+    }
+
     /// The registry entry of the loaded model.
     pub fn spec(&self) -> &'static ModelSpec {
         self.spec
@@ -197,17 +209,7 @@ impl CandleEmbedder {
 
     /// Token ids of `texts` after truncation, without padding.
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, EmbedError> {
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| EmbedError::Tokenize {
-                model: self.spec.name,
-                reason: e.to_string(),
-            })?;
-        Ok(encodings
-            .into_iter()
-            .map(|e| e.get_ids().to_vec())
-            .collect())
+        tokenize(&self.tokenizer, self.spec.name, "", texts)
     }
 
     fn compute_err(&self, source: candle_core::Error) -> EmbedError {
@@ -240,8 +242,13 @@ impl CandleEmbedder {
         Ok((pass, mask))
     }
 
-    /// Pools and normalises a finished pass into `[n, dims]` f32 rows.
-    fn pool(&self, pass: bert::Pass, mask: &Tensor) -> candle_core::Result<Vec<Vec<f32>>> {
+    /// Pools and normalises a finished pass into `[n, dims]` f32 rows, on the device.
+    fn pool(&self, pass: bert::Pass, mask: &Tensor) -> candle_core::Result<Tensor> {
+        if self.pooling == Pooling::Mean
+            && let Some(pooled) = self.model.mean_pooled(&pass)?
+        {
+            return Ok(pooled);
+        }
         let hidden = self.model.finish(pass)?.to_dtype(DType::F32)?;
         let pooled = match self.pooling {
             Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
@@ -256,7 +263,7 @@ impl CandleEmbedder {
             .sum_keepdim(D::Minus1)?
             .sqrt()?
             .clamp(1e-12, f64::MAX)?;
-        pooled.broadcast_div(&norm)?.to_vec2()
+        pooled.broadcast_div(&norm)
     }
 }
 
@@ -289,42 +296,119 @@ impl Embedder for CandleEmbedder {
         kind: InputKind,
         pause: &mut dyn FnMut(&mut dyn Embedder),
     ) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let prefix = match kind {
+        let prefix: &str = match kind {
             InputKind::Query => self.spec.query_prefix,
             InputKind::Document => self.spec.document_prefix,
         };
-        let ids = if prefix.is_empty() {
-            self.tokenize(texts)?
+        let started = std::time::Instant::now();
+        // Groups of texts tokenized and length-sorted together. A call of more than one
+        // group is ordered by byte length first, so each group holds texts of similar
+        // token lengths (padding as low as one global sort), and a thread tokenizes the
+        // next groups while this one launches the current group's batches (on a GPU
+        // the launches run ahead of the device, so tokenizing costs no device time).
+        let groups: Vec<Vec<usize>> = if texts.len() <= TOKENIZE_GROUP {
+            vec![(0..texts.len()).collect()]
         } else {
-            let prefixed: Vec<String> = texts.iter().map(|t| format!("{prefix}{t}")).collect();
-            self.tokenize(&prefixed.iter().map(String::as_str).collect::<Vec<_>>())?
+            let mut by_bytes: Vec<usize> = (0..texts.len()).collect();
+            by_bytes.sort_by_key(|&i| std::cmp::Reverse(texts[i].len()));
+            by_bytes
+                .chunks(TOKENIZE_GROUP)
+                .map(<[usize]>::to_vec)
+                .collect()
         };
-        let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
-        let mut out = vec![Vec::new(); texts.len()];
-        for group in batch::plan(&lens, self.policy) {
-            let rows: Vec<&[u32]> = group.iter().map(|&i| ids[i].as_slice()).collect();
-            let (mut pass, mask) = self.begin(&rows).map_err(|e| self.compute_err(e))?;
-            loop {
-                let done = self
-                    .model
-                    .step(&mut pass)
-                    .map_err(|e| self.compute_err(e))?;
-                pause(self);
-                if done {
-                    break;
+        let mut tokenizing = std::time::Duration::ZERO;
+        // Pooled rows stay on the device until every batch is queued: one copy back
+        // (and one wait) per call, so a GPU never idles between batches.
+        let mut order = Vec::with_capacity(texts.len());
+        let mut pooled = Vec::new();
+        let tokenizer = Arc::clone(&self.tokenizer);
+        let model = self.spec.name;
+        std::thread::scope(|scope| -> Result<(), EmbedError> {
+            let (tx, rx) = sync_channel(2);
+            let producer = move || {
+                for group in groups {
+                    let t = std::time::Instant::now();
+                    let group_texts: Vec<&str> = group.iter().map(|&i| texts[i]).collect();
+                    let ids = tokenize(&tokenizer, model, prefix, &group_texts);
+                    if tx.send(ids.map(|ids| (group, ids, t.elapsed()))).is_err() {
+                        break;
+                    }
+                }
+            };
+            if texts.len() <= TOKENIZE_GROUP {
+                producer();
+            } else {
+                scope.spawn(producer);
+            }
+            for tokenized in rx {
+                let (index, ids, took) = tokenized?;
+                tokenizing += took;
+                let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
+                for group in batch::plan(&lens, self.policy) {
+                    let rows: Vec<&[u32]> = group.iter().map(|&i| ids[i].as_slice()).collect();
+                    let (mut pass, mask) = self.begin(&rows).map_err(|e| self.compute_err(e))?;
+                    loop {
+                        let done = self
+                            .model
+                            .step(&mut pass)
+                            .map_err(|e| self.compute_err(e))?;
+                        pause(self);
+                        if done {
+                            break;
+                        }
+                    }
+                    pooled.push(self.pool(pass, &mask).map_err(|e| self.compute_err(e))?);
+                    self.stats.batches += 1;
+                    self.stats.padded_tokens += (group.len() * lens[group[0]]) as u64;
+                    self.stats.tokens += group.iter().map(|&i| lens[i] as u64).sum::<u64>();
+                    order.extend(group.into_iter().map(|i| index[i]));
                 }
             }
-            let vectors = self.pool(pass, &mask).map_err(|e| self.compute_err(e))?;
-            self.stats.batches += 1;
-            self.stats.padded_tokens += (group.len() * lens[group[0]]) as u64;
-            for (i, v) in group.into_iter().zip(vectors) {
-                self.stats.tokens += lens[i] as u64;
+            Ok(())
+        })?;
+        let queued = started.elapsed();
+        let mut out = vec![Vec::new(); texts.len()];
+        if !pooled.is_empty() {
+            let rows = Tensor::cat(&pooled, 0)
+                .and_then(|t| t.to_vec2::<f32>())
+                .map_err(|e| self.compute_err(e))?;
+            for (i, v) in order.into_iter().zip(rows) {
                 out[i] = v;
             }
         }
         self.stats.texts += texts.len() as u64;
+        // Where a call's time goes: `tokenize` (on another thread for calls of more
+        // than one group), `queue` until the last batch is launched (on a GPU the host
+        // runs ahead of the device), `wait` for the device to finish.
+        tracing::debug!(
+            texts = texts.len(),
+            tokenize_ms = tokenizing.as_secs_f64() * 1e3,
+            queue_ms = queued.as_secs_f64() * 1e3,
+            wait_ms = (started.elapsed() - queued).as_secs_f64() * 1e3,
+            "embedded"
+        );
         Ok(out)
     }
+}
+
+/// Token ids of `prefix` + each text, truncated, without padding.
+fn tokenize(
+    tokenizer: &Tokenizer,
+    model: &'static str,
+    prefix: &str,
+    texts: &[&str],
+) -> Result<Vec<Vec<u32>>, EmbedError> {
+    let inputs: Vec<String> = texts.iter().map(|t| format!("{prefix}{t}")).collect();
+    let encodings = tokenizer
+        .encode_batch(inputs, true)
+        .map_err(|e| EmbedError::Tokenize {
+            model,
+            reason: e.to_string(),
+        })?;
+    Ok(encodings
+        .into_iter()
+        .map(|e| e.get_ids().to_vec())
+        .collect())
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(

@@ -10,12 +10,17 @@
 //! - `batch`: length-sorted batches under a token budget.
 //! - `bert`: the BERT encoder on candle.
 //! - `cpu_ops`: fused CPU kernels (attention, GELU) the encoder uses for F32 on the CPU.
+//! - `cuda_ops` (feature `cuda`): fused CUDA kernels (`kernels.cu`) the encoder uses on NVIDIA GPUs.
 //! - `engine`: tokenizer + batches + encoder + pooling = [`CandleEmbedder`].
 //! - `queue`: the model's thread and its two-priority queue ([`EmbedWorker`], [`EmbedHandle`]).
 
 mod batch;
 mod bert;
 mod cpu_ops;
+// The fused CUDA kernels: candle custom ops, whose launches are `unsafe`.
+#[cfg(feature = "cuda")]
+#[allow(unsafe_code)]
+mod cuda_ops;
 mod device;
 mod engine;
 mod files;
@@ -78,8 +83,10 @@ pub struct EmbedOptions {
     pub device: DeviceChoice,
     /// A local folder with the model's files, instead of the hub cache.
     pub model_path: Option<PathBuf>,
-    /// Batch size and token budget.
-    pub batch: BatchPolicy,
+    /// Texts per forward pass at most; `None` takes the device's default.
+    pub max_batch: Option<usize>,
+    /// Padded tokens per forward pass at most; `None` takes the device's default.
+    pub token_budget: Option<usize>,
     /// Compute precision; `None` picks F32 on the CPU and F16 on GPUs.
     pub precision: Option<Precision>,
 }
@@ -102,7 +109,8 @@ pub fn load(options: &EmbedOptions, locator: &ModelLocator) -> Result<CandleEmbe
     }
     let device = options.device.open()?;
     let dir = locator.locate(spec, options.model_path.as_deref())?;
-    CandleEmbedder::load(spec, &dir, device, options.batch, options.precision)
+    let policy = BatchPolicy::for_device(&device, options.max_batch, options.token_budget);
+    CandleEmbedder::load(spec, &dir, device, policy, options.precision)
 }
 
 /// Everything that can go wrong between a model name and a vector.

@@ -1,0 +1,424 @@
+//! The encoder's fused CUDA kernels (`kernels.cu`, compiled to PTX by build.rs) as
+//! candle custom ops, for f32, f16 and bf16.
+//!
+//! candle's generic ops cost the GPU path most of its time: every bias add and the
+//! attention mask went through its broadcast kernel, which indexes each element
+//! through the shape and strides (measured at a fifth of the memory bandwidth on an
+//! H100), and a layer's norm, residual, GELU and head shuffles were a pass each.
+//! Here a layer is six cuBLAS GEMMs and six of these kernels.
+//!
+//! The only `unsafe` outside `activation.rs`: allocating a kernel's output and
+//! launching it. Each kernel writes every element of its output, reads within the
+//! bounds its arguments give, and the shapes are checked here first.
+
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
+};
+use candle_core::cuda_backend::{CudaDType, WrapErr};
+use candle_core::{
+    CpuStorage, CudaDevice, CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result,
+    Shape, bail,
+};
+use half::{bf16, f16};
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels.ptx"));
+const MODULE: &str = "codesearch_encoder";
+
+/// Storage types the kernels come in.
+trait Elem: CudaDType + DeviceRepr {
+    const SUFFIX: &'static str;
+}
+impl Elem for f32 {
+    const SUFFIX: &'static str = "f32";
+}
+impl Elem for f16 {
+    const SUFFIX: &'static str = "f16";
+}
+impl Elem for bf16 {
+    const SUFFIX: &'static str = "bf16";
+}
+
+/// Calls `$run::<T>` for the storage's dtype.
+macro_rules! by_dtype {
+    ($dtype:expr, $run:ident($($arg:expr),*)) => {
+        match $dtype {
+            DType::F32 => $run::<f32>($($arg),*),
+            DType::F16 => $run::<f16>($($arg),*),
+            DType::BF16 => $run::<bf16>($($arg),*),
+            other => bail!("fused CUDA kernels take f32, f16 or bf16, not {other:?}"),
+        }
+    };
+}
+
+fn view<'a, T: CudaDType>(s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, T>> {
+    let Some((start, end)) = l.contiguous_offsets() else {
+        bail!("fused CUDA kernel: input is not contiguous");
+    };
+    Ok(s.as_cuda_slice::<T>()?.slice(start..end))
+}
+
+fn n32(n: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| candle_core::Error::msg("fused CUDA kernel: tensor too large"))
+}
+
+fn n32s<const N: usize>(ns: [usize; N]) -> Result<[u32; N]> {
+    let mut out = [0; N];
+    for (o, n) in out.iter_mut().zip(ns) {
+        *o = n32(n)?;
+    }
+    Ok(out)
+}
+
+fn alloc<T: DeviceRepr>(dev: &CudaDevice, n: usize) -> Result<CudaSlice<T>> {
+    // SAFETY: every kernel here writes all `n` elements of its output before anyone reads it.
+    unsafe { dev.alloc::<T>(n) }
+}
+
+/// Grid-stride elementwise launch.
+fn flat(n: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (n.div_ceil(256).clamp(1, 1 << 20) as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// One warp per row, four rows per block.
+fn warp_rows(rows: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows.div_ceil(4).max(1) as u32, 1, 1),
+        block_dim: (32, 4, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+macro_rules! cpu_refuses {
+    ($($s:ident, $l:ident),*) => {
+        fn cpu_fwd(&self, $($s: &CpuStorage, $l: &Layout),*) -> Result<(CpuStorage, Shape)> {
+            let _ = ($($s, $l),*);
+            bail!("{} runs on CUDA only", self.name())
+        }
+    };
+}
+
+/// `[b·len, 3·H]` projection + bias `[3·H]` → `[3, b, heads, len, head_dim]`.
+#[derive(Debug)]
+pub struct QkvSplit {
+    pub b: usize,
+    pub len: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+}
+
+impl CustomOp2 for QkvSplit {
+    fn name(&self) -> &'static str {
+        "qkv-split"
+    }
+    cpu_refuses!(s1, l1, s2, l2);
+    fn cuda_fwd(
+        &self,
+        qkv: &CudaStorage,
+        lq: &Layout,
+        bias: &CudaStorage,
+        lb: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let h = self.heads * self.head_dim;
+        if lq.shape().dims() != [self.b * self.len, 3 * h] || lb.shape().elem_count() != 3 * h {
+            bail!("qkv-split: shapes {:?} and {:?}", lq.shape(), lb.shape());
+        }
+        fn run<T: Elem>(
+            op: &QkvSplit,
+            qkv: &CudaStorage,
+            lq: &Layout,
+            bias: &CudaStorage,
+            lb: &Layout,
+        ) -> Result<CudaStorage> {
+            let dev = qkv.device();
+            let n = lq.shape().elem_count();
+            let out = alloc::<T>(dev, n)?;
+            let func =
+                dev.get_or_load_custom_func(&format!("qkv_split_{}", T::SUFFIX), MODULE, PTX)?;
+            let (qkv, bias) = (view::<T>(qkv, lq)?, view::<T>(bias, lb)?);
+            let [b, len, heads, hd] = n32s([op.b, op.len, op.heads, op.head_dim])?;
+            let mut args = func.builder();
+            args.arg(&qkv).arg(&bias).arg(&out);
+            args.arg(&b).arg(&len).arg(&heads).arg(&hd);
+            n32(n)?;
+            // SAFETY: arguments match the kernel's signature; sizes checked above.
+            unsafe { args.launch(flat(n)) }.w()?;
+            Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+        }
+        let out = by_dtype!(qkv.dtype(), run(self, qkv, lq, bias, lb))?;
+        Ok((
+            out,
+            Shape::from((3, self.b, self.heads, self.len, self.head_dim)),
+        ))
+    }
+}
+
+/// Softmax over the last axis of `[b, heads, len, len]` scores, keys past each
+/// sequence's length (`lens`: u32 `[b]`) weighted 0.
+#[derive(Debug)]
+pub struct MaskedSoftmax;
+
+impl CustomOp2 for MaskedSoftmax {
+    fn name(&self) -> &'static str {
+        "masked-softmax"
+    }
+    cpu_refuses!(s1, l1, s2, l2);
+    fn cuda_fwd(
+        &self,
+        scores: &CudaStorage,
+        ls: &Layout,
+        lens: &CudaStorage,
+        ll: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let &[b, heads, len, len2] = ls.shape().dims() else {
+            bail!("masked-softmax: scores {:?}", ls.shape());
+        };
+        if len != len2 || ll.shape().dims() != [b] {
+            bail!(
+                "masked-softmax: scores {:?}, lens {:?}",
+                ls.shape(),
+                ll.shape()
+            );
+        }
+        fn run<T: Elem>(
+            scores: &CudaStorage,
+            ls: &Layout,
+            lens: &CudaStorage,
+            ll: &Layout,
+            heads: usize,
+            len: usize,
+        ) -> Result<CudaStorage> {
+            let dev = scores.device();
+            let n = ls.shape().elem_count();
+            let rows = n / len.max(1);
+            let out = alloc::<T>(dev, n)?;
+            let func =
+                dev.get_or_load_custom_func(&format!("masked_softmax_{}", T::SUFFIX), MODULE, PTX)?;
+            let (x, lens) = (view::<T>(scores, ls)?, view::<u32>(lens, ll)?);
+            let (rows32, len32, heads32) = (n32(rows)?, n32(len)?, n32(heads)?);
+            n32(n)?;
+            let mut args = func.builder();
+            args.arg(&x).arg(&lens).arg(&out);
+            args.arg(&rows32).arg(&len32).arg(&heads32);
+            // SAFETY: arguments match the kernel's signature; sizes checked above.
+            unsafe { args.launch(warp_rows(rows)) }.w()?;
+            Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+        }
+        let out = by_dtype!(scores.dtype(), run(scores, ls, lens, ll, heads, len))?;
+        Ok((out, ls.shape().clone()))
+    }
+}
+
+/// `[b, heads, len, head_dim]` → `[b·len, heads·head_dim]`.
+#[derive(Debug)]
+pub struct MergeHeads;
+
+impl CustomOp1 for MergeHeads {
+    fn name(&self) -> &'static str {
+        "merge-heads"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _ = (s, l);
+        bail!("{} runs on CUDA only", self.name())
+    }
+    fn cuda_fwd(&self, ctx: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        let &[b, heads, len, hd] = l.shape().dims() else {
+            bail!("merge-heads: {:?}", l.shape());
+        };
+        fn run<T: Elem>(ctx: &CudaStorage, l: &Layout, dims: [usize; 4]) -> Result<CudaStorage> {
+            let dev = ctx.device();
+            let n = l.shape().elem_count();
+            let out = alloc::<T>(dev, n)?;
+            let func =
+                dev.get_or_load_custom_func(&format!("merge_heads_{}", T::SUFFIX), MODULE, PTX)?;
+            let x = view::<T>(ctx, l)?;
+            let [b, heads, len, hd] = n32s(dims)?;
+            n32(n)?;
+            let mut args = func.builder();
+            args.arg(&x).arg(&out);
+            args.arg(&b).arg(&len).arg(&heads).arg(&hd);
+            // SAFETY: arguments match the kernel's signature; sizes checked above.
+            unsafe { args.launch(flat(n)) }.w()?;
+            Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+        }
+        let out = by_dtype!(ctx.dtype(), run(ctx, l, [b, heads, len, hd]))?;
+        Ok((out, Shape::from((b * len, heads * hd))))
+    }
+}
+
+/// `LayerNorm(x + residual + bias)` over rows of at most 1,024; `params` is
+/// `[3, cols]`: bias, gamma, beta.
+#[derive(Debug)]
+pub struct AddNorm {
+    pub eps: f32,
+}
+
+/// The widest row [`AddNorm`] takes.
+pub const MAX_NORM_COLS: usize = 1024;
+
+impl CustomOp3 for AddNorm {
+    fn name(&self) -> &'static str {
+        "add-norm"
+    }
+    cpu_refuses!(s1, l1, s2, l2, s3, l3);
+    fn cuda_fwd(
+        &self,
+        x: &CudaStorage,
+        lx: &Layout,
+        res: &CudaStorage,
+        lr: &Layout,
+        params: &CudaStorage,
+        lp: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let &[rows, cols] = lx.shape().dims() else {
+            bail!("add-norm: x {:?}", lx.shape());
+        };
+        if lr.shape() != lx.shape() || lp.shape().dims() != [3, cols] || cols > MAX_NORM_COLS {
+            bail!(
+                "add-norm: x {:?}, residual {:?}, params {:?}",
+                lx.shape(),
+                lr.shape(),
+                lp.shape()
+            );
+        }
+        fn run<T: Elem>(
+            eps: f32,
+            (x, lx): (&CudaStorage, &Layout),
+            (res, lr): (&CudaStorage, &Layout),
+            (params, lp): (&CudaStorage, &Layout),
+            rows: usize,
+            cols: usize,
+        ) -> Result<CudaStorage> {
+            let dev = x.device();
+            let out = alloc::<T>(dev, rows * cols)?;
+            let func =
+                dev.get_or_load_custom_func(&format!("add_norm_{}", T::SUFFIX), MODULE, PTX)?;
+            let (x, res, params) = (
+                view::<T>(x, lx)?,
+                view::<T>(res, lr)?,
+                view::<T>(params, lp)?,
+            );
+            let (rows32, cols32) = (n32(rows)?, n32(cols)?);
+            n32(rows * cols)?;
+            let mut args = func.builder();
+            args.arg(&x).arg(&res).arg(&params).arg(&out);
+            args.arg(&rows32).arg(&cols32).arg(&eps);
+            // SAFETY: arguments match the kernel's signature; sizes checked above.
+            unsafe { args.launch(warp_rows(rows)) }.w()?;
+            Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+        }
+        let out = by_dtype!(
+            x.dtype(),
+            run(self.eps, (x, lx), (res, lr), (params, lp), rows, cols)
+        )?;
+        Ok((out, lx.shape().clone()))
+    }
+}
+
+/// `gelu(x + bias)` (erf form) on `[rows, cols]` with bias `[cols]`.
+#[derive(Debug)]
+pub struct BiasGelu;
+
+impl CustomOp2 for BiasGelu {
+    fn name(&self) -> &'static str {
+        "bias-gelu"
+    }
+    cpu_refuses!(s1, l1, s2, l2);
+    fn cuda_fwd(
+        &self,
+        x: &CudaStorage,
+        lx: &Layout,
+        bias: &CudaStorage,
+        lb: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let &[_, cols] = lx.shape().dims() else {
+            bail!("bias-gelu: x {:?}", lx.shape());
+        };
+        if lb.shape().dims() != [cols] {
+            bail!("bias-gelu: x {:?}, bias {:?}", lx.shape(), lb.shape());
+        }
+        fn run<T: Elem>(
+            x: &CudaStorage,
+            lx: &Layout,
+            bias: &CudaStorage,
+            lb: &Layout,
+            cols: usize,
+        ) -> Result<CudaStorage> {
+            let dev = x.device();
+            let n = lx.shape().elem_count();
+            let out = alloc::<T>(dev, n)?;
+            let func =
+                dev.get_or_load_custom_func(&format!("bias_gelu_{}", T::SUFFIX), MODULE, PTX)?;
+            let (x, bias) = (view::<T>(x, lx)?, view::<T>(bias, lb)?);
+            let (n32_, cols32) = (n32(n)?, n32(cols)?);
+            let mut args = func.builder();
+            args.arg(&x).arg(&bias).arg(&out).arg(&n32_).arg(&cols32);
+            // SAFETY: arguments match the kernel's signature; sizes checked above.
+            unsafe { args.launch(flat(n)) }.w()?;
+            Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+        }
+        let out = by_dtype!(x.dtype(), run(x, lx, bias, lb, cols))?;
+        Ok((out, lx.shape().clone()))
+    }
+}
+
+/// Mean of each sequence's first `lens[b]` rows of `[b, len, cols]`, L2-normalised,
+/// as f32 `[b, cols]`; `cols` at most 1,024.
+#[derive(Debug)]
+pub struct MeanPoolNorm;
+
+impl CustomOp2 for MeanPoolNorm {
+    fn name(&self) -> &'static str {
+        "mean-pool-norm"
+    }
+    cpu_refuses!(s1, l1, s2, l2);
+    fn cuda_fwd(
+        &self,
+        hidden: &CudaStorage,
+        lh: &Layout,
+        lens: &CudaStorage,
+        ll: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let &[b, len, cols] = lh.shape().dims() else {
+            bail!("mean-pool-norm: hidden {:?}", lh.shape());
+        };
+        if ll.shape().dims() != [b] || cols > 1024 {
+            bail!(
+                "mean-pool-norm: hidden {:?}, lens {:?}",
+                lh.shape(),
+                ll.shape()
+            );
+        }
+        fn run<T: Elem>(
+            hidden: &CudaStorage,
+            lh: &Layout,
+            lens: &CudaStorage,
+            ll: &Layout,
+            [b, len, cols]: [usize; 3],
+        ) -> Result<CudaStorage> {
+            let dev = hidden.device();
+            let out = alloc::<f32>(dev, b * cols)?;
+            let func =
+                dev.get_or_load_custom_func(&format!("mean_pool_norm_{}", T::SUFFIX), MODULE, PTX)?;
+            let (h, lens) = (view::<T>(hidden, lh)?, view::<u32>(lens, ll)?);
+            let (len32, cols32) = (n32(len)?, n32(cols)?);
+            n32(b * len * cols)?;
+            let mut args = func.builder();
+            args.arg(&h).arg(&lens).arg(&out).arg(&len32).arg(&cols32);
+            let cfg = LaunchConfig {
+                grid_dim: (n32(b.max(1))?, 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: arguments match the kernel's signature; sizes checked above.
+            unsafe { args.launch(cfg) }.w()?;
+            Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+        }
+        let out = by_dtype!(hidden.dtype(), run(hidden, lh, lens, ll, [b, len, cols]))?;
+        Ok((out, Shape::from((b, cols))))
+    }
+}
