@@ -15,19 +15,30 @@ use serde_json::json;
 
 use crate::rpc;
 
-/// What the user asked for.
-#[derive(Debug)]
-pub struct Request {
-    /// Model names or aliases; empty: the daemon's default.
-    pub models: Vec<String>,
-    /// Repositories (corpora), absolute.
-    pub repos: Vec<PathBuf>,
-    /// A labelled queries file.
-    pub queries: Option<PathBuf>,
-    /// `hybrid`, `semantic` or `lexical`.
-    pub mode: Option<String>,
-    /// Where to write result lines for `score.py`.
-    pub results: Option<PathBuf>,
+/// `codesearch benchmark`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Models to compare, comma-separated (see `codesearch models`) [default: the daemon's]
+    #[arg(long, value_delimiter = ',')]
+    models: Vec<String>,
+    /// A repository to index and query (repeatable) [default: the current directory]
+    #[arg(long = "repo")]
+    repos: Vec<PathBuf>,
+    /// Labelled queries, one JSON object per line: {"id", "query", "path",
+    /// "start_line", "end_line"}, and "corpus" (the repository's folder name)
+    /// when several repositories are given.
+    #[arg(long)]
+    queries: Option<PathBuf>,
+    /// hybrid, semantic or lexical [default: hybrid]
+    #[arg(long)]
+    mode: Option<String>,
+    /// Also write each query's hits as `{"id", "results"}` lines (what the
+    /// eval's score.py reads).
+    #[arg(long)]
+    results: Option<PathBuf>,
+    /// One JSON document instead of tables.
+    #[arg(long)]
+    json: bool,
 }
 
 /// One line of a queries file (`../shared/eval/queries.jsonl`); other fields are ignored.
@@ -78,12 +89,26 @@ pub struct ModelSummary {
 }
 
 /// Runs the benchmark and writes the tables (or JSON) to `out`.
-pub fn run(
-    c: &mut rpc::Client,
-    out: &mut impl Write,
-    req: &Request,
-    json_out: bool,
-) -> anyhow::Result<()> {
+pub fn run(c: &mut rpc::Client, out: &mut impl Write, req: &Args) -> anyhow::Result<()> {
+    let repos = if req.repos.is_empty() {
+        vec![PathBuf::from(".")]
+    } else {
+        req.repos.clone()
+    };
+    let repos = repos
+        .iter()
+        .map(|r| {
+            std::fs::canonicalize(r).with_context(|| format!("cannot benchmark {}", r.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let req = &Args {
+        repos,
+        models: req.models.clone(),
+        queries: req.queries.clone(),
+        mode: req.mode.clone(),
+        results: req.results.clone(),
+        json: req.json,
+    };
     let per_repo = match &req.queries {
         Some(path) => assign(&read_queries(path)?, &req.repos, path)?,
         None => vec![Vec::new(); req.repos.len()],
@@ -146,7 +171,7 @@ pub fn run(
         models: summarize(&runs),
         runs,
     };
-    if json_out {
+    if req.json {
         serde_json::to_writer_pretty(&mut *out, &report)?;
         writeln!(out)?;
     } else {
@@ -303,7 +328,7 @@ fn summarize(runs: &[BenchmarkResult]) -> Vec<ModelSummary> {
         .collect()
 }
 
-fn tables(out: &mut impl Write, report: &Report, req: &Request) -> std::io::Result<()> {
+fn tables(out: &mut impl Write, report: &Report, req: &Args) -> std::io::Result<()> {
     let names: Vec<String> = req.repos.iter().map(|r| folder_name(r)).collect();
     let width = report
         .models

@@ -34,7 +34,7 @@ struct Cli {
     /// cuda, metal (mlx, mps) [default: auto]
     #[arg(long, global = true, env = "CODESEARCH_EMBEDDING_DEVICE")]
     device: Option<String>,
-    /// Texts per forward pass at most, when this command starts the daemon [default: 32]
+    /// Texts per forward pass at most, when this command starts the daemon [default: 32 on CPU, 512 on GPU]
     #[arg(long, global = true)]
     batch_size: Option<usize>,
 }
@@ -95,29 +95,7 @@ enum Command {
     /// Measure models on a repository: a cold index (samples/s, peak memory,
     /// storage per 1,000 entities), query latency, and with --queries the
     /// retrieval quality (MRR@10, Recall@1/5/10, nDCG@10) per repository and language.
-    Benchmark {
-        /// Models to compare, comma-separated (see `codesearch models`) [default: the daemon's]
-        #[arg(long, value_delimiter = ',')]
-        models: Vec<String>,
-        /// A repository to index and query (repeatable) [default: the current directory]
-        #[arg(long = "repo")]
-        repos: Vec<PathBuf>,
-        /// Labelled queries, one JSON object per line: {"id", "query", "path",
-        /// "start_line", "end_line"}, and "corpus" (the repository's folder name)
-        /// when several repositories are given.
-        #[arg(long)]
-        queries: Option<PathBuf>,
-        /// hybrid, semantic or lexical [default: hybrid]
-        #[arg(long)]
-        mode: Option<String>,
-        /// Also write each query's hits as `{"id", "results"}` lines (what the
-        /// eval's score.py reads).
-        #[arg(long)]
-        results: Option<PathBuf>,
-        /// One JSON document instead of tables.
-        #[arg(long)]
-        json: bool,
-    },
+    Benchmark(benchmark::Args),
     /// Start, stop or inspect the daemon.
     Daemon {
         #[command(subcommand)]
@@ -240,39 +218,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let repos: Vec<RepoStatus> = c.call(method::REPO_LIST, json!(null))?;
             output::repos(&mut out, &repos)?;
         }
-        Command::Benchmark {
-            models,
-            repos,
-            queries,
-            mode,
-            results,
-            json,
-        } => {
-            let repos = if repos.is_empty() {
-                vec![PathBuf::from(".")]
-            } else {
-                repos
-            };
-            let repos = repos
-                .iter()
-                .map(|r| {
-                    std::fs::canonicalize(r)
-                        .with_context(|| format!("cannot benchmark {}", r.display()))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
+        Command::Benchmark(args) => {
             let mut c = connect(&p)?;
-            benchmark::run(
-                &mut c,
-                &mut out,
-                &benchmark::Request {
-                    models,
-                    repos,
-                    queries,
-                    mode,
-                    results,
-                },
-                json,
-            )?;
+            benchmark::run(&mut c, &mut out, &args)?;
         }
         Command::Remove { path } => {
             let mut c = connect(&p)?;

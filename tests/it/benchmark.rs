@@ -158,78 +158,69 @@ fn benchmark_answers_a_slice_of_the_public_eval() {
     }
 }
 
+/// Runs `codesearch ARGS…`, which must exit 2 and say `needle` on stderr.
+fn fails_with(home: &Home, args: &[&str], needle: &str) -> std::process::Output {
+    let o = home.run(args);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(needle),
+        "want `{needle}`\n{}",
+        text(&o)
+    );
+    o
+}
+
 #[test]
 fn benchmark_input_errors_name_the_file_and_the_fix() {
     let home = Home::new();
     let work = tempfile::tempdir().unwrap();
     let repo = work.path().join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    let bad = work.path().join("bad.jsonl");
-    std::fs::write(&bad, "{\"id\": \"a\", \"query\": \"x\", \"path\": \"a.py\", \"start_line\": 1, \"end_line\": 2}\nnot json\n").unwrap();
-
-    let o = home.run(&[
-        "benchmark",
-        "--repo",
-        repo.to_str().unwrap(),
-        "--queries",
-        bad.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("bad.jsonl:2: not a query line"), "{err}");
-
-    // A query for another repository, with two repositories given.
     let other = work.path().join("other");
-    std::fs::create_dir_all(&other).unwrap();
-    std::fs::write(&bad, "{\"id\": \"a\", \"query\": \"x\", \"path\": \"a.py\", \"start_line\": 1, \"end_line\": 2}\n").unwrap();
-    let o = home.run(&[
+    for dir in [&repo, &other] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let (repo, other) = (repo.to_str().unwrap(), other.to_str().unwrap());
+    let file = work.path().join("bad.jsonl");
+    let queries = file.to_str().unwrap();
+    let line = |id: &str, start: u32| {
+        format!(
+            "{{\"id\": \"{id}\", \"query\": \"x\", \"path\": \"a.py\", \"start_line\": {start}, \"end_line\": 2}}\n"
+        )
+    };
+
+    // A line that is not JSON: the file and line number.
+    std::fs::write(&file, line("a", 1) + "not json\n").unwrap();
+    let args = ["benchmark", "--repo", repo, "--queries", queries];
+    fails_with(&home, &args, "bad.jsonl:2: not a query line");
+
+    // A query without "corpus", with two repositories given.
+    std::fs::write(&file, line("a", 1)).unwrap();
+    let two = [
         "benchmark",
         "--repo",
-        repo.to_str().unwrap(),
+        repo,
         "--repo",
-        other.to_str().unwrap(),
+        other,
         "--queries",
-        bad.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("has no \"corpus\" field"),
-        "{}",
-        text(&o)
-    );
+        queries,
+    ];
+    fails_with(&home, &two, "has no \"corpus\" field");
 
     // Hostile values reach the daemon's checks too: a target line 0.
-    std::fs::write(&bad, "{\"id\": \"z\", \"query\": \"x\", \"path\": \"a.py\", \"start_line\": 0, \"end_line\": 2}\n").unwrap();
-    let o = home.run(&[
-        "benchmark",
-        "--repo",
-        repo.to_str().unwrap(),
-        "--queries",
-        bad.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("query `z`: `start_line`"),
-        "{}",
-        text(&o)
-    );
+    std::fs::write(&file, line("z", 0)).unwrap();
+    fails_with(&home, &args, "query `z`: `start_line`");
 
     // A model that cannot run is reported; the others still are.
-    let o = home.run(&[
+    let models = [
         "benchmark",
         "--models",
         "no-such-model,minilm",
         "--repo",
-        repo.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        repo,
+    ];
+    let o = fails_with(&home, &models, "1 of 2 models could not run");
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("minilm"),
-        "{}",
-        text(&o)
-    );
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("1 of 2 models could not run"),
         "{}",
         text(&o)
     );
@@ -240,11 +231,6 @@ fn benchmark_input_errors_name_the_file_and_the_fix() {
     );
 
     // A repository that is not there.
-    let o = home.run(&["benchmark", "--repo", "/nonexistent/repo"]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("cannot benchmark /nonexistent/repo"),
-        "{}",
-        text(&o)
-    );
+    let missing = ["benchmark", "--repo", "/nonexistent/repo"];
+    fails_with(&home, &missing, "cannot benchmark /nonexistent/repo");
 }
