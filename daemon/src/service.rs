@@ -414,7 +414,7 @@ impl Service {
 
     /// `benchmark.run`: a cold index of `repo` with the model into a scratch
     /// folder under the codesearch home (removed afterwards), then the queries.
-    /// A model loaded only for this is unloaded again.
+    /// A model other than the default, loaded only for this, is unloaded again.
     pub async fn benchmark(&self, p: BenchmarkParams) -> Result<BenchmarkResult, ServiceError> {
         let root = canonical_dir(&p.repo)?;
         let mode: crate::search::Mode = match p.mode.as_deref() {
@@ -453,7 +453,9 @@ impl Service {
         .await
         .map_err(|e| ServiceError::Internal(format!("benchmark panicked: {e}")))?
         .map_err(|e| ServiceError::Internal(format!("benchmark of {}: {e}", p.repo)));
-        if !was_loaded && !self.repos.read().await.values().any(|r| r.model == name) {
+        // The default model stays: the next search or repo.add wants it anyway.
+        let default = name == self.config.embedding.model;
+        if !was_loaded && !default && !self.repos.read().await.values().any(|r| r.model == name) {
             self.workers.lock().await.remove(name);
         }
         result
