@@ -101,24 +101,16 @@ pub fn run(c: &mut rpc::Client, out: &mut impl Write, req: &Args) -> anyhow::Res
             std::fs::canonicalize(r).with_context(|| format!("cannot benchmark {}", r.display()))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let req = &Args {
-        repos,
-        models: req.models.clone(),
-        queries: req.queries.clone(),
-        mode: req.mode.clone(),
-        results: req.results.clone(),
-        json: req.json,
-    };
     let per_repo = match &req.queries {
-        Some(path) => assign(&read_queries(path)?, &req.repos, path)?,
-        None => vec![Vec::new(); req.repos.len()],
+        Some(path) => assign(&read_queries(path)?, &repos, path)?,
+        None => vec![Vec::new(); repos.len()],
     };
     let models: Vec<Option<&str>> = if req.models.is_empty() {
         vec![None]
     } else {
         req.models.iter().map(|m| Some(m.as_str())).collect()
     };
-    let total = models.len() * req.repos.len();
+    let total = models.len() * repos.len();
     let mut runs = Vec::with_capacity(total);
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
@@ -130,7 +122,7 @@ pub fn run(c: &mut rpc::Client, out: &mut impl Write, req: &Args) -> anyhow::Res
     // skipped; the others still run.
     let mut failures: Vec<String> = Vec::new();
     'models: for model in &models {
-        for (repo, queries) in req.repos.iter().zip(&per_repo) {
+        for (repo, queries) in repos.iter().zip(&per_repo) {
             bar.set_message(format!(
                 "[{}/{total}] {} on {}: indexing from scratch{}",
                 runs.len() + failures.len() + 1,
@@ -175,7 +167,7 @@ pub fn run(c: &mut rpc::Client, out: &mut impl Write, req: &Args) -> anyhow::Res
         serde_json::to_writer_pretty(&mut *out, &report)?;
         writeln!(out)?;
     } else {
-        tables(out, &report, req)?;
+        tables(out, &report, req, &repos)?;
     }
     if !failures.is_empty() {
         out.flush()?;
@@ -328,8 +320,13 @@ fn summarize(runs: &[BenchmarkResult]) -> Vec<ModelSummary> {
         .collect()
 }
 
-fn tables(out: &mut impl Write, report: &Report, req: &Args) -> std::io::Result<()> {
-    let names: Vec<String> = req.repos.iter().map(|r| folder_name(r)).collect();
+fn tables(
+    out: &mut impl Write,
+    report: &Report,
+    req: &Args,
+    repos: &[PathBuf],
+) -> std::io::Result<()> {
+    let names: Vec<String> = repos.iter().map(|r| folder_name(r)).collect();
     let width = report
         .models
         .iter()
