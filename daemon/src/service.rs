@@ -317,10 +317,7 @@ impl Service {
     pub async fn search(&self, p: SearchParams) -> Result<SearchResult, ServiceError> {
         let started = Instant::now();
         self.restored().await;
-        let mode: crate::search::Mode = match p.mode.as_deref() {
-            None => crate::search::Mode::default(),
-            Some(m) => m.parse().map_err(ServiceError::InvalidParams)?,
-        };
+        let mode = parse_mode(p.mode.as_deref())?;
         if p.k == 0 || p.k > 1000 {
             return Err(ServiceError::InvalidParams(format!(
                 "k must be between 1 and 1000, not {}",
@@ -417,10 +414,7 @@ impl Service {
     /// A model other than the default, loaded only for this, is unloaded again.
     pub async fn benchmark(&self, p: BenchmarkParams) -> Result<BenchmarkResult, ServiceError> {
         let root = canonical_dir(&p.repo)?;
-        let mode: crate::search::Mode = match p.mode.as_deref() {
-            None => crate::search::Mode::default(),
-            Some(m) => m.parse().map_err(ServiceError::InvalidParams)?,
-        };
+        let mode = parse_mode(p.mode.as_deref())?;
         check_queries(&p.queries)?;
         let _one_at_a_time = self.benchmarking.lock().await;
         let name =
@@ -563,6 +557,13 @@ impl Service {
             notified.await;
         }
     }
+}
+
+/// A `mode` parameter: hybrid when absent.
+fn parse_mode(mode: Option<&str>) -> Result<crate::search::Mode, ServiceError> {
+    mode.map_or(Ok(crate::search::Mode::default()), |m| {
+        m.parse().map_err(ServiceError::InvalidParams)
+    })
 }
 
 /// Labelled queries are checked before any work: a bad one is an error naming it.
