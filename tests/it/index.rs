@@ -263,3 +263,98 @@ fn an_interrupted_run_keeps_what_it_committed_and_resumes() {
     let (again, embedded) = repo.index();
     assert_eq!((again.files_unchanged, embedded), (3, 0));
 }
+
+/// Vectors from a hash of the text (the model is not what this checks), a batch
+/// size of its choice, and the size of every document call it got.
+struct Batching {
+    batch_size: usize,
+    calls: Vec<usize>,
+}
+
+impl Embedder for Batching {
+    fn model_name(&self) -> &str {
+        "minilm"
+    }
+    fn dims(&self) -> usize {
+        384
+    }
+    fn max_tokens(&self) -> usize {
+        256
+    }
+    fn device_name(&self) -> String {
+        "test".into()
+    }
+    fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+    fn embed(&mut self, texts: &[&str], kind: InputKind) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if kind == InputKind::Document {
+            self.calls.push(texts.len());
+        }
+        Ok(texts
+            .iter()
+            .map(|t| {
+                let h = blake3::hash(t.as_bytes());
+                let mut v: Vec<f32> = (0..384)
+                    .map(|i| f32::from(h.as_bytes()[i % 32]) - 127.5)
+                    .collect();
+                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.iter_mut().for_each(|x| *x /= n);
+                v
+            })
+            .collect())
+    }
+}
+
+#[test]
+fn a_device_with_large_batches_gets_large_embedding_calls() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("src")).unwrap();
+    for f in [
+        "walk.rs",
+        "dir.rs",
+        "gitignore.rs",
+        "types.rs",
+        "overrides.rs",
+        "default_types.rs",
+        "lib.rs",
+        "pathutil.rs",
+    ] {
+        let from = registry_file("ignore", &format!("src/{f}"));
+        std::fs::copy(from, tmp.path().join("src").join(f)).unwrap();
+    }
+    let calls = |batch_size| {
+        let repo = Repo::new(tmp.path());
+        let mut model = Batching {
+            batch_size,
+            calls: Vec::new(),
+        };
+        let stats = index::index(
+            &repo.root,
+            &mut repo.store(),
+            &mut model,
+            &repo.chunker,
+            &IndexOptions::default(),
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(
+            model.calls.iter().sum::<usize>(),
+            stats.chunks_embedded as usize
+        );
+        model.calls
+    };
+    // A CPU's batches of 32: calls of 128 texts, so progress moves often.
+    let cpu = calls(32);
+    let total: usize = cpu.iter().sum();
+    assert!(
+        total > 512,
+        "the corpus needs more than one commit: {total}"
+    );
+    assert!(cpu.iter().all(|&n| n <= 128), "{cpu:?}");
+    // A GPU's batches of 512: four batches per call, one commit for all of these.
+    let gpu = calls(512);
+    assert_eq!(gpu.iter().sum::<usize>(), total);
+    assert!(gpu.iter().all(|&n| n <= 2048), "{gpu:?}");
+    assert!(gpu.len() < cpu.len() && gpu[0] > 128, "{gpu:?} vs {cpu:?}");
+}

@@ -284,6 +284,10 @@ impl Embedder for CandleEmbedder {
         describe(self.model.device())
     }
 
+    fn batch_size(&self) -> usize {
+        self.policy.max_batch
+    }
+
     fn embed(&mut self, texts: &[&str], kind: InputKind) -> Result<Vec<Vec<f32>>, EmbedError> {
         self.embed_pausable(texts, kind, &mut |_| {})
     }

@@ -58,6 +58,11 @@ pub trait Embedder: Send {
     fn max_tokens(&self) -> usize;
     /// Where the model runs, e.g. `cpu` or `cuda:0`.
     fn device_name(&self) -> String;
+    /// Texts one forward pass takes at most: callers with many texts hand over
+    /// several batches' worth per call, so a GPU is not fed a CPU's portions.
+    fn batch_size(&self) -> usize {
+        32
+    }
     /// Embeds `texts` in order; each vector has length [`Embedder::dims`] and norm 1.
     fn embed(&mut self, texts: &[&str], kind: InputKind) -> Result<Vec<Vec<f32>>, EmbedError>;
     /// Embeds like [`Embedder::embed`], but hands the model to `pause` between

@@ -60,6 +60,7 @@ pub struct EmbedHandle {
     dims: usize,
     max_tokens: usize,
     device: String,
+    batch_size: usize,
 }
 
 impl std::fmt::Debug for EmbedHandle {
@@ -83,6 +84,7 @@ impl EmbedWorker {
             dims: embedder.dims(),
             max_tokens: embedder.max_tokens(),
             device: embedder.device_name(),
+            batch_size: embedder.batch_size(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("embed-{}", handle.model))
@@ -218,6 +220,10 @@ impl Embedder for EmbedHandle {
 
     fn device_name(&self) -> String {
         self.device.clone()
+    }
+
+    fn batch_size(&self) -> usize {
+        self.batch_size
     }
 
     fn embed(&mut self, texts: &[&str], kind: InputKind) -> Result<Vec<Vec<f32>>, EmbedError> {
