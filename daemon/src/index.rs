@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::chunk::{ChunkOptions, Chunker};
@@ -189,80 +190,78 @@ fn apply(
     let per_commit = options.chunks_per_commit * (embed_group(&*embedder) / EMBED_GROUP);
     let mut updates: Vec<FileUpdate> = Vec::new();
     progress(&stats);
-    for entry in &walked.files {
-        progress(&stats);
-        let previous = known.remove(&entry.rel);
-        let mtime_ns = entry
-            .mtime
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i64);
-        if let Some(p) = &previous
-            && p.size == entry.size
-            && p.mtime_ns == mtime_ns
-        {
-            stats.files_unchanged += 1;
-            if let Some(reason) = &p.skip {
-                stats.skips.add(
-                    walk::SkipReason::from_name(reason).unwrap_or(walk::SkipReason::Unreadable),
-                    &entry.rel,
-                );
-            }
-            continue;
-        }
-        let bytes = match std::fs::read(&entry.path) {
-            Ok(b) => b,
-            Err(err) => {
-                tracing::debug!(path = %entry.path.display(), %err, "unreadable");
-                stats.skips.add(walk::SkipReason::Unreadable, &entry.rel);
-                stats.files_skipped += 1;
+    for window in walked.files.chunks(PREPARE_WINDOW) {
+        // Cheap checks in order; the files that changed are read, hashed and
+        // chunked in parallel (tree-sitter is most of the host's work when a GPU
+        // embeds), then applied in walk order.
+        let mut changed = Vec::new();
+        for entry in window {
+            progress(&stats);
+            let previous = known.remove(&entry.rel);
+            let mtime_ns = entry
+                .mtime
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i64);
+            if let Some(p) = &previous
+                && p.size == entry.size
+                && p.mtime_ns == mtime_ns
+            {
+                stats.files_unchanged += 1;
+                if let Some(reason) = &p.skip {
+                    stats.skips.add(
+                        walk::SkipReason::from_name(reason).unwrap_or(walk::SkipReason::Unreadable),
+                        &entry.rel,
+                    );
+                }
                 continue;
             }
-        };
-        let hash = *blake3::hash(&bytes).as_bytes();
-        let mut row = FileRow {
-            path: entry.rel.clone(),
-            size: bytes.len() as u64,
-            mtime_ns,
-            hash,
-            skip: None,
-        };
-        match walk::classify(&bytes, &options.walk) {
-            Err(reason) => {
-                stats.skips.add(reason, &entry.rel);
-                stats.files_skipped += 1;
-                row.skip = Some(reason.as_str().to_owned());
-                if previous.as_ref().is_some_and(|p| p.skip.is_none()) {
-                    stats.files_removed += 1;
-                }
-                updates.push(FileUpdate::Removed {
-                    path: entry.rel.clone(),
-                    skipped: Some(row),
-                });
-            }
-            Ok(_)
-                if previous
-                    .as_ref()
-                    .is_some_and(|p| p.hash == hash && p.skip.is_none()) =>
-            {
-                stats.files_same_content += 1;
-                updates.push(FileUpdate::Touched(row));
-            }
-            Ok(text) => {
-                let chunks = chunker.chunk(&entry.rel, text, &options.chunk);
-                pending_chunks += chunks.len();
-                pending.push((row, chunks));
-            }
+            changed.push((entry, previous, mtime_ns));
         }
-        if pending_chunks >= per_commit {
-            flush(
-                store,
-                embedder,
-                &mut pending,
-                &mut updates,
-                &mut stats,
-                &mut progress,
-            )?;
-            pending_chunks = 0;
+        let prepared: Vec<Prepared> = changed
+            .par_iter()
+            .map(|(entry, previous, mtime_ns)| {
+                prepare(entry, previous.as_ref(), *mtime_ns, chunker, options)
+            })
+            .collect();
+        for ((entry, previous, _), file) in changed.iter().zip(prepared) {
+            progress(&stats);
+            match file {
+                Prepared::Unreadable(err) => {
+                    tracing::debug!(path = %entry.path.display(), %err, "unreadable");
+                    stats.skips.add(walk::SkipReason::Unreadable, &entry.rel);
+                    stats.files_skipped += 1;
+                }
+                Prepared::Skipped(row, reason) => {
+                    stats.skips.add(reason, &entry.rel);
+                    stats.files_skipped += 1;
+                    if previous.as_ref().is_some_and(|p| p.skip.is_none()) {
+                        stats.files_removed += 1;
+                    }
+                    updates.push(FileUpdate::Removed {
+                        path: entry.rel.clone(),
+                        skipped: Some(row),
+                    });
+                }
+                Prepared::SameContent(row) => {
+                    stats.files_same_content += 1;
+                    updates.push(FileUpdate::Touched(row));
+                }
+                Prepared::Chunked(row, chunks) => {
+                    pending_chunks += chunks.len();
+                    pending.push((row, chunks));
+                }
+            }
+            if pending_chunks >= per_commit {
+                flush(
+                    store,
+                    embedder,
+                    &mut pending,
+                    &mut updates,
+                    &mut stats,
+                    &mut progress,
+                )?;
+                pending_chunks = 0;
+            }
         }
     }
     // Whatever the walk no longer finds is gone (deleted, or ignored now).
@@ -285,6 +284,55 @@ fn apply(
     )?;
     progress(&stats);
     Ok(stats)
+}
+
+/// Files read and chunked in parallel at a time: enough to keep every core busy
+/// on files of mixed sizes, few enough that their chunks are a small part of memory.
+const PREPARE_WINDOW: usize = 256;
+
+/// What reading a changed file gave.
+enum Prepared {
+    Unreadable(std::io::Error),
+    /// Binary, too large, generated, …: its row records why.
+    Skipped(FileRow, walk::SkipReason),
+    /// Touched, but its bytes are the ones indexed.
+    SameContent(FileRow),
+    Chunked(FileRow, Vec<crate::chunk::Chunk>),
+}
+
+/// Reads, hashes, classifies and chunks one changed file (on a worker thread).
+fn prepare(
+    entry: &walk::FileEntry,
+    previous: Option<&FileRow>,
+    mtime_ns: i64,
+    chunker: &Chunker,
+    options: &IndexOptions,
+) -> Prepared {
+    let bytes = match std::fs::read(&entry.path) {
+        Ok(b) => b,
+        Err(err) => return Prepared::Unreadable(err),
+    };
+    let hash = *blake3::hash(&bytes).as_bytes();
+    let mut row = FileRow {
+        path: entry.rel.clone(),
+        size: bytes.len() as u64,
+        mtime_ns,
+        hash,
+        skip: None,
+    };
+    match walk::classify(&bytes, &options.walk) {
+        Err(reason) => {
+            row.skip = Some(reason.as_str().to_owned());
+            Prepared::Skipped(row, reason)
+        }
+        Ok(_) if previous.is_some_and(|p| p.hash == hash && p.skip.is_none()) => {
+            Prepared::SameContent(row)
+        }
+        Ok(text) => {
+            let chunks = chunker.chunk(&entry.rel, text, &options.chunk);
+            Prepared::Chunked(row, chunks)
+        }
+    }
 }
 
 /// Embeds the keys the store lacks and commits the pending files in one transaction.

@@ -33,8 +33,9 @@ pub const SCHEMA_VERSION: u32 = 3;
 /// branch switched back costs no embedding.
 pub const ORPHAN_VECTORS_KEPT: i64 = 50_000;
 
-/// Vectors added to the HNSW index per hold of its write lock, so a search waits
-/// for a few insertions at most, not for a whole committed batch.
+/// Vectors added to the HNSW index per hold of its write lock and per inserting
+/// thread, so a search waits for a few insertions at most, not for a whole
+/// committed batch.
 const HNSW_ADDS_PER_LOCK: usize = 16;
 
 const MANIFEST: &str = "manifest.json";
@@ -566,7 +567,7 @@ impl Store {
             .collect();
         // Small groups under the write lock: searches (readers) get in between.
         self.hnsw_mut().remove(&removed_ids)?;
-        for group in items.chunks(HNSW_ADDS_PER_LOCK) {
+        for group in items.chunks(HNSW_ADDS_PER_LOCK * hnsw::add_threads()) {
             self.hnsw_mut().add(group)?;
         }
         self.hnsw_dirty = true;
