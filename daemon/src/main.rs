@@ -97,6 +97,10 @@ struct BenchIndexArgs {
     /// Ranking for the queries: hybrid, semantic or lexical.
     #[arg(long, default_value = "hybrid")]
     mode: codesearchd::search::Mode,
+    /// Also measure the HNSW index's recall@10 against an exact scan, with this
+    /// many stored chunks as probes (and the `--queries` texts, if given).
+    #[arg(long, value_name = "PROBES")]
+    recall: Option<usize>,
     #[command(flatten)]
     embedding: EmbeddingFlags,
 }
@@ -313,6 +317,20 @@ fn bench_index(args: BenchIndexArgs) -> anyhow::Result<()> {
             )?;
         }
         let store = Store::open(&dir, &manifest)?;
+        if let Some(probes) = args.recall {
+            let texts: Vec<&str> = queries.iter().filter_map(|q| q["query"].as_str()).collect();
+            let vectors = embedder.embed(&texts, embed::InputKind::Query)?;
+            let r = store.hnsw_recall(&vectors, probes, 10)?;
+            let show = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{x:.4}"));
+            writeln!(
+                out,
+                "  HNSW recall@10 vs exact over {} vectors: stored chunks {}, queries {} ({} probes)",
+                r.vectors,
+                show(r.chunks),
+                show(r.queries),
+                r.probes
+            )?;
+        }
         let mine: Vec<codesearch_proto::benchmark::BenchmarkQuery> = queries
             .iter()
             .filter(|q| q["corpus"] == name.as_str())

@@ -57,22 +57,7 @@ pub fn quantize(v: &[f32]) -> Vec<i8> {
 pub struct Hnsw {
     index: Index,
     dims: usize,
-    /// Threads usearch has reserved slots for: concurrent adds beyond this would
-    /// find no free slot.
-    threads_reserved: usize,
 }
-
-/// Threads that insert into the graph at once. Inserting is most of the host's
-/// work when a GPU embeds (docs/BENCHMARKS.md); usearch takes concurrent adds.
-pub fn add_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_ADD_THREADS))
-}
-
-/// Beyond this the graph's locks, not the cores, limit inserting.
-const MAX_ADD_THREADS: usize = 16;
-
-/// Fewer insertions than this per thread are not worth a thread.
-const MIN_ADDS_PER_THREAD: usize = 4;
 
 impl std::fmt::Debug for Hnsw {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -96,11 +81,7 @@ impl Hnsw {
             multi: false,
         };
         let index = Index::new(&options).map_err(|e| StoreError::hnsw("create", e))?;
-        Ok(Self {
-            index,
-            dims,
-            threads_reserved: 0,
-        })
+        Ok(Self { index, dims })
     }
 
     /// Loads a graph saved by [`Hnsw::save`], taking each node's vector from
@@ -155,62 +136,25 @@ impl Hnsw {
         self.len() == 0
     }
 
-    /// Adds (or replaces) vectors, quantized, on up to [`add_threads`] threads;
-    /// usearch wants capacity and thread slots reserved first. The ids must be
-    /// distinct (two threads adding one id would both insert it).
+    /// Adds (or replaces) vectors, quantized; usearch wants capacity reserved first.
     pub fn add(&mut self, items: &[(u64, Vec<f32>)]) -> Result<(), StoreError> {
-        debug_assert!(
-            items
-                .iter()
-                .map(|(id, _)| id)
-                .collect::<std::collections::HashSet<_>>()
-                .len()
-                == items.len()
-        );
-        let threads = add_threads().min(items.len() / MIN_ADDS_PER_THREAD).max(1);
         let needed = self.index.size() + items.len();
-        if needed > self.index.capacity() || threads > self.threads_reserved {
-            let capacity = if needed > self.index.capacity() {
-                needed.max(self.index.capacity() * 2).max(1024)
-            } else {
-                self.index.capacity()
-            };
-            let slots = add_threads().max(threads);
+        if needed > self.index.capacity() {
             self.index
-                .reserve_capacity_and_threads(capacity, slots)
+                .reserve(needed.max(self.index.capacity() * 2).max(1024))
                 .map_err(|e| StoreError::hnsw("reserve", e))?;
-            self.threads_reserved = slots;
         }
-        for (id, _) in items {
+        for (id, v) in items {
             if self.index.contains(*id) {
                 self.index
                     .remove(*id)
                     .map_err(|e| StoreError::hnsw("remove", e))?;
             }
+            self.index
+                .add(*id, &quantize(v))
+                .map_err(|e| StoreError::hnsw("add", e))?;
         }
-        let index = &self.index;
-        let add_all = |part: &[(u64, Vec<f32>)]| -> Result<(), StoreError> {
-            for (id, v) in part {
-                index
-                    .add(*id, &quantize(v))
-                    .map_err(|e| StoreError::hnsw("add", e))?;
-            }
-            Ok(())
-        };
-        if threads == 1 {
-            return add_all(items);
-        }
-        std::thread::scope(|s| {
-            let workers: Vec<_> = items
-                .chunks(items.len().div_ceil(threads))
-                .map(|part| s.spawn(move || add_all(part)))
-                .collect();
-            // The scope joins every worker; the first error is the answer.
-            workers.into_iter().try_for_each(|w| {
-                w.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-        })
+        Ok(())
     }
 
     /// Removes vectors; ids that are not there are ignored.
@@ -371,9 +315,7 @@ mod tests {
             .enumerate()
             .map(|(i, v)| (i as u64, v))
             .collect();
-        // One call: inserted by several threads where the machine has the cores.
         hnsw.add(&items).unwrap();
-        assert_eq!(hnsw.len(), n);
         let quantized: Vec<Vec<f32>> = data
             .iter()
             .map(|v| quantize(v).into_iter().map(f32::from).collect())

@@ -33,9 +33,10 @@ pub const SCHEMA_VERSION: u32 = 3;
 /// branch switched back costs no embedding.
 pub const ORPHAN_VECTORS_KEPT: i64 = 50_000;
 
-/// Vectors added to the HNSW index per hold of its write lock and per inserting
-/// thread, so a search waits for a few insertions at most, not for a whole
-/// committed batch.
+/// Vectors added to the HNSW index per hold of its write lock, so a search waits
+/// for a few insertions at most, not for a whole committed batch. One thread
+/// inserts: concurrent inserts (usearch allows them) were faster but cost
+/// recall@10 (tokio's 10,612 chunks: 0.9999 → 0.9949; docs/BENCHMARKS.md).
 const HNSW_ADDS_PER_LOCK: usize = 16;
 
 const MANIFEST: &str = "manifest.json";
@@ -202,6 +203,19 @@ pub struct ChunkRow {
     pub file_size: u64,
     /// See `file_size`.
     pub file_mtime_ns: i64,
+}
+
+/// What [`Store::hnsw_recall`] measured: recall@k of the HNSW index, per kind of probe.
+#[derive(Debug, Clone, Copy)]
+pub struct Recall {
+    /// For the query vectors given, if any.
+    pub queries: Option<f64>,
+    /// For stored chunks as probes, if any.
+    pub chunks: Option<f64>,
+    /// Probes in all.
+    pub probes: usize,
+    /// Vectors scanned exactly.
+    pub vectors: usize,
 }
 
 /// A repository's index.
@@ -567,7 +581,7 @@ impl Store {
             .collect();
         // Small groups under the write lock: searches (readers) get in between.
         self.hnsw_mut().remove(&removed_ids)?;
-        for group in items.chunks(HNSW_ADDS_PER_LOCK * hnsw::add_threads()) {
+        for group in items.chunks(HNSW_ADDS_PER_LOCK) {
             self.hnsw_mut().add(group)?;
         }
         self.hnsw_dirty = true;
@@ -582,6 +596,94 @@ impl Store {
     /// The `k` best full-text matches of `query` (BM25, higher is better).
     pub fn lexical(&self, query: &str, k: usize) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
         lexical(&self.db, &self.dir.join(SQLITE), query, k)
+    }
+
+    /// How well the HNSW index finds the `k` nearest neighbours, against an
+    /// exact scan of the stored vectors: for `queries`, and for `chunk_probes`
+    /// stored chunks spread over the index, each asking for its neighbours (itself
+    /// left out of both lists). For `bench-index --recall`; it reads every vector.
+    pub fn hnsw_recall(
+        &self,
+        queries: &[Vec<f32>],
+        chunk_probes: usize,
+        k: usize,
+    ) -> Result<Recall, StoreError> {
+        use rayon::prelude::*;
+        let stored = live_vectors(&self.db).map_err(|e| self.sql(e))?;
+        let mut ids: Vec<u64> = stored.keys().copied().collect();
+        ids.sort_unstable();
+        let unit = |v: &[i8]| -> Vec<f32> {
+            let n = v
+                .iter()
+                .map(|&x| f32::from(x).powi(2))
+                .sum::<f32>()
+                .sqrt()
+                .max(1e-9);
+            v.iter().map(|&x| f32::from(x) / n).collect()
+        };
+        let matrix: Vec<(u64, Vec<f32>)> = ids.iter().map(|id| (*id, unit(&stored[id]))).collect();
+        let step = (ids.len() / chunk_probes.max(1)).max(1);
+        let probes: Vec<(Option<u64>, Vec<f32>)> = queries
+            .iter()
+            .map(|q| (None, unit(&hnsw::quantize(q))))
+            .chain(ids.iter().step_by(step).take(chunk_probes).map(|id| {
+                (
+                    Some(*id),
+                    matrix[ids.binary_search(id).unwrap_or(0)].1.clone(),
+                )
+            }))
+            .collect();
+        let hnsw = hnsw_read(&self.hnsw);
+        let found: Vec<(bool, usize)> = probes
+            .par_iter()
+            .map(|(own, q)| -> Result<(bool, usize), StoreError> {
+                let skip = |id: &u64| Some(*id) != *own;
+                let mut exact: Vec<(u64, f32)> = matrix
+                    .iter()
+                    .filter(|(id, _)| skip(id))
+                    .map(|(id, v)| (*id, v.iter().zip(q).map(|(a, b)| a * b).sum()))
+                    .collect();
+                let cut = k.min(exact.len());
+                if cut == 0 {
+                    return Ok((own.is_none(), 0));
+                }
+                exact.select_nth_unstable_by(cut - 1, |a, b| b.1.total_cmp(&a.1));
+                // A hit is any vector as close as the k-th exact one: chunks of
+                // equal text share a vector, and which of a tie comes first is arbitrary.
+                let kth = exact[cut - 1].1 - 1e-5;
+                let score = |id: &u64| {
+                    ids.binary_search(id).map_or(f32::MIN, |i| {
+                        matrix[i].1.iter().zip(q).map(|(a, b)| a * b).sum()
+                    })
+                };
+                let got = hnsw.search(q, k + 1)?;
+                let hits = got
+                    .iter()
+                    .map(|(id, _)| id)
+                    .filter(|id| skip(id))
+                    .take(k)
+                    .filter(|id| score(id) >= kth)
+                    .count();
+                Ok((own.is_none(), hits))
+            })
+            .collect::<Result<_, _>>()?;
+        let rate = |queries: bool| {
+            let n = found.iter().filter(|(q, _)| *q == queries).count();
+            (n > 0).then(|| {
+                found
+                    .iter()
+                    .filter(|(q, _)| *q == queries)
+                    .map(|(_, h)| *h)
+                    .sum::<usize>() as f64
+                    / (n * k) as f64
+            })
+        };
+        Ok(Recall {
+            queries: rate(true),
+            chunks: rate(false),
+            probes: probes.len(),
+            vectors: matrix.len(),
+        })
     }
 
     /// A read-only view with its own SQLite connection and the shared HNSW index,

@@ -181,3 +181,19 @@ fn lexical_search_stems_words_on_both_sides() {
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].0.symbol.as_deref(), Some("f1"));
 }
+
+#[test]
+fn hnsw_recall_is_measured_against_an_exact_scan() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Store::open(tmp.path(), &manifest("minilm")).unwrap();
+    s.apply(vec![
+        indexed("a.rs", &[0, 1, 2, 3]),
+        indexed("b.rs", &[4, 5, 6, 7]),
+    ])
+    .unwrap();
+    let r = s.hnsw_recall(&[unit(3), unit(5)], 4, 3).unwrap();
+    assert_eq!((r.vectors, r.probes), (8, 6));
+    assert_eq!((r.queries, r.chunks), (Some(1.0), Some(1.0)));
+    let none = s.hnsw_recall(&[], 0, 3).unwrap();
+    assert_eq!((none.queries, none.chunks, none.probes), (None, None, 0));
+}
