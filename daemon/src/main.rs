@@ -101,6 +101,10 @@ struct BenchIndexArgs {
     /// many stored chunks as probes (and the `--queries` texts, if given).
     #[arg(long, value_name = "PROBES")]
     recall: Option<usize>,
+    /// With `--recall`: measure at each of these HNSW search expansions
+    /// (comma-separated) instead of the shipped one.
+    #[arg(long, value_delimiter = ',', requires = "recall")]
+    ef_search: Vec<usize>,
     #[command(flatten)]
     embedding: EmbeddingFlags,
 }
@@ -320,16 +324,28 @@ fn bench_index(args: BenchIndexArgs) -> anyhow::Result<()> {
         if let Some(probes) = args.recall {
             let texts: Vec<&str> = queries.iter().filter_map(|q| q["query"].as_str()).collect();
             let vectors = embedder.embed(&texts, embed::InputKind::Query)?;
-            let r = store.hnsw_recall(&vectors, probes, 10)?;
             let show = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{x:.4}"));
-            writeln!(
-                out,
-                "  HNSW recall@10 vs exact over {} vectors: stored chunks {}, queries {} ({} probes)",
-                r.vectors,
-                show(r.chunks),
-                show(r.queries),
-                r.probes
-            )?;
+            let efs: Vec<Option<usize>> = if args.ef_search.is_empty() {
+                vec![None]
+            } else {
+                args.ef_search.iter().copied().map(Some).collect()
+            };
+            for ef in efs {
+                if let Some(ef) = ef {
+                    store.set_search_expansion(ef);
+                }
+                let r = store.hnsw_recall(&vectors, probes, 10)?;
+                writeln!(
+                    out,
+                    "  HNSW recall@10 vs exact over {} vectors{}: stored chunks {}, queries {} ({} probes), search median {:.2} ms",
+                    r.vectors,
+                    ef.map_or(String::new(), |ef| format!(", expansion {ef}")),
+                    show(r.chunks),
+                    show(r.queries),
+                    r.probes,
+                    r.search_ms_median
+                )?;
+            }
         }
         let mine: Vec<codesearch_proto::benchmark::BenchmarkQuery> = queries
             .iter()

@@ -214,6 +214,8 @@ pub struct Recall {
     pub chunks: Option<f64>,
     /// Probes in all.
     pub probes: usize,
+    /// Median time of one HNSW search (probes run in parallel, one per core).
+    pub search_ms_median: f64,
     /// Vectors scanned exactly.
     pub vectors: usize,
 }
@@ -598,6 +600,11 @@ impl Store {
         lexical(&self.db, &self.dir.join(SQLITE), query, k)
     }
 
+    /// Sets how many candidates an HNSW search keeps, for `bench-index --ef-search`.
+    pub fn set_search_expansion(&self, ef: usize) {
+        self.hnsw_mut().set_expansion_search(ef);
+    }
+
     /// How well the HNSW index finds the `k` nearest neighbours, against an
     /// exact scan of the stored vectors: for `queries`, and for `chunk_probes`
     /// stored chunks spread over the index, each asking for its neighbours (itself
@@ -634,9 +641,9 @@ impl Store {
             }))
             .collect();
         let hnsw = hnsw_read(&self.hnsw);
-        let found: Vec<(bool, usize)> = probes
+        let found: Vec<(bool, usize, f64)> = probes
             .par_iter()
-            .map(|(own, q)| -> Result<(bool, usize), StoreError> {
+            .map(|(own, q)| -> Result<(bool, usize, f64), StoreError> {
                 let skip = |id: &u64| Some(*id) != *own;
                 let mut exact: Vec<(u64, f32)> = matrix
                     .iter()
@@ -645,7 +652,7 @@ impl Store {
                     .collect();
                 let cut = k.min(exact.len());
                 if cut == 0 {
-                    return Ok((own.is_none(), 0));
+                    return Ok((own.is_none(), 0, 0.0));
                 }
                 exact.select_nth_unstable_by(cut - 1, |a, b| b.1.total_cmp(&a.1));
                 // A hit is any vector as close as the k-th exact one: chunks of
@@ -656,7 +663,9 @@ impl Store {
                         matrix[i].1.iter().zip(q).map(|(a, b)| a * b).sum()
                     })
                 };
+                let t = std::time::Instant::now();
                 let got = hnsw.search(q, k + 1)?;
+                let ms = t.elapsed().as_secs_f64() * 1e3;
                 let hits = got
                     .iter()
                     .map(|(id, _)| id)
@@ -664,23 +673,26 @@ impl Store {
                     .take(k)
                     .filter(|id| score(id) >= kth)
                     .count();
-                Ok((own.is_none(), hits))
+                Ok((own.is_none(), hits, ms))
             })
             .collect::<Result<_, _>>()?;
         let rate = |queries: bool| {
-            let n = found.iter().filter(|(q, _)| *q == queries).count();
+            let n = found.iter().filter(|(q, _, _)| *q == queries).count();
             (n > 0).then(|| {
                 found
                     .iter()
-                    .filter(|(q, _)| *q == queries)
-                    .map(|(_, h)| *h)
+                    .filter(|(q, _, _)| *q == queries)
+                    .map(|(_, h, _)| *h)
                     .sum::<usize>() as f64
                     / (n * k) as f64
             })
         };
+        let mut ms: Vec<f64> = found.iter().map(|(_, _, ms)| *ms).collect();
+        ms.sort_by(f64::total_cmp);
         Ok(Recall {
             queries: rate(true),
             chunks: rate(false),
+            search_ms_median: ms.get(ms.len() / 2).copied().unwrap_or(0.0),
             probes: probes.len(),
             vectors: matrix.len(),
         })
