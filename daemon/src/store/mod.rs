@@ -616,9 +616,6 @@ impl Store {
         k: usize,
     ) -> Result<Recall, StoreError> {
         use rayon::prelude::*;
-        let stored = live_vectors(&self.db).map_err(|e| self.sql(e))?;
-        let mut ids: Vec<u64> = stored.keys().copied().collect();
-        ids.sort_unstable();
         let unit = |v: &[i8]| -> Vec<f32> {
             let n = v
                 .iter()
@@ -628,17 +625,24 @@ impl Store {
                 .max(1e-9);
             v.iter().map(|&x| f32::from(x) / n).collect()
         };
-        let matrix: Vec<(u64, Vec<f32>)> = ids.iter().map(|id| (*id, unit(&stored[id]))).collect();
-        let step = (ids.len() / chunk_probes.max(1)).max(1);
+        // Sorted by id, so a vector is found by binary search.
+        let mut matrix: Vec<(u64, Vec<f32>)> = live_vectors(&self.db)
+            .map_err(|e| self.sql(e))?
+            .into_iter()
+            .map(|(id, v)| (id, unit(&v)))
+            .collect();
+        matrix.sort_unstable_by_key(|(id, _)| *id);
+        let step = (matrix.len() / chunk_probes.max(1)).max(1);
         let probes: Vec<(Option<u64>, Vec<f32>)> = queries
             .iter()
             .map(|q| (None, unit(&hnsw::quantize(q))))
-            .chain(ids.iter().step_by(step).take(chunk_probes).map(|id| {
-                (
-                    Some(*id),
-                    matrix[ids.binary_search(id).unwrap_or(0)].1.clone(),
-                )
-            }))
+            .chain(
+                matrix
+                    .iter()
+                    .step_by(step)
+                    .take(chunk_probes)
+                    .map(|(id, v)| (Some(*id), v.clone())),
+            )
             .collect();
         let hnsw = hnsw_read(&self.hnsw);
         let found: Vec<(bool, usize, f64)> = probes
@@ -659,9 +663,11 @@ impl Store {
                 // equal text share a vector, and which of a tie comes first is arbitrary.
                 let kth = exact[cut - 1].1 - 1e-5;
                 let score = |id: &u64| {
-                    ids.binary_search(id).map_or(f32::MIN, |i| {
-                        matrix[i].1.iter().zip(q).map(|(a, b)| a * b).sum()
-                    })
+                    matrix
+                        .binary_search_by_key(id, |(i, _)| *i)
+                        .map_or(f32::MIN, |i| {
+                            matrix[i].1.iter().zip(q).map(|(a, b)| a * b).sum()
+                        })
                 };
                 let t = std::time::Instant::now();
                 let got = hnsw.search(q, k + 1)?;
