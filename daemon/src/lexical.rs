@@ -3,9 +3,9 @@
 //! words), with camelCase identifiers also split, so `parseHttpHeaders` finds
 //! `parse_http_headers`, and stop words dropped.
 //!
-//! Indexing the parts of camelCase words too was measured and left out: on the
-//! public eval it cost 1–2 % of storage (over the 1 MB per 1,000 chunks budget)
-//! and lowered hybrid MRR@10 (0.508 against 0.530); see docs/BENCHMARKS.md.
+//! The document side gets the same parts ([`document_text`]): code written in
+//! camelCase (C, Go, Java, JavaScript, Swift, …) was otherwise found only by
+//! its whole identifiers.
 
 /// An FTS5 `MATCH` expression for `query`: any of its words (and of their
 /// camelCase parts) but stop words, each quoted, so no query text is taken as
@@ -36,6 +36,66 @@ pub fn match_query(query: &str) -> Option<String> {
     })
 }
 
+/// The text of a chunk as the full-text index sees it: the chunk, then the
+/// parts of each camelCase/PascalCase identifier in it once (`compressBlock` →
+/// `compress Block`), so a query word "block" finds it. The tokenizer splits
+/// snake_case and paths on their separators by itself; the whole identifier
+/// stays a token of its own, so an exact name still ranks first.
+pub fn document_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    out.push_str(text);
+    let mut seen: Vec<&str> = Vec::new();
+    for word in words(text) {
+        if !word.chars().any(char::is_uppercase) || seen.contains(&word) {
+            continue;
+        }
+        seen.push(word);
+        let parts = camel_parts(word);
+        if parts.len() < 2 {
+            continue;
+        }
+        out.push('\n');
+        for part in parts {
+            out.push_str(part);
+            out.push(' ');
+        }
+    }
+    out
+}
+
+/// A path as the full-text index sees it: its components, and the camelCase
+/// parts of each (`Source/Features/RetryPolicy.swift` → also `Retry Policy`).
+pub fn path_text(path: &str) -> String {
+    document_text(path)
+}
+
+/// The parts of every identifier in `text`, lowercased: `RetryPolicy.swift` →
+/// `retry`, `policy`, `swift`; `path_router` → `path`, `router`.
+pub fn identifier_parts(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for word in words(text) {
+        for snake in word.split('_') {
+            for part in camel_parts(snake) {
+                out.push(part.to_lowercase());
+            }
+        }
+    }
+    out
+}
+
+/// Words of `query` that carry meaning (no stop words), lowercased, in order,
+/// each once.
+pub fn content_words(query: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for w in words(query) {
+        let w = w.to_lowercase();
+        if w.chars().count() >= 2 && !STOP_WORDS.contains(&w.as_str()) && !out.contains(&w) {
+            out.push(w);
+        }
+    }
+    out
+}
+
 /// English words that carry no meaning in a query: in code they are keywords
 /// or everywhere in comments (`if`, `for`, `in`, `is`, `the`), so matching them
 /// ranks chunks by how chatty they are. Dropping them moved hybrid MRR@10 from
@@ -52,7 +112,7 @@ const STOP_WORDS: &[&str] = &[
 ];
 
 /// Runs of letters, digits and `_`.
-fn words(text: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn words(text: &str) -> impl Iterator<Item = &str> {
     text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
         .filter(|w| !w.is_empty())
 }

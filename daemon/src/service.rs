@@ -357,27 +357,20 @@ impl Service {
             let filtered = languages.is_some() || paths.is_some();
             let found = tokio::task::spawn_blocking(move || {
                 let reader = repo.reader.lock().unwrap_or_else(|e| e.into_inner());
-                // Filters drop candidates after the HNSW probe: ask for more.
-                let want = crate::search::overfetch(if filtered { k * 8 } else { k });
-                let semantic = if mode == crate::search::Mode::Lexical {
-                    Vec::new()
-                } else {
-                    reader.nearest(&query, want)?
+                let keep = |r: &crate::store::ChunkRow| {
+                    languages
+                        .as_ref()
+                        .is_none_or(|l| l.iter().any(|x| x == &r.language))
+                        && paths.as_ref().is_none_or(|g| g.is_match(&r.path))
                 };
-                let lexical = if mode == crate::search::Mode::Semantic {
-                    Vec::new()
-                } else {
-                    reader.lexical(&text, want)?
+                let req = crate::search::Request {
+                    text: &text,
+                    vector: (mode != crate::search::Mode::Lexical).then_some(query.as_slice()),
+                    k,
+                    mode,
+                    keep: filtered.then_some(&keep as &(dyn Fn(&crate::store::ChunkRow) -> bool + Sync)),
                 };
-                let rows = crate::search::fuse(mode, semantic, lexical)
-                    .into_iter()
-                    .filter(|(r, _)| {
-                        languages
-                            .as_ref()
-                            .is_none_or(|l| l.iter().any(|x| x == &r.language))
-                    })
-                    .filter(|(r, _)| paths.as_ref().is_none_or(|g| g.is_match(&r.path)))
-                    .collect();
+                let rows = crate::search::ranked(&*reader, &req)?;
                 let root = repo.root.display().to_string();
                 Ok::<_, StoreError>(
                     crate::search::hits(&repo.root, rows, k)

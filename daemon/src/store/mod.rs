@@ -26,8 +26,13 @@ use serde::{Deserialize, Serialize};
 pub use hnsw::{Hnsw, quantize};
 
 /// Bumped when the layout of the files below changes (3: the full-text index
-/// stems words with Porter's stemmer).
-pub const SCHEMA_VERSION: u32 = 3;
+/// stems words with Porter's stemmer; 4: it holds the camelCase parts of
+/// identifiers and path components too).
+pub const SCHEMA_VERSION: u32 = 4;
+
+/// The first schema whose vectors (8-bit, scaled per vector, keyed by a 128-bit
+/// content hash) are stored as today: a migration from it keeps them.
+const VECTORS_SINCE: u32 = 2;
 
 /// Vectors no chunk uses are kept this many at most (oldest dropped first), so a
 /// branch switched back costs no embedding.
@@ -261,16 +266,28 @@ impl Store {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         let manifest_path = dir.join(MANIFEST);
         let mut manifest = std::fs::read_to_string(&manifest_path);
+        let mut carried: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         if let Ok(text) = &manifest
             && let Ok(have) = serde_json::from_str::<Manifest>(text)
             && have.schema_version < want.schema_version
             && have.model == want.model
             && have.dims == want.dims
         {
-            tracing::warn!(dir = %dir.display(), from = have.schema_version, to = want.schema_version, "index of an older codesearch; building it again");
+            // The vectors are still good (same model, same encoding): keep them, so
+            // an upgrade re-chunks and re-indexes the text but embeds nothing.
+            let kept = if have.schema_version >= VECTORS_SINCE {
+                old_vectors(&dir.join(SQLITE)).unwrap_or_else(|err| {
+                    tracing::warn!(dir = %dir.display(), %err, "vectors of the older index unreadable; embedding again");
+                    Vec::new()
+                })
+            } else {
+                Vec::new()
+            };
+            tracing::warn!(dir = %dir.display(), from = have.schema_version, to = want.schema_version, vectors_kept = kept.len(), "index of an older codesearch; building it again");
             std::fs::remove_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
             std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
             manifest = Err(std::io::ErrorKind::NotFound.into());
+            carried = kept;
         }
         match manifest {
             Ok(text) => {
@@ -305,6 +322,9 @@ impl Store {
         };
         let db = Connection::open(&db_path).map_err(sql)?;
         db.execute_batch(SCHEMA).map_err(sql)?;
+        if !carried.is_empty() {
+            keep_vectors(&db, &carried).map_err(sql)?;
+        }
         let generation = meta_int(&db, "generation").map_err(sql)?;
         let saved = meta_int(&db, "hnsw_generation").map_err(sql)?;
         let hnsw_path = dir.join(HNSW);
@@ -534,7 +554,12 @@ impl Store {
                             let id = tx.last_insert_rowid();
                             tx.execute(
                                 "INSERT INTO chunks_fts(rowid, text, path, symbol) VALUES (?1, ?2, ?3, ?4)",
-                                params![id, c.text, file.path, c.symbol],
+                                params![
+                                    id,
+                                    crate::lexical::document_text(&c.text),
+                                    crate::lexical::path_text(&file.path),
+                                    c.symbol.as_deref().map(crate::lexical::document_text)
+                                ],
                             )?;
                             tx.execute(
                                 "UPDATE vectors SET orphaned_at = NULL WHERE id = ?1 AND orphaned_at IS NOT NULL",
@@ -772,6 +797,80 @@ impl StoreReader {
     }
 }
 
+/// What a search reads from an index: the writer's [`Store`] and a
+/// [`StoreReader`] answer alike, so every search runs one code path.
+pub trait Retrieve {
+    /// The `k` nearest chunks to `query`, with cosine similarity, best first.
+    fn nearest(&self, query: &[f32], k: usize) -> Result<Vec<(ChunkRow, f32)>, StoreError>;
+    /// The `k` best full-text matches of `query` (BM25, higher is better).
+    fn lexical(&self, query: &str, k: usize) -> Result<Vec<(ChunkRow, f32)>, StoreError>;
+    /// Chunks whose symbol mentions one of `names` (full-text match on the
+    /// symbol column, at most `k`); the caller decides which are definitions.
+    fn symbols(&self, names: &[String], k: usize) -> Result<Vec<ChunkRow>, StoreError>;
+}
+
+impl Retrieve for Store {
+    fn nearest(&self, query: &[f32], k: usize) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
+        Store::nearest(self, query, k)
+    }
+    fn lexical(&self, query: &str, k: usize) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
+        Store::lexical(self, query, k)
+    }
+    fn symbols(&self, names: &[String], k: usize) -> Result<Vec<ChunkRow>, StoreError> {
+        symbols(&self.db, &self.dir.join(SQLITE), names, k)
+    }
+}
+
+impl Retrieve for StoreReader {
+    fn nearest(&self, query: &[f32], k: usize) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
+        StoreReader::nearest(self, query, k)
+    }
+    fn lexical(&self, query: &str, k: usize) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
+        StoreReader::lexical(self, query, k)
+    }
+    fn symbols(&self, names: &[String], k: usize) -> Result<Vec<ChunkRow>, StoreError> {
+        symbols(&self.db, &self.path, names, k)
+    }
+}
+
+/// Chunks whose symbol column matches any of `names` as a phrase.
+fn symbols(
+    db: &Connection,
+    db_path: &Path,
+    names: &[String],
+    k: usize,
+) -> Result<Vec<ChunkRow>, StoreError> {
+    let phrases: Vec<String> = names
+        .iter()
+        .map(|n| n.replace('"', ""))
+        .filter(|n| !n.trim().is_empty())
+        .map(|n| format!("\"{n}\""))
+        .collect();
+    if phrases.is_empty() {
+        return Ok(Vec::new());
+    }
+    let expr = format!("symbol : ({})", phrases.join(" OR "));
+    let sql = |source| StoreError::Sqlite {
+        path: db_path.to_owned(),
+        source,
+    };
+    let found: Vec<(u64, f32)> = (|| {
+        let mut stmt = db.prepare_cached(
+            "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ?1 ORDER BY rank LIMIT ?2",
+        )?;
+        stmt.query_map(params![expr, k as i64], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, 0.0))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()
+    })()
+    .map_err(sql)?;
+    Ok(rows_for(db, found)
+        .map_err(sql)?
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect())
+}
+
 /// BM25 over the chunk text, its path and its symbol (weighted 1, 2 and 4: a
 /// word in a name says more than one in a body). Words are stemmed (Porter) on
 /// both sides, so "remaining" finds `remain` and "deserializes" `deserialize`.
@@ -978,6 +1077,29 @@ fn live_vectors(db: &Connection) -> rusqlite::Result<HashMap<u64, Vec<i8>>> {
         ))
     })?;
     rows.collect()
+}
+
+/// Every `(key, vector)` of an index file of an older schema, as stored.
+fn old_vectors(path: &Path) -> rusqlite::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let db = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let mut stmt = db.prepare("SELECT key, vector FROM vectors")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
+}
+
+/// Carried vectors go in as orphans: the first pass finds them by content key.
+fn keep_vectors(db: &Connection, vectors: &[(Vec<u8>, Vec<u8>)]) -> rusqlite::Result<()> {
+    let tx = db.unchecked_transaction()?;
+    {
+        let now = unix_now();
+        let mut stmt = tx.prepare(
+            "INSERT INTO vectors(key, vector, orphaned_at) VALUES (?1, ?2, ?3) ON CONFLICT(key) DO NOTHING",
+        )?;
+        for (key, vector) in vectors {
+            stmt.execute(params![key, vector, now])?;
+        }
+    }
+    tx.commit()
 }
 
 fn describe(m: &Manifest) -> String {

@@ -134,6 +134,27 @@ fn an_index_of_an_older_schema_is_built_again() {
 }
 
 #[test]
+fn an_older_schema_keeps_its_vectors_so_an_upgrade_embeds_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Store::open(tmp.path(), &manifest("minilm")).unwrap();
+    s.apply(vec![indexed("a.rs", &[1, 2])]).unwrap();
+    drop(s);
+    let mut old = manifest("minilm");
+    old.schema_version = SCHEMA_VERSION - 1;
+    assert!(old.schema_version >= VECTORS_SINCE);
+    std::fs::write(tmp.path().join(MANIFEST), serde_json::to_vec(&old).unwrap()).unwrap();
+
+    let s = Store::open(tmp.path(), &manifest("minilm")).unwrap();
+    assert_eq!(s.chunk_count().unwrap(), 0);
+    let kept = s.vectors(&[key(1), key(2), key(3)]).unwrap();
+    assert_eq!(kept.len(), 2);
+    let v = &kept[&key(1)];
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let cos: f32 = v.iter().zip(unit(1)).map(|(a, b)| a * b).sum::<f32>() / norm;
+    assert!(cos > 0.999, "{cos}");
+}
+
+#[test]
 fn a_missing_corrupt_or_stale_hnsw_file_is_rebuilt() {
     let tmp = tempfile::tempdir().unwrap();
     let mut s = Store::open(tmp.path(), &manifest("minilm")).unwrap();
