@@ -161,6 +161,21 @@ mod tests {
     }
 
     #[test]
+    fn documents_carry_the_parts_of_their_camel_case_identifiers_once() {
+        let text = document_text("let x = compressBlock(a); compressBlock(b); snake_case; Plain");
+        assert!(text.starts_with("let x = compressBlock(a);"));
+        assert_eq!(text.matches("compress Block").count(), 1, "{text}");
+        assert!(
+            !text.contains("snake case"),
+            "the tokenizer splits `_` itself: {text}"
+        );
+        assert_eq!(
+            identifier_parts("Source/RetryPolicy.swift path_router"),
+            ["source", "retry", "policy", "swift", "path", "router"]
+        );
+    }
+
+    #[test]
     fn stop_words_are_left_out() {
         assert_eq!(
             match_query("where does the parser reject a trailing comma?").as_deref(),

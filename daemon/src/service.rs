@@ -368,7 +368,8 @@ impl Service {
                     vector: (mode != crate::search::Mode::Lexical).then_some(query.as_slice()),
                     k,
                     mode,
-                    keep: filtered.then_some(&keep as &(dyn Fn(&crate::store::ChunkRow) -> bool + Sync)),
+                    keep: filtered
+                        .then_some(&keep as &(dyn Fn(&crate::store::ChunkRow) -> bool + Sync)),
                 };
                 let rows = crate::search::ranked(&*reader, &req)?;
                 let root = repo.root.display().to_string();

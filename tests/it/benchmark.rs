@@ -134,6 +134,52 @@ fn benchmark_answers_a_slice_of_the_public_eval() {
     // The default model stays loaded for the searches to come.
     assert!(status.contains("model minilm on cpu"), "{}", text(&o));
 
+    // The CLI's search gives the same hits for the same queries: the benchmark
+    // measures the path users run.
+    let o = home.run(&["index", root]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let all = std::fs::read_to_string(&queries).unwrap();
+    for (line, outcome) in all.lines().zip(outcomes) {
+        let q: serde_json::Value = serde_json::from_str(line).unwrap();
+        let o = home.run(&[
+            "search",
+            "--json",
+            "-k",
+            "10",
+            "--repo",
+            root,
+            "--",
+            q["query"].as_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let cli: Vec<(String, u64, u64)> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| {
+                let h: serde_json::Value = serde_json::from_str(l).unwrap();
+                let p = h["path"].as_str().unwrap().to_owned();
+                (
+                    p,
+                    h["start_line"].as_u64().unwrap(),
+                    h["end_line"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let bench: Vec<(String, u64, u64)> = outcome["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                let p = h["path"].as_str().unwrap().to_owned();
+                (
+                    p,
+                    h["start_line"].as_u64().unwrap(),
+                    h["end_line"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(cli, bench, "{}", q["id"]);
+    }
+
     // The table, on the same slice with the lexical ranking.
     let o = home.run(&[
         "benchmark",

@@ -140,8 +140,8 @@ impl std::fmt::Debug for Request<'_> {
 /// Index-wide symbol matches looked at for a query's names.
 const SYMBOL_CANDIDATES: usize = 64;
 
-/// The one search path: both retrievals (and the symbol lookup for the names
-/// a query mentions), the filters, then [`rank::rank`]. The daemon's `search`
+/// The one search path: both retrievals (and, for a query that is a name, the
+/// symbol lookup), the filters, then [`rank::rank`]. The daemon's `search`
 /// method, `benchmark.run` and `bench-index` all come through here.
 pub fn ranked(src: &dyn Retrieve, req: &Request<'_>) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
     // Filters drop candidates after the probes: ask for more.
@@ -162,7 +162,7 @@ pub fn ranked(src: &dyn Retrieve, req: &Request<'_>) -> Result<Vec<(ChunkRow, f3
         keep(src.lexical(req.text, want)?)
     };
     let analysis = query::analyse(req.text);
-    let symbols = if req.mode == Mode::Hybrid && !analysis.names.is_empty() {
+    let symbols = if req.mode == Mode::Hybrid && analysis.symbol_query {
         let rows = src.symbols(&analysis.names, SYMBOL_CANDIDATES)?;
         match req.keep {
             Some(f) => rows.into_iter().filter(|r| f(r)).collect(),

@@ -20,10 +20,38 @@ pub struct Analysis {
 
 /// Words that describe code in general; they say nothing about which file.
 const GENERIC: &[&str] = &[
-    "function", "functions", "method", "methods", "class", "classes", "code", "implementation",
-    "implemented", "implement", "implements", "logic", "handling", "handle", "handles", "using",
-    "used", "use", "uses", "work", "works", "type", "types", "value", "values", "data",
-    "support", "supports", "called", "defined", "define", "defines",
+    "function",
+    "functions",
+    "method",
+    "methods",
+    "class",
+    "classes",
+    "code",
+    "implementation",
+    "implemented",
+    "implement",
+    "implements",
+    "logic",
+    "handling",
+    "handle",
+    "handles",
+    "using",
+    "used",
+    "use",
+    "uses",
+    "work",
+    "works",
+    "type",
+    "types",
+    "value",
+    "values",
+    "data",
+    "support",
+    "supports",
+    "called",
+    "defined",
+    "define",
+    "defines",
 ];
 
 /// Analyses `query`.
@@ -132,7 +160,13 @@ mod tests {
 
     #[test]
     fn a_name_alone_is_a_symbol_query() {
-        for q in ["parseConfig", "Config::load", "serde_json::from_str", "Foo.bar()", "retry"] {
+        for q in [
+            "parseConfig",
+            "Config::load",
+            "serde_json::from_str",
+            "Foo.bar()",
+            "retry",
+        ] {
             let a = analyse(q);
             assert!(a.symbol_query, "{q}");
             assert_eq!(a.names.len(), 1, "{q}");
@@ -145,7 +179,11 @@ mod tests {
     fn stems_match_file_names_split_like_identifiers() {
         let a = analyse("how request retrying is implemented with backoff");
         let file = stems_of("RetryPolicy");
-        assert!(a.stems.iter().any(|s| file.contains(s)), "{:?} {file:?}", a.stems);
+        assert!(
+            a.stems.iter().any(|s| file.contains(s)),
+            "{:?} {file:?}",
+            a.stems
+        );
         assert!(!a.stems.contains(&"implement".to_owned()));
         assert_eq!(stems_of("path_router"), ["path", "router"]);
     }

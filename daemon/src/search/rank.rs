@@ -1,7 +1,8 @@
 //! The ranking layer over the two retrievals: reciprocal-rank fusion, then the
-//! evidence a list of chunks alone does not weigh: definitions of the names a
-//! query mentions, query words in file and folder names, several matching
-//! chunks in one file, and a first page that covers more than one file.
+//! evidence a list of chunks alone does not weigh: for a query that is a name,
+//! its definitions (found index-wide); query words in file and folder names;
+//! and a first page that covers more than one file. Several matching chunks of
+//! one file adding to the file's rank was measured and left out (docs/BENCHMARKS.md).
 //! Every weight here was measured on both development sets (docs/BENCHMARKS.md).
 
 use std::collections::HashMap;
@@ -14,9 +15,11 @@ use crate::store::ChunkRow;
 /// drowning the other's.
 const RRF_K: f32 = 60.0;
 
-/// Weight of the definitions list in the fusion, for a sentence that mentions
-/// names and for a query that is names alone.
-const DEFINITION_WEIGHT: f32 = 1.0;
+/// Weight of the definitions list in the fusion for a query that is names
+/// alone. For sentences that mention names it was measured at 0.5 and 1.0 and
+/// lost both times (semble split 0.796 → 0.791 and 0.811 → 0.816 without it,
+/// Python 0.95 → 0.89): a sentence's capitalised words are often not the names
+/// of its answer. Sentences get no definitions list.
 const DEFINITION_WEIGHT_SYMBOL_QUERY: f32 = 3.0;
 
 /// Score multiplier per query stem found in a file's name (at most two count)
@@ -24,13 +27,12 @@ const DEFINITION_WEIGHT_SYMBOL_QUERY: f32 = 3.0;
 const FILE_NAME_BOOST: f32 = 0.3;
 const FOLDER_BOOST: f32 = 0.1;
 
-/// Share of a file's other candidates' scores a chunk gains: several chunks of
-/// one file matching says the file is about the query.
-const COHERENCE: f32 = 0.25;
-
 /// Each hit already listed from a file multiplies the next one's score by this,
-/// so the first page covers more files.
-const SAME_FILE_DECAY: f32 = 0.5;
+/// so the first page covers more files. 0.5 scored best on the semble split
+/// (0.816) but sank function-level answers that share a file with a better
+/// match (public eval Recall@10 0.825 → 0.662); 0.9 keeps them (0.825) and most
+/// of the gain (0.796; 1.0: 0.775).
+const SAME_FILE_DECAY: f32 = 0.9;
 
 /// Tests, docs, examples, benchmarks, vendored code and changelogs matched
 /// queries better than the code they describe (their words are the query's
@@ -38,8 +40,8 @@ const SAME_FILE_DECAY: f32 = 0.5;
 const SECONDARY_WEIGHT: f32 = 0.3;
 
 /// The ranked candidates of `mode`, best first. Semantic and lexical modes are
-/// the single retrievals as they come; hybrid fuses them with the definitions
-/// of the names the query mentions and ranks files as described above.
+/// the single retrievals as they come; hybrid fuses them (with the definitions
+/// of the names a symbol query names) and ranks files as described above.
 pub fn rank(
     mode: Mode,
     analysis: &Analysis,
@@ -67,16 +69,15 @@ pub fn rank(
                     add(row, w / (RRF_K + rank as f32 + 1.0));
                 }
             }
-            let weight = if analysis.symbol_query {
-                DEFINITION_WEIGHT_SYMBOL_QUERY
-            } else {
-                DEFINITION_WEIGHT
-            };
-            for (rank, row) in definitions(analysis, symbols).into_iter().enumerate() {
-                let w = weight * prior(&row, secondary_wanted);
-                add(row, w / (RRF_K + rank as f32 + 1.0));
+            if analysis.symbol_query {
+                for (rank, row) in definitions(analysis, symbols).into_iter().enumerate() {
+                    let w = DEFINITION_WEIGHT_SYMBOL_QUERY * prior(&row, secondary_wanted);
+                    add(row, w / (RRF_K + rank as f32 + 1.0));
+                }
             }
-            file_evidence(analysis, &mut fused);
+            for (row, score) in fused.iter_mut() {
+                *score *= path_match(analysis, &row.path);
+            }
             diversify(fused)
         }
     }
@@ -106,27 +107,6 @@ fn defined_name(symbol: &str) -> Option<&str> {
         .find(|s| !s.is_empty())
 }
 
-/// Raises chunks of files whose name or folders carry the query's words, and
-/// chunks of files with several candidates.
-fn file_evidence(analysis: &Analysis, fused: &mut [(ChunkRow, f32)]) {
-    let mut file_total: HashMap<&str, f32> = HashMap::new();
-    for (row, score) in fused.iter() {
-        *file_total.entry(row.path.as_str()).or_default() += *score;
-    }
-    let file_total: HashMap<String, f32> = file_total
-        .into_iter()
-        .map(|(p, s)| (p.to_owned(), s))
-        .collect();
-    let mut path_boost: HashMap<String, f32> = HashMap::new();
-    for (row, score) in fused.iter_mut() {
-        let others = file_total.get(&row.path).copied().unwrap_or(0.0) - *score;
-        let boost = *path_boost
-            .entry(row.path.clone())
-            .or_insert_with(|| path_match(analysis, &row.path));
-        *score = (*score + COHERENCE * others.max(0.0)) * boost;
-    }
-}
-
 /// File stems that name their folder's module rather than themselves.
 const FOLDER_FILES: &[&str] = &["mod", "index", "__init__", "lib", "main", "init", "package"];
 
@@ -145,7 +125,12 @@ fn path_match(analysis: &Analysis, path: &str) -> f32 {
         stem = folder;
     }
     let in_name = stems_of(stem);
-    let in_folders: Vec<String> = parts.iter().rev().take(3).flat_map(|d| stems_of(d)).collect();
+    let in_folders: Vec<String> = parts
+        .iter()
+        .rev()
+        .take(3)
+        .flat_map(|d| stems_of(d))
+        .collect();
     let count = |have: &[String]| {
         analysis
             .stems
@@ -198,7 +183,15 @@ fn asks_for_secondary(analysis: &Analysis) -> bool {
     analysis.stems.iter().any(|s| {
         matches!(
             s.as_str(),
-            "test" | "tests" | "spec" | "exampl" | "example" | "benchmark" | "bench" | "doc" | "fixtur"
+            "test"
+                | "tests"
+                | "spec"
+                | "exampl"
+                | "example"
+                | "benchmark"
+                | "bench"
+                | "doc"
+                | "fixtur"
         )
     })
 }
@@ -317,16 +310,25 @@ mod tests {
         assert_eq!(fused[1].0.id, 1);
         // Unless the query asks for tests.
         let (s, l) = lists();
-        let fused = rank(Mode::Hybrid, &analyse("tests that parse a number"), s, l, Vec::new());
+        let fused = rank(
+            Mode::Hybrid,
+            &analyse("tests that parse a number"),
+            s,
+            l,
+            Vec::new(),
+        );
         assert_eq!(fused[0].0.id, 1);
         // The single rankings are left as they are.
         let (s, _) = lists();
-        assert_eq!(rank(Mode::Semantic, &a, s, Vec::new(), Vec::new())[0].0.id, 1);
+        assert_eq!(
+            rank(Mode::Semantic, &a, s, Vec::new(), Vec::new())[0].0.id,
+            1
+        );
     }
 
     #[test]
     fn a_definition_of_a_named_type_outranks_its_uses() {
-        let a = analyse("how IntoResponse converts values");
+        let a = analyse("IntoResponse");
         let uses = vec![
             (row(1, "src/handler.rs", Some("impl Handler::call")), 0.9),
             (row(2, "src/routing.rs", Some("route")), 0.8),

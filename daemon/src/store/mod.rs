@@ -442,6 +442,17 @@ impl Store {
             let mut rows = stmt.query([]).map_err(|e| self.sql(e))?;
             while rows.next().map_err(|e| self.sql(e))?.is_some() {}
         }
+        // After a pass the WAL held most of the data (1.9 MB beside a 1.05 MB
+        // database): write it back and truncate it, so the index takes the disk
+        // it needs. A reader in the middle of a search can keep part of it for
+        // now (`busy`); the next pass, or closing, finishes the job.
+        let busy: i64 = self
+            .db
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+            .map_err(|e| self.sql(e))?;
+        if busy != 0 {
+            tracing::debug!(dir = %self.dir.display(), "WAL checkpoint deferred: a search is reading");
+        }
         Ok(())
     }
 

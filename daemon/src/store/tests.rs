@@ -204,6 +204,32 @@ fn lexical_search_stems_words_on_both_sides() {
 }
 
 #[test]
+fn camel_case_identifiers_and_file_names_match_their_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), &manifest("m")).unwrap();
+    let mut update = indexed("Source/Features/RetryPolicy.swift", &[1, 2]);
+    if let FileUpdate::Indexed { chunks, .. } = &mut update {
+        chunks[0].text = "static int compressBlock(HTTPResponse *r) { return 0; }".to_owned();
+        chunks[1].text = "func other() {}".to_owned();
+    }
+    store
+        .apply(vec![update, indexed("src/plain.rs", &[3])])
+        .unwrap();
+    let found = store.lexical("block response", 5).unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0.symbol.as_deref(), Some("f1"));
+    // The whole identifier is still a word of its own.
+    assert_eq!(store.lexical("compressBlock", 5).unwrap().len(), 1);
+    // A path's camelCase parts: both chunks of RetryPolicy.swift, not plain.rs.
+    let by_path = store.lexical("policy", 5).unwrap();
+    assert_eq!(by_path.len(), 2, "{by_path:?}");
+    // The symbol column finds definitions by name, index-wide.
+    let defs = store.symbols(&["f3".to_owned()], 5).unwrap();
+    assert_eq!(defs.len(), 1);
+    assert_eq!(defs[0].path, "src/plain.rs");
+}
+
+#[test]
 fn hnsw_recall_is_measured_against_an_exact_scan() {
     let tmp = tempfile::tempdir().unwrap();
     let mut s = Store::open(tmp.path(), &manifest("minilm")).unwrap();
