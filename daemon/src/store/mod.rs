@@ -26,9 +26,9 @@ use serde::{Deserialize, Serialize};
 pub use hnsw::{Hnsw, quantize};
 
 /// Bumped when the layout of the files below changes (3: the full-text index
-/// stems words with Porter's stemmer; 4: it holds the camelCase parts of
-/// identifiers and path components too).
-pub const SCHEMA_VERSION: u32 = 4;
+/// stems words with Porter's stemmer; 8: it holds the camelCase parts of
+/// identifiers and path components too; 4–7 were development layouts).
+pub const SCHEMA_VERSION: u32 = 8;
 
 /// The first schema whose vectors (8-bit, scaled per vector, keyed by a 128-bit
 /// content hash) are stored as today: a migration from it keeps them.
