@@ -217,6 +217,10 @@ const SECONDARY_DIRS: &[&str] = &[
     "benchmarks",
 ];
 
+/// Languages whose test runners find tests by a `test_` prefix or a `_test`
+/// suffix of the file name (pytest, go test, minitest, ExUnit, GoogleTest, Rust).
+const TEST_NAMING_EXTENSIONS: &[&str] = &["py", "go", "rb", "exs", "cc", "cpp", "rs"];
+
 /// Tests (by folder or by the naming conventions of common test runners),
 /// docs, examples, benchmarks, vendored code and changelogs.
 pub(crate) fn is_secondary(path: &str) -> bool {
@@ -227,9 +231,12 @@ pub(crate) fn is_secondary(path: &str) -> bool {
     }
     let lower = file.to_ascii_lowercase();
     let stem = lower.split('.').next().unwrap_or_default();
-    stem.starts_with("test_")
-        || stem.ends_with("_test")
-        || stem.ends_with("_tests")
+    let ext = lower.rsplit('.').next().unwrap_or_default();
+    // `test_x` / `x_test` name tests only where the test runner says so:
+    // bats-core's `test_functions.bash` is the framework itself.
+    let named_test = TEST_NAMING_EXTENSIONS.contains(&ext)
+        && (stem.starts_with("test_") || stem.ends_with("_test") || stem.ends_with("_tests"));
+    named_test
         || stem == "conftest"
         || lower.contains(".test.")
         || lower.contains(".spec.")
@@ -284,6 +291,7 @@ mod tests {
             "contest/main.go",
             "README.md",
             "src/docstring.py",
+            "lib/bats-core/test_functions.bash",
         ] {
             assert!(!is_secondary(path), "{path}");
         }
