@@ -25,9 +25,13 @@ pub struct Grammar {
     /// Line prefixes (after indentation) that attach to the next definition:
     /// doc comments, attributes, decorators.
     pub leading: &'static [&'static str],
+    /// Consecutive functions of one name are clauses of one definition (a Haskell
+    /// signature and its equations, Elixir's `def` clauses) and merge into one.
+    pub clauses: bool,
 }
 
 const C_LEADING: &[&str] = &["//", "/*", "*"];
+const JVM_LEADING: &[&str] = &["//", "/*", "*", "@"];
 
 /// Every language, parsed ones first.
 pub static LANGS: &[Lang] = &[
@@ -39,6 +43,7 @@ pub static LANGS: &[Lang] = &[
             query: include_str!("queries/rust.scm"),
             separator: "::",
             leading: &["//", "/*", "*", "#["],
+            clauses: false,
         }),
     },
     Lang {
@@ -49,6 +54,7 @@ pub static LANGS: &[Lang] = &[
             query: include_str!("queries/python.scm"),
             separator: ".",
             leading: &["#", "@"],
+            clauses: false,
         }),
     },
     Lang {
@@ -59,6 +65,7 @@ pub static LANGS: &[Lang] = &[
             query: include_str!("queries/javascript.scm"),
             separator: ".",
             leading: &["//", "/*", "*", "@"],
+            clauses: false,
         }),
     },
     Lang {
@@ -69,6 +76,7 @@ pub static LANGS: &[Lang] = &[
             query: include_str!("queries/typescript.scm"),
             separator: ".",
             leading: &["//", "/*", "*", "@"],
+            clauses: false,
         }),
     },
     Lang {
@@ -79,6 +87,7 @@ pub static LANGS: &[Lang] = &[
             query: include_str!("queries/typescript.scm"),
             separator: ".",
             leading: &["//", "/*", "*", "@"],
+            clauses: false,
         }),
     },
     Lang {
@@ -89,6 +98,7 @@ pub static LANGS: &[Lang] = &[
             query: include_str!("queries/go.scm"),
             separator: ".",
             leading: &["//"],
+            clauses: false,
         }),
     },
     Lang {
@@ -99,6 +109,7 @@ pub static LANGS: &[Lang] = &[
             query: include_str!("queries/java.scm"),
             separator: ".",
             leading: &["//", "/*", "*", "@"],
+            clauses: false,
         }),
     },
     Lang {
@@ -109,6 +120,7 @@ pub static LANGS: &[Lang] = &[
             query: include_str!("queries/c.scm"),
             separator: "::",
             leading: C_LEADING,
+            clauses: false,
         }),
     },
     Lang {
@@ -119,6 +131,7 @@ pub static LANGS: &[Lang] = &[
             query: include_str!("queries/cpp.scm"),
             separator: "::",
             leading: &["//", "/*", "*", "template"],
+            clauses: false,
         }),
     },
     Lang {
@@ -129,6 +142,117 @@ pub static LANGS: &[Lang] = &[
             query: include_str!("queries/ruby.scm"),
             separator: ".",
             leading: &["#"],
+            clauses: false,
+        }),
+    },
+    Lang {
+        name: "csharp",
+        extensions: &["cs"],
+        grammar: Some(Grammar {
+            language: || tree_sitter_c_sharp::LANGUAGE.into(),
+            query: include_str!("queries/csharp.scm"),
+            separator: ".",
+            leading: &["///", "//", "[", "/*", "*"],
+            clauses: false,
+        }),
+    },
+    Lang {
+        name: "php",
+        extensions: &["php"],
+        grammar: Some(Grammar {
+            language: || tree_sitter_php::LANGUAGE_PHP.into(),
+            query: include_str!("queries/php.scm"),
+            separator: ".",
+            leading: &["/**", "*", "//", "#["],
+            clauses: false,
+        }),
+    },
+    Lang {
+        name: "kotlin",
+        extensions: &["kt", "kts"],
+        grammar: Some(Grammar {
+            language: || tree_sitter_kotlin_ng::LANGUAGE.into(),
+            query: include_str!("queries/kotlin.scm"),
+            separator: ".",
+            leading: JVM_LEADING,
+            clauses: false,
+        }),
+    },
+    Lang {
+        name: "swift",
+        extensions: &["swift"],
+        grammar: Some(Grammar {
+            language: || tree_sitter_swift::LANGUAGE.into(),
+            query: include_str!("queries/swift.scm"),
+            separator: ".",
+            leading: JVM_LEADING,
+            clauses: false,
+        }),
+    },
+    Lang {
+        name: "scala",
+        extensions: &["scala", "sc"],
+        grammar: Some(Grammar {
+            language: || tree_sitter_scala::LANGUAGE.into(),
+            query: include_str!("queries/scala.scm"),
+            separator: ".",
+            leading: JVM_LEADING,
+            clauses: false,
+        }),
+    },
+    Lang {
+        name: "elixir",
+        extensions: &["ex", "exs"],
+        grammar: Some(Grammar {
+            language: || tree_sitter_elixir::LANGUAGE.into(),
+            query: include_str!("queries/elixir.scm"),
+            separator: ".",
+            leading: &["@doc", "@moduledoc", "@spec", "#", "@"],
+            clauses: true,
+        }),
+    },
+    Lang {
+        name: "haskell",
+        extensions: &["hs"],
+        grammar: Some(Grammar {
+            language: || tree_sitter_haskell::LANGUAGE.into(),
+            query: include_str!("queries/haskell.scm"),
+            separator: ".",
+            leading: &["--", "{-"],
+            clauses: true,
+        }),
+    },
+    Lang {
+        name: "lua",
+        extensions: &["lua"],
+        grammar: Some(Grammar {
+            language: || tree_sitter_lua::LANGUAGE.into(),
+            query: include_str!("queries/lua.scm"),
+            separator: ".",
+            leading: &["--"],
+            clauses: false,
+        }),
+    },
+    Lang {
+        name: "zig",
+        extensions: &["zig"],
+        grammar: Some(Grammar {
+            language: || tree_sitter_zig::LANGUAGE.into(),
+            query: include_str!("queries/zig.scm"),
+            separator: ".",
+            leading: &["///", "//"],
+            clauses: false,
+        }),
+    },
+    Lang {
+        name: "bash",
+        extensions: &["sh", "bash", "zsh", "bats"],
+        grammar: Some(Grammar {
+            language: || tree_sitter_bash::LANGUAGE.into(),
+            query: include_str!("queries/bash.scm"),
+            separator: ".",
+            leading: &["#"],
+            clauses: false,
         }),
     },
     Lang {
@@ -152,8 +276,8 @@ pub static LANGS: &[Lang] = &[
         grammar: None,
     },
     Lang {
-        name: "shell",
-        extensions: &["sh", "bash", "zsh", "fish"],
+        name: "fish",
+        extensions: &["fish"],
         grammar: None,
     },
     Lang {

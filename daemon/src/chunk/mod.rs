@@ -347,6 +347,9 @@ fn definitions(
         stack.push(kept.len());
         kept.push(d);
     }
+    if g.clauses {
+        kept = merge_clauses(kept, lines, g.leading);
+    }
     // Doc comments, attributes and decorators directly above belong to the definition.
     let mut floor = 0;
     for i in 0..kept.len() {
@@ -368,6 +371,36 @@ fn definitions(
         }
     }
     Some(kept)
+}
+
+/// Joins a function to the one before it when both have one name and one scope
+/// and nothing but blanks, comments and attributes lies between: the clauses of
+/// one definition (a Haskell signature and its equations, Elixir's `def` heads).
+/// Leaves have no children, so a leaf's next sibling comes right after it.
+fn merge_clauses(defs: Vec<Def>, lines: &[&str], leading: &[&str]) -> Vec<Def> {
+    let mut index = Vec::with_capacity(defs.len());
+    let mut out: Vec<Def> = Vec::with_capacity(defs.len());
+    for mut d in defs {
+        d.parent = d.parent.map(|p| index[p]);
+        if let Some(last) = out.last_mut()
+            && last.kind.is_leaf()
+            && last.kind == d.kind
+            && last.name == d.name
+            && last.parent == d.parent
+            && last.end < d.start
+            && lines[last.end + 1..d.start]
+                .iter()
+                .all(|l| l.trim().is_empty() || is_leading(l, leading))
+        {
+            last.end = d.end;
+            last.end_byte = d.end_byte;
+            index.push(out.len() - 1);
+            continue;
+        }
+        index.push(out.len());
+        out.push(d);
+    }
+    out
 }
 
 /// Blank, punctuation only (`}`, `});`) or Ruby's `end`: nothing to search for.

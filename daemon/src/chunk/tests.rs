@@ -356,6 +356,472 @@ end
 }
 
 #[test]
+fn csharp() {
+    check(
+        "src/Shapes.cs",
+        r#"using System;
+
+namespace Geo.Shapes
+{
+    /// <summary>A circle.</summary>
+    [Serializable]
+    public class Circle : IShape
+    {
+        private double r;
+
+        public Circle(double r) { this.r = r; }
+
+        /// Its area.
+        public double Area()
+        {
+            return Math.PI * r * r;
+        }
+    }
+
+    public interface IShape
+    {
+        double Area();
+    }
+
+    public struct Point { public int X; }
+
+    public enum Color { Red, Green }
+
+    public record Pair(int A, int B);
+}
+"#,
+        "
+        1-1 window -
+        3-4 module Geo.Shapes
+        5-9 class Geo.Shapes.Circle
+        11-11 method Geo.Shapes.Circle.Circle
+        13-17 method Geo.Shapes.Circle.Area
+        20-21 interface Geo.Shapes.IShape
+        22-22 method Geo.Shapes.IShape.Area
+        25-25 struct Geo.Shapes.Point
+        27-27 enum Geo.Shapes.Color
+        29-29 class Geo.Shapes.Pair
+        ",
+    );
+}
+
+#[test]
+fn php() {
+    check(
+        "src/Greeter.php",
+        r#"<?php
+
+namespace App;
+
+/**
+ * Greets.
+ */
+#[Attribute]
+class Greeter implements Hello
+{
+    private string $name;
+
+    /** Says hello. */
+    public function greet(string $who): string
+    {
+        return "hi $who";
+    }
+}
+
+interface Hello
+{
+    public function greet(string $who): string;
+}
+
+trait Loud
+{
+    public function shout(): void {}
+}
+
+enum Suit { case Hearts; }
+
+function helper(): int
+{
+    return 1;
+}
+"#,
+        "
+        1-3 window -
+        5-11 class Greeter
+        13-17 method Greeter.greet
+        20-21 interface Hello
+        22-22 method Hello.greet
+        25-26 trait Loud
+        27-27 method Loud.shout
+        30-30 enum Suit
+        32-35 function helper
+        ",
+    );
+}
+
+#[test]
+fn kotlin() {
+    check(
+        "src/main/kotlin/Shapes.kt",
+        r#"package geo
+
+import kotlin.math.PI
+
+/** A circle. */
+@JvmInline
+class Circle(val r: Double) : Shape {
+    override fun area(): Double = PI * r * r
+
+    companion object {
+        fun unit() = Circle(1.0)
+    }
+}
+
+interface Shape {
+    fun area(): Double
+}
+
+enum class Color { RED, GREEN }
+
+object Registry {
+    fun register(s: Shape) {
+        println(s)
+    }
+}
+
+typealias Shapes = List<Shape>
+
+fun String.shout(): String = uppercase()
+
+fun main() {
+    println(Circle(2.0).area())
+}
+"#,
+        "
+        1-3 window -
+        5-7 class Circle
+        8-8 method Circle.area
+        10-10 class Circle
+        11-11 method Circle.unit
+        15-15 interface Shape
+        16-16 method Shape.area
+        19-19 enum Color
+        21-21 class Registry
+        22-24 method Registry.register
+        27-27 type Shapes
+        29-29 function shout
+        31-33 function main
+        ",
+    );
+}
+
+#[test]
+fn swift() {
+    check(
+        "Sources/Geo/Shapes.swift",
+        r#"import Foundation
+
+/// Something with an area.
+protocol Shape {
+    func area() -> Double
+}
+
+@MainActor
+final class Circle: Shape {
+    let r: Double
+
+    init(r: Double) {
+        self.r = r
+    }
+
+    // The area.
+    func area() -> Double {
+        return Double.pi * r * r
+    }
+}
+
+struct Point {
+    var x: Int
+}
+
+enum Color {
+    case red, green
+}
+
+extension Point {
+    func moved() -> Point {
+        return Point(x: x + 1)
+    }
+}
+
+typealias Points = [Point]
+
+func main() {
+    print(Circle(r: 1).area())
+}
+"#,
+        "
+        1-1 window -
+        3-4 interface Shape
+        5-5 method Shape.area
+        8-10 class Circle
+        12-14 method Circle.init
+        16-19 method Circle.area
+        22-24 struct Point
+        26-28 enum Color
+        30-30 impl impl Point
+        31-33 method impl Point.moved
+        36-36 type Points
+        38-40 function main
+        ",
+    );
+}
+
+#[test]
+fn scala() {
+    check(
+        "src/main/scala/Shapes.scala",
+        r#"package geo
+
+import scala.math.Pi
+
+/** Something with an area. */
+trait Shape {
+  def area: Double
+}
+
+case class Circle(r: Double) extends Shape {
+  // The area.
+  @inline
+  def area: Double = Pi * r * r
+}
+
+object Circle {
+  def unit(): Circle = Circle(1)
+}
+
+enum Color {
+  case Red, Green
+}
+
+type Shapes = List[Shape]
+
+def main(): Unit =
+  println(Circle(2).area)
+"#,
+        "
+        1-3 window -
+        5-6 trait Shape
+        7-7 method Shape.area
+        10-10 class Circle
+        11-13 method Circle.area
+        16-16 class Circle
+        17-17 method Circle.unit
+        20-22 enum Color
+        24-24 type Shapes
+        26-27 function main
+        ",
+    );
+}
+
+#[test]
+fn elixir() {
+    check(
+        "lib/geo/shapes.ex",
+        r#"defmodule Geo.Shapes do
+  @moduledoc """
+  Shapes.
+  """
+
+  alias Geo.Point
+
+  @doc "The area."
+  @spec area(term) :: float
+  def area({:circle, r}), do: :math.pi() * r * r
+  def area({:square, s}), do: s * s
+
+  defp helper(x) when is_integer(x) do
+    x + 1
+  end
+
+  defmacro twice(expr) do
+    quote do: unquote(expr) * 2
+  end
+end
+
+defprotocol Geo.Size do
+  def size(shape)
+end
+
+defimpl Geo.Size, for: Geo.Point do
+  def size(_point), do: 0
+end
+"#,
+        "
+        1-6 module Geo.Shapes
+        8-11 function Geo.Shapes.area
+        13-15 function Geo.Shapes.helper
+        17-19 macro Geo.Shapes.twice
+        22-22 interface Geo.Size
+        23-23 method Geo.Size.size
+        26-26 impl impl Geo.Size for Geo.Point
+        27-27 method impl Geo.Size for Geo.Point.size
+        ",
+    );
+}
+
+#[test]
+fn haskell() {
+    check(
+        "src/Geo/Shapes.hs",
+        r#"module Geo.Shapes (Shape (..), area) where
+
+import Data.List (sort)
+
+-- | A shape.
+data Shape = Circle Double | Square Double
+  deriving (Show)
+
+newtype Name = Name String
+
+type Shapes = [Shape]
+
+-- | The area.
+area :: Shape -> Double
+area (Circle r) = pi * r * r
+area (Square s) = s * s
+
+class Sized a where
+  size :: a -> Int
+
+instance Sized Shape where
+  size _ = 1
+
+main :: IO ()
+main = print (area (Circle 1))
+"#,
+        "
+        1-3 window -
+        5-7 type Shape
+        9-9 type Name
+        11-11 type Shapes
+        13-16 function area
+        18-18 trait Sized
+        19-19 method Sized.size
+        21-21 impl impl Sized for Shape
+        22-22 method impl Sized for Shape.size
+        24-25 function main
+        ",
+    );
+}
+
+#[test]
+fn lua() {
+    check(
+        "lua/geo/shapes.lua",
+        r#"local M = {}
+
+-- The area of a circle.
+function M.area(r)
+  return math.pi * r * r
+end
+
+function M:describe()
+  return "shapes"
+end
+
+local function helper(x)
+  return x + 1
+end
+
+local twice = function(x)
+  return x * 2
+end
+
+M.scale = function(x, k)
+  return x * k
+end
+
+return M
+"#,
+        "
+        1-1 window -
+        3-6 function M.area
+        8-10 function M:describe
+        12-14 function helper
+        16-18 function twice
+        20-22 function M.scale
+        24-24 window -
+        ",
+    );
+}
+
+#[test]
+fn zig() {
+    check(
+        "src/point.zig",
+        r#"const std = @import("std");
+
+/// A point.
+pub const Point = struct {
+    x: i32,
+    y: i32,
+
+    /// The origin.
+    pub fn origin() Point {
+        return .{ .x = 0, .y = 0 };
+    }
+};
+
+const Color = enum { red, green };
+
+pub fn add(a: i32, b: i32) i32 {
+    return a + b;
+}
+
+test "add works" {
+    try std.testing.expect(add(1, 2) == 3);
+}
+"#,
+        "
+        1-1 window -
+        3-6 struct Point
+        8-11 method Point.origin
+        14-14 enum Color
+        16-18 function add
+        20-22 function add works
+        ",
+    );
+}
+
+#[test]
+fn bash() {
+    let script = r#"#!/usr/bin/env bash
+set -euo pipefail
+
+# Says hello.
+greet() {
+  echo "hello $1"
+}
+
+function cleanup {
+  rm -rf "$tmp"
+}
+
+greet world
+"#;
+    let expect = "
+        1-2 window -
+        4-7 function greet
+        9-11 function cleanup
+        13-13 window -
+        ";
+    for path in ["scripts/run.sh", "run.bash", "test/run.bats", ".zshrc.zsh"] {
+        check(path, script, expect);
+    }
+}
+
+#[test]
 fn other_files_become_windows() {
     let md = (1..=130)
         .map(|i| format!("line {i}"))
