@@ -11,7 +11,7 @@
 //! - [`store`]: one repository's SQLite + HNSW index on disk.
 //! - [`index`]: the incremental pipeline walk → chunk → embed new keys → store.
 //! - [`lexical`]: the words identifiers hide, for the full-text index and its queries.
-//! - [`search`]: query → HNSW and BM25, fused → hits with snippets and `stale`.
+//! - [`search`]: the one search path: query → HNSW, BM25 and symbols, ranked → hits with snippets and `stale`.
 //! - [`watch`]: one OS file watcher; each repository's changed paths, coalesced.
 //! - [`server`]: `run(config, shutdown)`: home, lock, socket, connections.
 //! - [`activation`]: a listening socket passed by systemd or launchd.

@@ -27,8 +27,10 @@ pub use hnsw::{Hnsw, quantize};
 
 /// Bumped when the layout of the files below changes (3: the full-text index
 /// stems words with Porter's stemmer; 8: it holds the camelCase parts of
-/// identifiers and path components too; 4–7 were development layouts).
-pub const SCHEMA_VERSION: u32 = 8;
+/// identifiers and path components too; 9: ten more languages are chunked by
+/// their grammars, so their chunks differ; 4–7 were development layouts).
+/// An index of an older schema is rebuilt on open, keeping its vectors.
+pub const SCHEMA_VERSION: u32 = 9;
 
 /// The first schema whose vectors (8-bit, scaled per vector, keyed by a 128-bit
 /// content hash) are stored as today: a migration from it keeps them.
