@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Fetches the real code the chunker's snapshot tests read for languages that no
-# crate in Cargo.lock ships (TypeScript, Java, Go, Ruby), by pinned version from
-# package registries: npm (`npm pack`) and Debian (`apt-get download` + `dpkg -x`);
+# crate in Cargo.lock ships (TypeScript, Java, Go, Ruby, C#, PHP, Kotlin, Swift,
+# Scala, Elixir, Haskell, Lua, Zig), by pinned version from package registries:
+# npm (`npm pack`), Debian (`apt-get download` + `dpkg -x`) and PyPI (`pip
+# download` of a source distribution: Pygments' example files);
 # and the public eval's corpora (../shared/eval/fetch.sh) for the benchmark test.
 # Also makes sure the service tests' tools are there (systemd-analyze and
 # systemd-socket-activate, from Debian's systemd package; python3 for plistlib).
@@ -46,10 +48,30 @@ deb_pkg() { # package=version folder
   echo "fetched $spec"
 }
 
+pypi_sdist() { # name==version folder
+  local spec="$1" folder="$2"
+  [[ -d "$dest/$folder" ]] && return 0
+  command -v python3 >/dev/null || die "python3 and pip are needed to fetch $spec"
+  local tmp; tmp="$(mktemp -d)"
+  python3 -m pip download --quiet --no-deps --no-binary :all: -d "$tmp" "$spec" >/dev/null \
+    || die "pip download $spec failed (is PyPI reachable?)"
+  mkdir -p "$tmp/unpack"
+  tar -xzf "$tmp"/*.tar.gz -C "$tmp/unpack"
+  mv "$tmp/unpack"/* "$dest/$folder"
+  rm -rf "$tmp"
+  echo "fetched $spec"
+}
+
 npm_pkg tiny-invariant@1.3.3 tiny-invariant-1.3.3
 npm_pkg react-native-fs@2.20.0 react-native-fs-2.20.0
 deb_pkg golang-github-pkg-errors-dev=0.9.1-2 golang-github-pkg-errors-0.9.1
 deb_pkg ruby-rainbow=3.1.1-1 ruby-rainbow-3.1.1
+npm_pkg expo-haptics@57.0.3 expo-haptics-57.0.3                  # Kotlin, Swift
+deb_pkg gtk-sharp3-examples=2.99.3-4.1 gtk-sharp3-examples-2.99.3 # C#
+deb_pkg php-psr-log=1.1.4-2 php-psr-log-1.1.4                     # PHP
+deb_pkg libhugs-mtl-bundled=98.200609.21-6+b1 libhugs-mtl-98.200609.21 # Haskell
+deb_pkg lua-inspect=3.1.1-2 lua-inspect-3.1.1                     # Lua
+pypi_sdist pygments==2.19.1 pygments-2.19.1                       # Scala, Elixir, Zig
 # The public retrieval eval's corpora (click from PyPI, serde_json from crates.io),
 # by its own pinned recipe, for the benchmark command's test.
 shared="${CODESEARCH_SHARED_DIR:-$(cd "$(dirname "$0")/../.." && pwd)/shared}"

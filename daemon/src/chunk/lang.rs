@@ -246,7 +246,7 @@ pub static LANGS: &[Lang] = &[
     },
     Lang {
         name: "bash",
-        extensions: &["sh", "bash", "zsh", "bats"],
+        extensions: &["sh", "bash", "bats"],
         grammar: Some(Grammar {
             language: || tree_sitter_bash::LANGUAGE.into(),
             query: include_str!("queries/bash.scm"),
@@ -276,8 +276,10 @@ pub static LANGS: &[Lang] = &[
         grammar: None,
     },
     Lang {
-        name: "fish",
-        extensions: &["fish"],
+        // The bash grammar loses whole functions to zsh's parameter flags
+        // (`${(j:,:)parts}`) and glob qualifiers, so zsh stays windows.
+        name: "shell",
+        extensions: &["zsh", "fish"],
         grammar: None,
     },
     Lang {

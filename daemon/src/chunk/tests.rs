@@ -371,6 +371,13 @@ namespace Geo.Shapes
 
         public Circle(double r) { this.r = r; }
 
+        public double Radius
+        {
+            get { return r; }
+        }
+
+        public int Id { get; set; }
+
         /// Its area.
         public double Area()
         {
@@ -395,12 +402,14 @@ namespace Geo.Shapes
         3-4 module Geo.Shapes
         5-9 class Geo.Shapes.Circle
         11-11 method Geo.Shapes.Circle.Circle
-        13-17 method Geo.Shapes.Circle.Area
-        20-21 interface Geo.Shapes.IShape
-        22-22 method Geo.Shapes.IShape.Area
-        25-25 struct Geo.Shapes.Point
-        27-27 enum Geo.Shapes.Color
-        29-29 class Geo.Shapes.Pair
+        13-16 method Geo.Shapes.Circle.Radius
+        18-18 class Geo.Shapes.Circle
+        20-24 method Geo.Shapes.Circle.Area
+        27-28 interface Geo.Shapes.IShape
+        29-29 method Geo.Shapes.IShape.Area
+        32-32 struct Geo.Shapes.Point
+        34-34 enum Geo.Shapes.Color
+        36-36 class Geo.Shapes.Pair
         ",
     );
 }
@@ -816,7 +825,7 @@ greet world
         9-11 function cleanup
         13-13 window -
         ";
-    for path in ["scripts/run.sh", "run.bash", "test/run.bats", ".zshrc.zsh"] {
+    for path in ["scripts/run.sh", "run.bash", "test/run.bats"] {
         check(path, script, expect);
     }
 }
@@ -874,4 +883,15 @@ fn embedded_text_carries_the_scope_but_not_the_path() {
         method.text,
         "class Config:\n    def load(self):\n        return 1"
     );
+}
+
+#[test]
+fn zsh_stays_windows() {
+    // The bash grammar would lose `newest` to the parameter flags above it.
+    check(
+        "functions.zsh",
+        "join() {\n  print -r -- ${(j:,:)@}\n}\n\nnewest() {\n  print *(.om[1])\n}\n",
+        "1-7 window -",
+    );
+    assert_eq!(detect("functions.zsh").name, "shell");
 }

@@ -9,3 +9,5 @@
 (method_declaration name: (identifier) @name) @method
 (constructor_declaration name: (identifier) @name) @method
 (local_function_statement name: (identifier) @name) @function
+; Properties with accessor bodies (not `{ get; set; }`) are methods of their type.
+(property_declaration name: (identifier) @name accessors: (accessor_list (accessor_declaration body: (block)))) @method
