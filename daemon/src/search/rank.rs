@@ -90,7 +90,7 @@ fn definitions(analysis: &Analysis, symbols: Vec<ChunkRow>) -> Vec<ChunkRow> {
         .into_iter()
         .filter_map(|row| {
             let name = defined_name(row.symbol.as_deref()?)?.to_owned();
-            let exact = analysis.names.iter().any(|n| *n == name);
+            let exact = analysis.names.contains(&name);
             let folded = analysis.names.iter().any(|n| n.eq_ignore_ascii_case(&name));
             (exact || folded).then_some((u8::from(!exact), row))
         })
