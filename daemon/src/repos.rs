@@ -41,9 +41,9 @@ const IGNORE_FILES: [&str; 3] = [".gitignore", ".ignore", walk::IGNORE_FILE];
 /// What a pass covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
-    /// The whole tree; `clear` drops the index first.
+    /// The whole tree; `clear` builds a new index beside the live one and swaps.
     All {
-        /// Drop the index first.
+        /// Rebuild from nothing (vectors stay cached) instead of updating.
         clear: bool,
     },
     /// The files directly inside these folders (relative; `""` is the root).
@@ -242,8 +242,8 @@ impl Repo {
         });
     }
 
-    /// Runs one incremental indexing pass on a blocking thread; `full` drops the
-    /// index first. Status shows `indexing` meanwhile and `ready` or `error` after;
+    /// Runs one incremental indexing pass on a blocking thread; `full` builds a
+    /// new index beside the live one and swaps it in when complete. Status shows `indexing` meanwhile and `ready` or `error` after;
     /// `repo.progress` tells subscribers how far it is.
     pub async fn index(self: &Arc<Self>, embedder: EmbedHandle, chunker: Arc<Chunker>, full: bool) {
         self.pass(embedder, chunker, Scope::All { clear: full }, false)
@@ -298,10 +298,37 @@ impl Repo {
             };
             let options = IndexOptions::default();
             let stats = match &scope {
-                Scope::All { clear } => {
-                    if *clear {
-                        store.clear()?;
-                    }
+                Scope::All { clear: true } => {
+                    // Built beside the live index, which keeps answering searches
+                    // until the rebuilt one replaces it whole.
+                    let mut side = store.rebuild_beside()?;
+                    let stats = match index::index(
+                        &repo.root,
+                        &mut side,
+                        &mut embedder,
+                        &chunker,
+                        &options,
+                        report,
+                    ) {
+                        Ok(stats) => stats,
+                        Err(err) => {
+                            if let Err(e) = side.discard() {
+                                tracing::warn!(root = %repo.root.display(), %e, "unfinished full re-index not removed; the next start removes it");
+                            }
+                            return Err(err);
+                        }
+                    };
+                    store.replace_with(side)?;
+                    // Searches move to the new index; a search still running
+                    // finishes on the old one (its files stay open).
+                    *repo.reader.lock().unwrap_or_else(|p| p.into_inner()) = store.reader()?;
+                    *repo
+                        .last_hnsw_save
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Instant::now();
+                    stats
+                }
+                Scope::All { clear: false } => {
                     let stats = index::index(
                         &repo.root,
                         &mut store,

@@ -237,6 +237,9 @@ pub struct Store {
     manifest: Manifest,
     generation: i64,
     hnsw_dirty: bool,
+    /// A rebuild beside the live index holds all of the live index's vectors as
+    /// orphans until its pass has claimed them: none is pruned before the swap.
+    keep_orphans: bool,
 }
 
 impl Store {
@@ -265,6 +268,7 @@ impl Store {
     /// model) is a cache of the repository made by an older codesearch: it is
     /// dropped and built again. A missing, corrupt or stale HNSW file is rebuilt.
     pub fn open(dir: &Path, want: &Manifest) -> Result<Self, StoreError> {
+        recover_swap(dir)?;
         std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         let manifest_path = dir.join(MANIFEST);
         let mut manifest = std::fs::read_to_string(&manifest_path);
@@ -349,6 +353,7 @@ impl Store {
             manifest: want.clone(),
             generation,
             hnsw_dirty: false,
+            keep_orphans: false,
         };
         let chunks = store.chunk_count()?;
         match loaded {
@@ -377,12 +382,22 @@ impl Store {
         for _ in 0..3 {
             result = std::fs::remove_dir_all(&self.dir);
             match &result {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
-                Ok(()) => return Ok(()),
+                Ok(()) => break,
             }
         }
-        result
+        if matches!(&result, Err(e) if e.kind() != std::io::ErrorKind::NotFound) {
+            return result;
+        }
+        // And whatever a full re-index left beside it.
+        for suffix in [REBUILD, OLD] {
+            match std::fs::remove_dir_all(sibling(&self.dir, suffix)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     fn sql(&self, source: rusqlite::Error) -> StoreError {
@@ -392,7 +407,78 @@ impl Store {
         }
     }
 
-    /// Forgets every file and chunk (vectors stay cached), for a full re-index.
+    /// A new, empty index beside this one (`<dir>.rebuild`), holding this one's
+    /// vectors as a cache, for a full re-index: it is built while this index
+    /// keeps answering, then [`Store::replace_with`] swaps it in. A leftover of
+    /// a rebuild that did not finish is dropped first.
+    pub fn rebuild_beside(&self) -> Result<Store, StoreError> {
+        let side = sibling(&self.dir, REBUILD);
+        remove_dir(&side)?;
+        let mut store = Store::open(&side, &self.manifest)?;
+        store.keep_orphans = true;
+        let from = self.dir.join(SQLITE);
+        // Streamed by SQLite itself: no vector passes through our memory.
+        store
+            .db
+            .execute_batch(&format!(
+                "ATTACH DATABASE '{}' AS live;
+                 INSERT INTO vectors(key, vector, orphaned_at)
+                   SELECT key, vector, {now} FROM live.vectors WHERE true
+                   ON CONFLICT(key) DO NOTHING;
+                 DETACH DATABASE live;",
+                from.to_string_lossy().replace('\'', "''"),
+                now = unix_now(),
+            ))
+            .map_err(|e| store.sql(e))?;
+        Ok(store)
+    }
+
+    /// Swaps `side` (made by [`Store::rebuild_beside`] and indexed since) in
+    /// for this index: both are closed, `<dir>` becomes `<dir>.old` and the
+    /// side becomes `<dir>`, and `self` reopens it, which deletes `<dir>.old`.
+    /// Readers made before keep reading the replaced index until they are
+    /// replaced (their files stay open; POSIX keeps deleted files readable).
+    /// A crash between the two renames is undone by the next [`Store::open`].
+    pub fn replace_with(&mut self, mut side: Store) -> Result<(), StoreError> {
+        side.prune_orphans()?;
+        side.save_hnsw()?;
+        let side_dir = side.dir.clone();
+        drop(side);
+        // The old graph is going away: never save it over the new one.
+        self.hnsw_dirty = false;
+        let old = sibling(&self.dir, OLD);
+        remove_dir(&old)?;
+        std::fs::rename(&self.dir, &old).map_err(|e| StoreError::io(&self.dir, e))?;
+        if let Err(e) = std::fs::rename(&side_dir, &self.dir) {
+            let _ = std::fs::rename(&old, &self.dir);
+            return Err(StoreError::io(&side_dir, e));
+        }
+        sync_dir(&self.dir)?;
+        let fresh = Store::open(&self.dir, &self.manifest)?;
+        drop(std::mem::replace(self, fresh));
+        Ok(())
+    }
+
+    /// Drops a rebuild that did not finish (cancelled or failed), folder and all.
+    pub fn discard(self) -> Result<(), StoreError> {
+        let dir = self.dir.clone();
+        let mut this = self;
+        this.hnsw_dirty = false;
+        drop(this);
+        remove_dir(&dir)
+    }
+
+    /// Keeps the newest [`ORPHAN_VECTORS_KEPT`] vectors no chunk uses.
+    fn prune_orphans(&mut self) -> Result<(), StoreError> {
+        self.keep_orphans = false;
+        self.db
+            .execute(PRUNE_ORPHANS, [ORPHAN_VECTORS_KEPT])
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// Forgets every file and chunk (vectors stay cached).
+    #[cfg(test)]
     pub fn clear(&mut self) -> Result<(), StoreError> {
         let now = unix_now();
         self.db
@@ -520,6 +606,7 @@ impl Store {
         let mut removed_ids: Vec<u64> = Vec::new();
         let mut added: Vec<(u64, Key)> = Vec::new();
         let mut new_vectors: HashMap<Key, Vec<f32>> = HashMap::new();
+        let keep_orphans = self.keep_orphans;
         let tx = self.db.transaction().map_err(|e| StoreError::Sqlite {
             path: self.dir.join(SQLITE),
             source: e,
@@ -584,12 +671,9 @@ impl Store {
                 }
             }
             // Keep a bounded cache of vectors no chunk uses, newest orphans first.
-            tx.execute(
-                "DELETE FROM vectors WHERE id IN (
-                   SELECT id FROM vectors WHERE orphaned_at IS NOT NULL
-                   ORDER BY orphaned_at DESC LIMIT -1 OFFSET ?1)",
-                [ORPHAN_VECTORS_KEPT],
-            )?;
+            if !keep_orphans {
+                tx.execute(PRUNE_ORPHANS, [ORPHAN_VECTORS_KEPT])?;
+            }
             tx.execute(
                 "INSERT INTO meta(key, value) VALUES ('generation', 1)
                  ON CONFLICT(key) DO UPDATE SET value = value + 1",
@@ -1126,6 +1210,59 @@ fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Deletes all but the newest `?1` vectors no chunk uses.
+const PRUNE_ORPHANS: &str = "DELETE FROM vectors WHERE id IN (
+    SELECT id FROM vectors WHERE orphaned_at IS NOT NULL
+    ORDER BY orphaned_at DESC LIMIT -1 OFFSET ?1)";
+
+/// Suffix of the index a full re-index builds beside the live one.
+const REBUILD: &str = "rebuild";
+/// Suffix the live index takes for a moment while a rebuilt one replaces it.
+const OLD: &str = "old";
+
+/// `<dir>.<suffix>`, beside `dir`.
+fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_owned();
+    name.push(".");
+    name.push(suffix);
+    dir.with_file_name(name)
+}
+
+/// Removes a folder and everything in it; a missing one is fine.
+fn remove_dir(dir: &Path) -> Result<(), StoreError> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::io(dir, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Makes a rename inside `dir`'s parent durable.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(parent)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| StoreError::io(parent, e))
+}
+
+/// Finishes what a crash left of a full re-index: a swap stopped between its
+/// two renames gets the live index back; an unfinished rebuild and a replaced
+/// index are dropped.
+fn recover_swap(dir: &Path) -> Result<(), StoreError> {
+    let old = sibling(dir, OLD);
+    if !dir.exists() && old.is_dir() {
+        tracing::warn!(dir = %dir.display(), "a full re-index was interrupted while swapping; keeping the index from before it");
+        std::fs::rename(&old, dir).map_err(|e| StoreError::io(&old, e))?;
+    }
+    remove_dir(&old)?;
+    // Not the rebuild's own open (`dir` is never a `.rebuild` of itself).
+    let side = sibling(dir, REBUILD);
+    if side.is_dir() {
+        tracing::info!(dir = %side.display(), "dropping an unfinished full re-index");
+        remove_dir(&side)?;
+    }
+    Ok(())
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
