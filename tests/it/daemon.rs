@@ -478,6 +478,23 @@ fn a_full_reindex_searched_throughout_never_sees_an_empty_index() {
         );
         std::thread::sleep(Duration::from_millis(200));
     };
+    // Disk use after a pass, every file of the index folder counted (the daemon
+    // holds it open: `-wal` and `-shm` too): at most 1.0 MB per 1,000 chunks.
+    let index_dir = std::fs::read_dir(d.home.path().join("indexes"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let bytes: u64 = std::fs::read_dir(&index_dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    let per_1k = bytes as f64 / 1e6 / (chunks.as_u64().unwrap() as f64 / 1000.0);
+    assert!(
+        per_1k <= 1.0,
+        "{per_1k:.3} MB per 1,000 chunks ({bytes} bytes, {chunks} chunks)"
+    );
 
     let queries = [
         ("format the help text of a command", "hybrid"),

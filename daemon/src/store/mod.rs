@@ -28,12 +28,14 @@ pub use hnsw::{Hnsw, quantize};
 /// Bumped when the layout of the files below changes (3: the full-text index
 /// stems words with Porter's stemmer; 8: it holds the camelCase parts of
 /// identifiers and path components too; 9: ten more languages are chunked by
-/// their grammars, so their chunks differ; 4–7 were development layouts).
+/// their grammars, so their chunks differ; 10: 96-bit content keys, so ten
+/// vector rows fill a 4 KiB page where nine did; 4–7 were development layouts).
 /// An index of an older schema is rebuilt on open, keeping its vectors.
-pub const SCHEMA_VERSION: u32 = 9;
+pub const SCHEMA_VERSION: u32 = 10;
 
-/// The first schema whose vectors (8-bit, scaled per vector, keyed by a 128-bit
-/// content hash) are stored as today: a migration from it keeps them.
+/// The first schema whose vectors (8-bit, scaled per vector, keyed by a prefix
+/// of the chunk text's blake3) are stored as today: a migration from it keeps
+/// them (under the first [`KEY_BYTES`] of their key).
 const VECTORS_SINCE: u32 = 2;
 
 /// Vectors no chunk uses are kept this many at most (oldest dropped first), so a
@@ -50,8 +52,13 @@ const MANIFEST: &str = "manifest.json";
 const SQLITE: &str = "index.sqlite";
 const HNSW: &str = "vectors.usearch";
 
-/// A content key: blake3 of a chunk's embedded text, first 128 bits.
-pub type Key = [u8; 16];
+/// Bytes of a content key. A `vectors` row is 384 B of vector, the key and
+/// SQLite's ~10 B of framing: with 16-byte keys nine rows fit a 4 KiB page
+/// (10 % of the table unused); with 12 ten do, up to 2^21 vectors.
+pub const KEY_BYTES: usize = 12;
+
+/// A content key: blake3 of a chunk's embedded text, first 96 bits.
+pub type Key = [u8; KEY_BYTES];
 
 /// What an index was built with. Opening it with anything else is an error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -1179,7 +1186,10 @@ fn live_vectors(db: &Connection) -> rusqlite::Result<HashMap<u64, Vec<i8>>> {
 /// Every `(key, vector)` of an index file of an older schema, as stored.
 fn old_vectors(path: &Path) -> rusqlite::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let db = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let mut stmt = db.prepare("SELECT key, vector FROM vectors")?;
+    // Keys are prefixes of one hash: an older, longer key cut is today's key.
+    let mut stmt = db.prepare(&format!(
+        "SELECT substr(key, 1, {KEY_BYTES}), vector FROM vectors"
+    ))?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     rows.collect()
 }

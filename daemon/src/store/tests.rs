@@ -22,7 +22,7 @@ fn unit(i: usize) -> Vec<f32> {
 }
 
 fn key(i: u8) -> Key {
-    [i; 16]
+    [i; KEY_BYTES]
 }
 
 fn indexed(path: &str, keys: &[u8]) -> FileUpdate {
@@ -139,6 +139,23 @@ fn an_older_schema_keeps_its_vectors_so_an_upgrade_embeds_nothing() {
     let mut s = Store::open(tmp.path(), &manifest("minilm")).unwrap();
     s.apply(vec![indexed("a.rs", &[1, 2])]).unwrap();
     drop(s);
+    // Schema 9 keyed vectors by 128 bits of the same hash: today's key is their prefix.
+    Connection::open(tmp.path().join(SQLITE))
+        .unwrap()
+        .execute(
+            "UPDATE vectors SET key = CAST(key || x'0badf00d' AS BLOB)",
+            [],
+        )
+        .unwrap();
+    let long: i64 = Connection::open(tmp.path().join(SQLITE))
+        .unwrap()
+        .query_row(
+            "SELECT min(length(key)) FROM vectors WHERE typeof(key) = 'blob'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(long, 16);
     let mut old = manifest("minilm");
     old.schema_version = SCHEMA_VERSION - 1;
     assert!(old.schema_version >= VECTORS_SINCE);
