@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::daemon::Daemon;
-use crate::util::{Home, bin, ignore_corpus, registry_file, text};
+use crate::util::{Home, bin, text};
 
 /// A small, fixed-seed generator (splitmix64): the same lines every run.
 struct Rng(u64);
@@ -445,19 +445,17 @@ fn pseudo_filesystems_and_the_root_are_refused_as_repositories() {
     );
 }
 
-/// A copy of a few registry crates' sources: enough files that a full
-/// re-index takes a while, with vectors reused after the first pass.
-fn second_corpus() -> tempfile::TempDir {
+/// `n` small files of the same three functions: a full re-index re-reads,
+/// re-chunks and rewrites them all, while the model embeds three texts once.
+fn same_files(n: usize, topic: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    for (krate, file) in [
-        ("ignore", "src/walk.rs"),
-        ("ignore", "src/dir.rs"),
-        ("globset", "src/lib.rs"),
-    ] {
-        let name = format!("{krate}_{}", file.rsplit('/').next().unwrap());
-        std::fs::copy(registry_file(krate, file), src.join(name)).unwrap();
+    let text = format!(
+        "def load_{topic}(path):\n    return open(path).read()\n\n\ndef save_{topic}(path, text):\n    open(path, 'w').write(text)\n\n\ndef merge_{topic}(a, b):\n    return {{**a, **b}}\n"
+    );
+    for i in 0..n {
+        let sub = dir.path().join(format!("pkg{}", i % 10));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join(format!("{topic}_{i}.py")), &text).unwrap();
     }
     dir
 }
@@ -465,11 +463,11 @@ fn second_corpus() -> tempfile::TempDir {
 #[test]
 fn many_concurrent_clients_search_without_errors_during_a_full_reindex() {
     let d = Daemon::start();
-    let corpus = ignore_corpus();
+    let corpus = same_files(40, "glob");
     let root = canonical(corpus.path());
     let added = d.call("repo.add", json!({"path": root, "wait": true}));
     assert_eq!(added["result"]["state"], "ready", "{added}");
-    let other = second_corpus();
+    let other = same_files(300, "settings");
     let other_root = canonical(other.path());
     let added = d.call("repo.add", json!({"path": other_root, "wait": true}));
     assert_eq!(added["result"]["state"], "ready", "{added}");
@@ -511,7 +509,7 @@ fn many_concurrent_clients_search_without_errors_during_a_full_reindex() {
                 let mut errors = Vec::new();
                 let mut empty = 0;
                 for i in 0..150 {
-                    // One search in five embeds its query; the others are lexical
+                    // One search in ten embeds its query; the others are lexical
                     // (the model thread is one, and 2 cores run all 32 clients).
                     let mode = if (c + i) % 5 == 0 {
                         "hybrid"
@@ -519,7 +517,7 @@ fn many_concurrent_clients_search_without_errors_during_a_full_reindex() {
                         "lexical"
                     };
                     let line = json!({"jsonrpc": "2.0", "id": i, "method": "search",
-                        "params": {"query": "match a glob against a path", "k": 5, "mode": mode}});
+                        "params": {"query": "merge two globs", "k": 5, "mode": mode}});
                     writeln!(w, "{line}").unwrap();
                     let mut out = String::new();
                     r.read_line(&mut out).unwrap();
