@@ -218,7 +218,7 @@ fn answers_owed(line: &[u8]) -> usize {
     let Ok(value) = serde_json::from_slice::<Value>(line) else {
         return 1;
     };
-    let owes = |v: &Value| !v.as_object().is_some_and(|o| !o.contains_key("id"));
+    let owes = |v: &Value| v.as_object().is_none_or(|o| o.contains_key("id"));
     match &value {
         Value::Array(items) if items.is_empty() || items.len() > 1000 => 1,
         Value::Array(items) => usize::from(items.iter().any(owes)),
