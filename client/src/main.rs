@@ -82,9 +82,17 @@ enum Command {
         vimgrep: bool,
     },
     /// Daemon and repositories at a glance.
-    Status,
+    Status {
+        /// The daemon's `daemon.status` answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Registered repositories.
-    List,
+    List {
+        /// The `repo.list` answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Forget a repository and delete its index.
     Remove {
         /// The repository root.
@@ -208,15 +216,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let models: Vec<ModelInfo> = c.call(method::MODELS_LIST, json!(null))?;
             output::models(&mut out, &models)?;
         }
-        Command::Status => {
+        Command::Status { json } => {
             let mut c = connect(&p)?;
-            let s: DaemonStatus = c.call(method::DAEMON_STATUS, json!(null))?;
-            output::daemon_status(&mut out, &s, &p.socket)?;
+            if json {
+                let s: Value = c.call(method::DAEMON_STATUS, json!(null))?;
+                output::json(&mut out, &s)?;
+            } else {
+                let s: DaemonStatus = c.call(method::DAEMON_STATUS, json!(null))?;
+                output::daemon_status(&mut out, &s, &p.socket)?;
+            }
         }
-        Command::List => {
+        Command::List { json } => {
             let mut c = connect(&p)?;
-            let repos: Vec<RepoStatus> = c.call(method::REPO_LIST, json!(null))?;
-            output::repos(&mut out, &repos)?;
+            if json {
+                let repos: Value = c.call(method::REPO_LIST, json!(null))?;
+                output::json(&mut out, &repos)?;
+            } else {
+                let repos: Vec<RepoStatus> = c.call(method::REPO_LIST, json!(null))?;
+                output::repos(&mut out, &repos)?;
+            }
         }
         Command::Benchmark(args) => {
             let mut c = connect(&p)?;
@@ -328,7 +346,7 @@ fn wait_for(c: &mut rpc::Client, root: &str) -> anyhow::Result<RepoStatus> {
             counting = true;
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
-                    "{spinner} indexing {prefix} [{bar:30}] {pos}/{len} files, {msg}, {elapsed} (ETA {eta})",
+                    "{spinner} indexing {prefix} [{bar:30}] {pos}/{len} files, {msg}",
                 )
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
                 .progress_chars("=> "),
@@ -341,10 +359,17 @@ fn wait_for(c: &mut rpc::Client, root: &str) -> anyhow::Result<RepoStatus> {
         } else {
             0.0
         };
-        bar.set_message(format!(
-            "{} chunks embedded ({rate:.0}/s)",
-            progress.chunks_embedded
-        ));
+        let mut message = format!("{} chunks embedded ({rate:.0}/s)", progress.chunks_embedded);
+        if counting {
+            message.push_str(&format!(
+                ", {}",
+                output::duration(Duration::from_secs_f64(progress.elapsed_s.max(0.0)))
+            ));
+            if let Some(eta) = eta(&progress) {
+                message.push_str(&format!(" (ETA {})", output::duration(eta)));
+            }
+        }
+        bar.set_message(message);
         if progress.state != RepoState::Indexing {
             break;
         }
@@ -355,6 +380,17 @@ fn wait_for(c: &mut rpc::Client, root: &str) -> anyhow::Result<RepoStatus> {
         .into_iter()
         .find(|r| r.path == root)
         .context("the repository was removed while it was indexed")
+}
+
+/// Time left at the run's rate so far, once there is a rate to go by: some
+/// files done after at least a second. Before that, no ETA rather than `0s`.
+fn eta(p: &RepoProgress) -> Option<Duration> {
+    if p.files_total == 0 || p.files_done == 0 || p.elapsed_s < 1.0 {
+        return None;
+    }
+    let rate = p.files_done as f64 / p.elapsed_s;
+    let left = p.files_total.saturating_sub(p.files_done) as f64 / rate;
+    left.is_finite().then(|| Duration::from_secs_f64(left))
 }
 
 fn daemon(action: DaemonAction, p: &Paths) -> anyhow::Result<ExitCode> {

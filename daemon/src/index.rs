@@ -308,8 +308,20 @@ fn prepare(
     chunker: &Chunker,
     options: &IndexOptions,
 ) -> Prepared {
-    let bytes = match std::fs::read(&entry.path) {
-        Ok(b) => b,
+    // Bounded whatever the metadata said at walk time: procfs-like files report
+    // 0 bytes and never end, and a file can grow between the walk and now.
+    let bytes = match walk::read_at_most(&entry.path, options.walk.max_file_bytes) {
+        Ok(walk::Bounded::Bytes(b)) => b,
+        Ok(walk::Bounded::TooLarge) => {
+            let row = FileRow {
+                path: entry.rel.clone(),
+                size: entry.size,
+                mtime_ns,
+                hash: [0; 32],
+                skip: Some(walk::SkipReason::TooLarge.as_str().to_owned()),
+            };
+            return Prepared::Skipped(row, walk::SkipReason::TooLarge);
+        }
         Err(err) => return Prepared::Unreadable(err),
     };
     let hash = *blake3::hash(&bytes).as_bytes();

@@ -113,6 +113,7 @@ impl Repo {
             changes_pending: 0,
             last_change_at: None,
             chunks_embedded: 0,
+            skipped: None,
         };
         Ok(Self {
             root: root.to_owned(),
@@ -288,6 +289,7 @@ impl Repo {
                 repo.update(|st| st.pending = s.files_seen.saturating_sub(done));
                 if last_sent.elapsed() >= PROGRESS_EVERY {
                     last_sent = Instant::now();
+                    repo.show_committed_counts();
                     running.files_total = s.files_seen;
                     running.files_done = done;
                     running.chunks_embedded = s.chunks_embedded;
@@ -387,6 +389,9 @@ impl Repo {
                     s.pending = 0;
                     s.indexed_at = Some(now);
                     s.chunks_embedded += stats.chunks_embedded;
+                    if whole {
+                        s.skipped = Some(skipped(&stats.skips));
+                    }
                     if watched {
                         s.last_change_at = Some(now);
                     }
@@ -407,6 +412,20 @@ impl Repo {
             }
         }
         self.publish(progress);
+    }
+
+    /// Files and chunks as committed so far (the reader sees each committed
+    /// batch), so `repo.list` counts up while a pass runs instead of showing
+    /// the numbers from before it until the end.
+    fn show_committed_counts(&self) {
+        let counts = self
+            .reader
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .counts();
+        if let Ok((files, chunks)) = counts {
+            self.update(|s| (s.files, s.chunks) = (files, chunks));
+        }
     }
 
     fn publish(&self, progress: RepoProgress) {
@@ -449,10 +468,27 @@ pub async fn follow(
     }
 }
 
+/// The protocol's form of a pass's skip tally.
+fn skipped(skips: &walk::Skips) -> codesearch_proto::Skipped {
+    codesearch_proto::Skipped {
+        total: skips.total(),
+        counts: skips
+            .counts
+            .iter()
+            .map(|(r, n)| (r.as_str().to_owned(), *n))
+            .collect(),
+        examples: skips
+            .examples
+            .iter()
+            .map(|(r, paths)| (r.as_str().to_owned(), paths.clone()))
+            .collect(),
+    }
+}
+
 /// Reads `repos.json`; a missing file is an empty list.
 pub fn load_registry(path: &Path) -> std::io::Result<Vec<Registered>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text)
+    match walk::read_small_file(path, walk::SMALL_FILE_LIMIT) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(e),

@@ -318,12 +318,7 @@ impl Service {
         let started = Instant::now();
         self.restored().await;
         let mode = parse_mode(p.mode.as_deref())?;
-        if p.k == 0 || p.k > 1000 {
-            return Err(ServiceError::InvalidParams(format!(
-                "k must be between 1 and 1000, not {}",
-                p.k
-            )));
-        }
+        check_search(&p)?;
         let paths = match &p.paths {
             Some(globs) => Some(build_globs(globs)?),
             None => None,
@@ -553,6 +548,38 @@ impl Service {
     }
 }
 
+/// The limits of `search` params (`codesearch_proto::limits`), before any work.
+fn check_search(p: &SearchParams) -> Result<(), ServiceError> {
+    use codesearch_proto::limits::{MAX_FILTER_ITEMS, MAX_K, MAX_QUERY_BYTES};
+    if p.k == 0 || p.k > MAX_K {
+        return Err(ServiceError::InvalidParams(format!(
+            "k must be between 1 and {MAX_K}, not {}",
+            p.k
+        )));
+    }
+    if p.query.len() > MAX_QUERY_BYTES {
+        return Err(ServiceError::InvalidParams(format!(
+            "the query is {} bytes; send at most {MAX_QUERY_BYTES}",
+            p.query.len()
+        )));
+    }
+    for (name, list) in [
+        ("repos", &p.repos),
+        ("languages", &p.languages),
+        ("paths", &p.paths),
+    ] {
+        if let Some(list) = list
+            && list.len() > MAX_FILTER_ITEMS
+        {
+            return Err(ServiceError::InvalidParams(format!(
+                "`{name}` has {} entries; send at most {MAX_FILTER_ITEMS}",
+                list.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A `mode` parameter: hybrid when absent.
 fn parse_mode(mode: Option<&str>) -> Result<crate::search::Mode, ServiceError> {
     mode.map_or(Ok(crate::search::Mode::default()), |m| {
@@ -598,6 +625,16 @@ fn canonical_dir(path: &str) -> Result<PathBuf, ServiceError> {
         .map_err(|e| ServiceError::BadPath(format!("{path}: {e}")))?;
     if !root.is_dir() {
         return Err(ServiceError::BadPath(format!("{path} is not a directory")));
+    }
+    if let Some(fs) = crate::walk::pseudo_filesystem(&root) {
+        return Err(ServiceError::BadPath(format!(
+            "{path} is on {fs}, a pseudo-filesystem of the kernel, not a source tree; index a project folder instead"
+        )));
+    }
+    if root.parent().is_none() {
+        return Err(ServiceError::BadPath(format!(
+            "{path} is the filesystem root; index a project folder instead"
+        )));
     }
     Ok(root)
 }

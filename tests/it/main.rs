@@ -6,6 +6,7 @@
 //! - `index`: indexing and searching a real corpus, incrementally, on the real model.
 //! - `daemon`: the real daemon over its socket: methods, bad input, permissions, one per home.
 //! - `embed`: the candle engine against sentence-transformers' reference vectors.
+//! - `fault`: a fuzzing client, pseudo-filesystems, 32 concurrent clients, a hostile tree.
 //! - `client`: the `codesearch` client end to end, exit codes and output formats.
 //! - `cli`: the `codesearchd` binary's benchmark and its error messages.
 //! - `service`: unit files for systemd and launchd, and socket activation for real.
@@ -17,6 +18,7 @@ mod cli;
 mod client;
 mod daemon;
 mod embed;
+mod fault;
 mod index;
 mod service;
 mod util;

@@ -19,7 +19,7 @@ use crate::embed::{self, InputKind};
 use crate::service::{Service, ServiceError};
 
 /// Most texts one `embed` call may carry.
-pub const MAX_EMBED_TEXTS: usize = 4096;
+pub const MAX_EMBED_TEXTS: usize = codesearch_proto::limits::MAX_EMBED_TEXTS;
 
 /// Every method, bound to `service`.
 pub fn module(service: Arc<Service>) -> RpcModule<Arc<Service>> {
@@ -79,12 +79,15 @@ fn register(m: &mut RpcModule<Arc<Service>>) {
     ok(m.register_async_method(
         method::EMBED,
         |params: Params<'static>, svc, _| async move {
-            let p: EmbedParams = params.parse()?;
+            let mut p: EmbedParams = params.parse()?;
             if p.texts.len() > MAX_EMBED_TEXTS {
                 return Err(to_rpc(ServiceError::InvalidParams(format!(
                     "{} texts in one call; send at most {MAX_EMBED_TEXTS}",
                     p.texts.len()
                 ))));
+            }
+            for t in &mut p.texts {
+                cut(t, codesearch_proto::limits::MAX_EMBED_TEXT_BYTES);
             }
             let handle = svc.embedder(p.model.as_deref()).await.map_err(to_rpc)?;
             let kind = match p.kind {
@@ -205,6 +208,17 @@ async fn subscribe_progress(
                 Err(RecvError::Closed) => return Ok(()),
             },
         }
+    }
+}
+
+/// Cuts `text` to at most `max` bytes, at a character boundary.
+fn cut(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
     }
 }
 
