@@ -156,13 +156,17 @@ fn four_files() -> tempfile::TempDir {
     tmp
 }
 
+/// `(path, size, blake3, skip)` of a file row.
+type FileRow = (String, i64, Vec<u8>, Option<String>);
+
+/// `(path, start, end, symbol, kind, key)` of a chunk row.
+type ChunkRow = (String, i64, i64, Option<String>, String, Vec<u8>);
+
 /// What an index holds, model aside: files and chunks, in order.
 #[derive(Debug, PartialEq, Eq)]
 struct Indexed {
-    /// `(path, size, blake3, skip)`.
-    files: Vec<(String, i64, Vec<u8>, Option<String>)>,
-    /// `(path, start, end, symbol, kind, key)`.
-    chunks: Vec<(String, i64, i64, Option<String>, String, Vec<u8>)>,
+    files: Vec<FileRow>,
+    chunks: Vec<ChunkRow>,
 }
 
 fn index_dir(home: &Path, root: &Path) -> PathBuf {
