@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use codesearch_proto::{RepoProgress, RepoState, RepoStatus};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use crate::chunk::Chunker;
 use crate::embed::{EmbedHandle, Embedder as _};
@@ -71,6 +72,8 @@ pub struct Repo {
     /// The watcher's pending changes, once watching started.
     changes: Mutex<Option<Arc<Changes>>>,
     last_hnsw_save: Mutex<Instant>,
+    /// The daemon's shutdown token: a pass commits its current batch and stops.
+    cancel: CancellationToken,
 }
 
 /// What `repos.json` holds for one repository.
@@ -90,6 +93,7 @@ impl Repo {
         root: &Path,
         embedder: &EmbedHandle,
         events: tokio::sync::broadcast::Sender<RepoProgress>,
+        cancel: CancellationToken,
     ) -> Result<Self, StoreError> {
         let manifest = Manifest {
             schema_version: SCHEMA_VERSION,
@@ -126,6 +130,7 @@ impl Repo {
             dirs: Mutex::new(None),
             changes: Mutex::new(None),
             last_hnsw_save: Mutex::new(Instant::now()),
+            cancel,
         })
     }
 
@@ -298,7 +303,10 @@ impl Repo {
                     repo.publish(running.clone());
                 }
             };
-            let options = IndexOptions::default();
+            let options = IndexOptions {
+                cancel: repo.cancel.clone(),
+                ..IndexOptions::default()
+            };
             let stats = match &scope {
                 Scope::All { clear: true } => {
                     // Built beside the live index, which keeps answering searches
@@ -376,6 +384,10 @@ impl Repo {
         progress.elapsed_s = started.elapsed().as_secs_f64();
         match result {
             Ok(Ok(None)) => return, // removed meanwhile
+            Ok(Err(index::IndexError::Cancelled)) => {
+                tracing::info!(root = %self.root.display(), "indexing stopped at a batch boundary: the daemon is shutting down");
+                return;
+            }
             Ok(Ok(Some((stats, (files, chunks))))) => {
                 tracing::info!(root = %self.root.display(), files, chunks, embedded = stats.chunks_embedded, watched, "indexed");
                 if whole {
@@ -450,15 +462,15 @@ pub async fn follow(
     changes: Arc<Changes>,
     embedder: EmbedHandle,
     chunker: Arc<Chunker>,
+    cancel: CancellationToken,
 ) {
     loop {
-        let batch = if changes.error().is_some() {
-            tokio::select! {
-                batch = changes.next_batch() => batch,
-                () = tokio::time::sleep(RESCAN_EVERY) => Some(Batch { paths: Vec::new(), rescan: true }),
+        let batch = tokio::select! {
+            () = cancel.cancelled() => return,
+            batch = changes.next_batch() => batch,
+            () = tokio::time::sleep(RESCAN_EVERY), if changes.error().is_some() => {
+                Some(Batch { paths: Vec::new(), rescan: true })
             }
-        } else {
-            changes.next_batch().await
         };
         let Some(batch) = batch else {
             return;
