@@ -82,9 +82,17 @@ enum Command {
         vimgrep: bool,
     },
     /// Daemon and repositories at a glance.
-    Status,
+    Status {
+        /// The daemon's `daemon.status` answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Registered repositories.
-    List,
+    List {
+        /// The `repo.list` answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Forget a repository and delete its index.
     Remove {
         /// The repository root.
@@ -208,15 +216,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let models: Vec<ModelInfo> = c.call(method::MODELS_LIST, json!(null))?;
             output::models(&mut out, &models)?;
         }
-        Command::Status => {
+        Command::Status { json } => {
             let mut c = connect(&p)?;
-            let s: DaemonStatus = c.call(method::DAEMON_STATUS, json!(null))?;
-            output::daemon_status(&mut out, &s, &p.socket)?;
+            if json {
+                let s: Value = c.call(method::DAEMON_STATUS, json!(null))?;
+                output::json(&mut out, &s)?;
+            } else {
+                let s: DaemonStatus = c.call(method::DAEMON_STATUS, json!(null))?;
+                output::daemon_status(&mut out, &s, &p.socket)?;
+            }
         }
-        Command::List => {
+        Command::List { json } => {
             let mut c = connect(&p)?;
-            let repos: Vec<RepoStatus> = c.call(method::REPO_LIST, json!(null))?;
-            output::repos(&mut out, &repos)?;
+            if json {
+                let repos: Value = c.call(method::REPO_LIST, json!(null))?;
+                output::json(&mut out, &repos)?;
+            } else {
+                let repos: Vec<RepoStatus> = c.call(method::REPO_LIST, json!(null))?;
+                output::repos(&mut out, &repos)?;
+            }
         }
         Command::Benchmark(args) => {
             let mut c = connect(&p)?;
@@ -311,6 +329,7 @@ fn wait_for(c: &mut rpc::Client, root: &str) -> anyhow::Result<RepoStatus> {
     bar.set_prefix(root.to_owned());
     bar.set_message("looking for files");
     bar.enable_steady_tick(Duration::from_millis(120));
+    say_indexing_continues_on_ctrl_c(&bar);
     let mut counting = false;
     loop {
         let note = c.next_notification()?;
@@ -328,7 +347,7 @@ fn wait_for(c: &mut rpc::Client, root: &str) -> anyhow::Result<RepoStatus> {
             counting = true;
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
-                    "{spinner} indexing {prefix} [{bar:30}] {pos}/{len} files, {msg}, {elapsed} (ETA {eta})",
+                    "{spinner} indexing {prefix} [{bar:30}] {pos}/{len} files, {msg}",
                 )
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
                 .progress_chars("=> "),
@@ -341,10 +360,17 @@ fn wait_for(c: &mut rpc::Client, root: &str) -> anyhow::Result<RepoStatus> {
         } else {
             0.0
         };
-        bar.set_message(format!(
-            "{} chunks embedded ({rate:.0}/s)",
-            progress.chunks_embedded
-        ));
+        let mut message = format!("{} chunks embedded ({rate:.0}/s)", progress.chunks_embedded);
+        if counting {
+            message.push_str(&format!(
+                ", {}",
+                output::duration(Duration::from_secs_f64(progress.elapsed_s.max(0.0)))
+            ));
+            if let Some(eta) = eta(&progress) {
+                message.push_str(&format!(" (ETA {})", output::duration(eta)));
+            }
+        }
+        bar.set_message(message);
         if progress.state != RepoState::Indexing {
             break;
         }
@@ -355,6 +381,40 @@ fn wait_for(c: &mut rpc::Client, root: &str) -> anyhow::Result<RepoStatus> {
         .into_iter()
         .find(|r| r.path == root)
         .context("the repository was removed while it was indexed")
+}
+
+/// Time left at the run's rate so far, once there is a rate to go by: some
+/// files done after at least a second. Before that, no ETA rather than `0s`.
+fn eta(p: &RepoProgress) -> Option<Duration> {
+    if p.files_total == 0 || p.files_done == 0 || p.elapsed_s < 1.0 {
+        return None;
+    }
+    let rate = p.files_done as f64 / p.elapsed_s;
+    let left = p.files_total.saturating_sub(p.files_done) as f64 / rate;
+    left.is_finite().then(|| Duration::from_secs_f64(left))
+}
+
+/// What Ctrl-C prints while `codesearch index` follows a pass.
+const INTERRUPTED: &str =
+    "indexing continues in the background; `codesearch status` shows how far it is";
+
+/// From now on, Ctrl-C (SIGINT) clears the progress bar, says that the pass
+/// goes on in the daemon (which has its own process group, so the terminal's
+/// SIGINT did not reach it) and exits 130, as a shell reports an interrupt.
+fn say_indexing_continues_on_ctrl_c(bar: &indicatif::ProgressBar) {
+    let mut signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT]) {
+        Ok(s) => s,
+        // Ctrl-C then ends the client the default way; the daemon still goes on.
+        Err(_) => return,
+    };
+    let bar = bar.clone();
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            bar.finish_and_clear();
+            let _ = writeln!(std::io::stderr(), "{INTERRUPTED}");
+            std::process::exit(130);
+        }
+    });
 }
 
 fn daemon(action: DaemonAction, p: &Paths) -> anyhow::Result<ExitCode> {

@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 
-use codesearch_proto::{DaemonStatus, Hit, ModelInfo, RepoStatus};
+use codesearch_proto::{DaemonStatus, Hit, ModelInfo, RepoStatus, Skipped};
 
 /// Snippet lines shown per hit.
 const SNIPPET_LINES: usize = 4;
@@ -110,8 +110,44 @@ pub fn repos(out: &mut impl Write, repos: &[RepoStatus]) -> std::io::Result<()> 
             write!(out, "  watch: {e}")?;
         }
         writeln!(out)?;
+        if let Some(s) = r.skipped.as_ref().filter(|s| s.total > 0) {
+            skipped(out, s)?;
+        }
     }
     Ok(())
+}
+
+/// `  skipped 7: 3 binary, 4 too_large (e.g. logo.png, dump.sql)`: why files are missing.
+fn skipped(out: &mut impl Write, s: &Skipped) -> std::io::Result<()> {
+    let counts: Vec<String> = s.counts.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    let examples: Vec<&str> = s
+        .examples
+        .values()
+        .flatten()
+        .take(Skipped::EXAMPLES)
+        .map(String::as_str)
+        .collect();
+    write!(out, "  skipped {}: {}", s.total, counts.join(", "))?;
+    if !examples.is_empty() {
+        write!(out, " (e.g. {})", examples.join(", "))?;
+    }
+    writeln!(out)
+}
+
+/// A JSON document, pretty-printed.
+pub fn json(out: &mut impl Write, value: &serde_json::Value) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value)?;
+    writeln!(out)
+}
+
+/// `1h 2m`, `3m 4s` or `5s`.
+pub fn duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        _ => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+    }
 }
 
 /// The model table.

@@ -205,7 +205,9 @@ fn invalid_batch(source_name: String) -> ConfigError {
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match crate::walk::read_small_file(path, crate::walk::SMALL_FILE_LIMIT)
+        .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
+    {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FileConfig::default()),
         Err(source) => {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use codesearch_proto::{RepoProgress, RepoState, RepoStatus};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use crate::chunk::Chunker;
 use crate::embed::{EmbedHandle, Embedder as _};
@@ -71,6 +72,8 @@ pub struct Repo {
     /// The watcher's pending changes, once watching started.
     changes: Mutex<Option<Arc<Changes>>>,
     last_hnsw_save: Mutex<Instant>,
+    /// The daemon's shutdown token: a pass commits its current batch and stops.
+    cancel: CancellationToken,
 }
 
 /// What `repos.json` holds for one repository.
@@ -90,6 +93,7 @@ impl Repo {
         root: &Path,
         embedder: &EmbedHandle,
         events: tokio::sync::broadcast::Sender<RepoProgress>,
+        cancel: CancellationToken,
     ) -> Result<Self, StoreError> {
         let manifest = Manifest {
             schema_version: SCHEMA_VERSION,
@@ -113,6 +117,7 @@ impl Repo {
             changes_pending: 0,
             last_change_at: None,
             chunks_embedded: 0,
+            skipped: None,
         };
         Ok(Self {
             root: root.to_owned(),
@@ -125,6 +130,7 @@ impl Repo {
             dirs: Mutex::new(None),
             changes: Mutex::new(None),
             last_hnsw_save: Mutex::new(Instant::now()),
+            cancel,
         })
     }
 
@@ -288,6 +294,7 @@ impl Repo {
                 repo.update(|st| st.pending = s.files_seen.saturating_sub(done));
                 if last_sent.elapsed() >= PROGRESS_EVERY {
                     last_sent = Instant::now();
+                    repo.show_committed_counts();
                     running.files_total = s.files_seen;
                     running.files_done = done;
                     running.chunks_embedded = s.chunks_embedded;
@@ -296,7 +303,10 @@ impl Repo {
                     repo.publish(running.clone());
                 }
             };
-            let options = IndexOptions::default();
+            let options = IndexOptions {
+                cancel: repo.cancel.clone(),
+                ..IndexOptions::default()
+            };
             let stats = match &scope {
                 Scope::All { clear: true } => {
                     // Built beside the live index, which keeps answering searches
@@ -374,6 +384,10 @@ impl Repo {
         progress.elapsed_s = started.elapsed().as_secs_f64();
         match result {
             Ok(Ok(None)) => return, // removed meanwhile
+            Ok(Err(index::IndexError::Cancelled)) => {
+                tracing::info!(root = %self.root.display(), "indexing stopped at a batch boundary: the daemon is shutting down");
+                return;
+            }
             Ok(Ok(Some((stats, (files, chunks))))) => {
                 tracing::info!(root = %self.root.display(), files, chunks, embedded = stats.chunks_embedded, watched, "indexed");
                 if whole {
@@ -387,6 +401,9 @@ impl Repo {
                     s.pending = 0;
                     s.indexed_at = Some(now);
                     s.chunks_embedded += stats.chunks_embedded;
+                    if whole {
+                        s.skipped = Some(skipped(&stats.skips));
+                    }
                     if watched {
                         s.last_change_at = Some(now);
                     }
@@ -407,6 +424,20 @@ impl Repo {
             }
         }
         self.publish(progress);
+    }
+
+    /// Files and chunks as committed so far (the reader sees each committed
+    /// batch), so `repo.list` counts up while a pass runs instead of showing
+    /// the numbers from before it until the end.
+    fn show_committed_counts(&self) {
+        let counts = self
+            .reader
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .counts();
+        if let Ok((files, chunks)) = counts {
+            self.update(|s| (s.files, s.chunks) = (files, chunks));
+        }
     }
 
     fn publish(&self, progress: RepoProgress) {
@@ -431,15 +462,15 @@ pub async fn follow(
     changes: Arc<Changes>,
     embedder: EmbedHandle,
     chunker: Arc<Chunker>,
+    cancel: CancellationToken,
 ) {
     loop {
-        let batch = if changes.error().is_some() {
-            tokio::select! {
-                batch = changes.next_batch() => batch,
-                () = tokio::time::sleep(RESCAN_EVERY) => Some(Batch { paths: Vec::new(), rescan: true }),
+        let batch = tokio::select! {
+            () = cancel.cancelled() => return,
+            batch = changes.next_batch() => batch,
+            () = tokio::time::sleep(RESCAN_EVERY), if changes.error().is_some() => {
+                Some(Batch { paths: Vec::new(), rescan: true })
             }
-        } else {
-            changes.next_batch().await
         };
         let Some(batch) = batch else {
             return;
@@ -449,10 +480,27 @@ pub async fn follow(
     }
 }
 
+/// The protocol's form of a pass's skip tally.
+fn skipped(skips: &walk::Skips) -> codesearch_proto::Skipped {
+    codesearch_proto::Skipped {
+        total: skips.total(),
+        counts: skips
+            .counts
+            .iter()
+            .map(|(r, n)| (r.as_str().to_owned(), *n))
+            .collect(),
+        examples: skips
+            .examples
+            .iter()
+            .map(|(r, paths)| (r.as_str().to_owned(), paths.clone()))
+            .collect(),
+    }
+}
+
 /// Reads `repos.json`; a missing file is an empty list.
 pub fn load_registry(path: &Path) -> std::io::Result<Vec<Registered>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text)
+    match walk::read_small_file(path, walk::SMALL_FILE_LIMIT) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(e),

@@ -8,11 +8,13 @@
 //! it reads anyway, so no file is read twice.
 
 use std::collections::BTreeMap;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use serde::Serialize;
+use std::os::unix::fs::MetadataExt as _;
 
 /// The ignore file of codesearch's own, read like `.gitignore`.
 pub const IGNORE_FILE: &str = ".codesearchignore";
@@ -188,6 +190,25 @@ fn run(
     record_dirs: bool,
 ) -> std::io::Result<Walk> {
     let result = Mutex::new((Vec::new(), Vec::new(), Vec::new()));
+    let mut builder = builder;
+    // A mount of procfs, sysfs, … under the root is never entered: its files lie
+    // about their sizes and some never end. Only folders on another device than
+    // the root's are looked at, so this costs a stat per mount point.
+    let root_dev = std::fs::metadata(root).map(|m| m.dev()).ok();
+    builder.filter_entry(move |entry| {
+        if !entry.file_type().is_some_and(|t| t.is_dir()) {
+            return true;
+        }
+        let other_device = entry
+            .metadata()
+            .ok()
+            .is_some_and(|m| Some(m.dev()) != root_dev);
+        if other_device && let Some(fs) = pseudo_filesystem(entry.path()) {
+            tracing::info!(path = %entry.path().display(), fs, "not entering a pseudo-filesystem");
+            return false;
+        }
+        true
+    });
     let walker = builder.build_parallel();
     walker.run(|| {
         let result = &result;
@@ -280,7 +301,9 @@ fn inspect(
             Err(_) => return (None, Some((SkipReason::Unreadable, rel))),
         }
     } else {
-        return (None, None); // sockets, fifos, devices
+        // Sockets, FIFOs, devices: never opened, but counted, so nothing is
+        // missing without a reason.
+        return (None, Some((SkipReason::Unreadable, rel)));
     };
     if metadata.len() > options.max_file_bytes {
         return (None, Some((SkipReason::TooLarge, rel)));
@@ -309,6 +332,122 @@ pub fn classify<'a>(bytes: &'a [u8], options: &WalkOptions) -> Result<&'a str, S
         }
     }
     Ok(text)
+}
+
+/// Block size of [`read_at_most`]: whole blocks are read, whatever the size the
+/// metadata reports (procfs and sysfs files report 0 or 4096 and hold more, or
+/// never end; a file can grow while it is read).
+pub const READ_BLOCK: usize = 64 * 1024;
+
+/// What [`read_at_most`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bounded {
+    /// The whole file, at most the limit.
+    Bytes(Vec<u8>),
+    /// More than the limit: at most `limit + 1` bytes were read, then none kept.
+    TooLarge,
+}
+
+/// Reads the file at `path` if it holds at most `limit` bytes, reading no more
+/// than `limit + 1` bytes (in [`READ_BLOCK`]s) whatever its metadata says.
+///
+/// The file is opened non-blocking, so a FIFO (or a device) put where a file
+/// was never blocks the caller, and anything but a regular file is refused once
+/// open (`InvalidInput`), so nothing is read from one.
+pub fn read_at_most(path: &Path, limit: u64) -> std::io::Result<Bounded> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX - 1);
+    // Trust the reported size for the first allocation only, and never past the limit.
+    let hint = usize::try_from(meta.len()).unwrap_or(usize::MAX).min(limit);
+    let mut buf: Vec<u8> = Vec::with_capacity(hint.saturating_add(1).min(limit.saturating_add(1)));
+    loop {
+        if buf.len() > limit {
+            return Ok(Bounded::TooLarge);
+        }
+        let want = READ_BLOCK.min(limit + 1 - buf.len());
+        let start = buf.len();
+        buf.resize(start + want, 0);
+        match file.read(&mut buf[start..]) {
+            Ok(0) => {
+                buf.truncate(start);
+                return Ok(Bounded::Bytes(buf));
+            }
+            Ok(n) => buf.truncate(start + n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(start),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Size cap of the daemon's own small files (`config.yaml`, `repos.json`).
+pub const SMALL_FILE_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// Reads a small file the daemon owns (`config.yaml`, `repos.json`): at most
+/// `limit` bytes, or an `InvalidData` error naming the file and the limit.
+pub fn read_small_file(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    match read_at_most(path, limit)? {
+        Bounded::Bytes(b) => Ok(b),
+        Bounded::TooLarge => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is larger than {limit} bytes", path.display()),
+        )),
+    }
+}
+
+/// The name of the pseudo-filesystem `path` lies on (procfs, sysfs, devtmpfs,
+/// cgroup, …), or `None` for a filesystem that holds files (tmpfs included).
+/// Such trees are refused as repository roots and never entered by a walk.
+pub fn pseudo_filesystem(path: &Path) -> Option<&'static str> {
+    // devtmpfs reports tmpfs' magic number; /dev is known by its place.
+    if path == Path::new("/dev") || path.starts_with("/dev/") {
+        return Some("devfs");
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let fs = rustix::fs::statfs(path).ok()?;
+        pseudo_fs_name(fs.f_type as u32)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// Linux `statfs` `f_type` magic numbers of filesystems without real files.
+#[cfg(target_os = "linux")]
+fn pseudo_fs_name(magic: u32) -> Option<&'static str> {
+    Some(match magic {
+        0x9fa0 => "procfs",
+        0x6265_6572 => "sysfs",
+        0x1cd1 => "devpts",
+        0x0027_e0eb => "cgroup",
+        0x6367_7270 => "cgroup2",
+        0x6462_6720 => "debugfs",
+        0x7472_6163 => "tracefs",
+        0x7363_6673 => "securityfs",
+        0xcafe_4a11 => "bpf",
+        0x6165_676c => "pstore",
+        0xde5e_81e4 => "efivarfs",
+        0x6265_6570 => "configfs",
+        0x6573_5543 => "fusectl",
+        0xf97c_ff8c => "selinuxfs",
+        0x4249_4e4d => "binfmt_misc",
+        0x1980_0202 => "mqueue",
+        0x6e73_6673 => "nsfs",
+        0x9584_58f6 => "hugetlbfs",
+        _ => return None,
+    })
 }
 
 /// `root`-relative path with `/` separators.
@@ -428,6 +567,98 @@ mod tests {
 
         let (_, skips) = walk_and_classify(root, &WalkOptions::default());
         assert_eq!(skips.examples[&SkipReason::Generated], ["bundle.min.js"]);
+    }
+
+    #[test]
+    fn read_at_most_stops_at_the_limit_whatever_the_metadata_says() {
+        // pagemap reports size 0 and holds 8 bytes per page of the address space.
+        let t = std::time::Instant::now();
+        assert_eq!(
+            read_at_most(Path::new("/proc/self/pagemap"), 1 << 20).unwrap(),
+            Bounded::TooLarge
+        );
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        match read_at_most(Path::new("/proc/self/status"), 1 << 20).unwrap() {
+            Bounded::Bytes(b) => assert!(String::from_utf8_lossy(&b).contains("VmRSS")),
+            Bounded::TooLarge => panic!("/proc/self/status is small"),
+        }
+    }
+
+    #[test]
+    fn read_at_most_refuses_fifos_and_files_over_the_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("pipe.py");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        // Would block forever without O_NONBLOCK: nobody writes to it.
+        let err = read_at_most(&fifo, 1024).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+        let big = tmp.path().join("big.rs");
+        std::fs::write(&big, vec![b'a'; 3 * READ_BLOCK + 1]).unwrap();
+        assert_eq!(
+            read_at_most(&big, 3 * READ_BLOCK as u64).unwrap(),
+            Bounded::TooLarge
+        );
+        assert_eq!(
+            read_at_most(&big, 3 * READ_BLOCK as u64 + 1).unwrap(),
+            Bounded::Bytes(vec![b'a'; 3 * READ_BLOCK + 1])
+        );
+        assert_eq!(
+            read_at_most(&tmp.path().join("empty"), 10).map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::NotFound)
+        );
+        assert!(read_small_file(&big, 100).is_err());
+        assert_eq!(
+            read_at_most(tmp.path(), 10).map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::InvalidInput)
+        );
+    }
+
+    #[test]
+    fn a_walk_never_enters_a_pseudo_filesystem_mounted_under_its_root() {
+        // `/` holds mounts of procfs (`/proc`), sysfs and devtmpfs: the
+        // nearest thing to a repository that contains one.
+        let root = Path::new("/");
+        let mut b = builder(root);
+        b.max_depth(Some(2));
+        let w = run(root, b, &WalkOptions::default(), true).unwrap();
+        assert!(
+            w.dirs.iter().any(|d| d == "usr" || d == "etc"),
+            "{:?}",
+            w.dirs
+        );
+        for pseudo in ["proc", "sys", "dev"] {
+            assert!(
+                !w.dirs
+                    .iter()
+                    .any(|d| d == pseudo || d.starts_with(&format!("{pseudo}/"))),
+                "entered /{pseudo}: {:?}",
+                w.dirs
+            );
+            assert!(
+                !w.files
+                    .iter()
+                    .any(|f| f.rel.starts_with(&format!("{pseudo}/")))
+            );
+        }
+    }
+
+    #[test]
+    fn pseudo_filesystems_are_known() {
+        assert_eq!(pseudo_filesystem(Path::new("/proc")), Some("procfs"));
+        assert_eq!(pseudo_filesystem(Path::new("/proc/self")), Some("procfs"));
+        assert_eq!(pseudo_filesystem(Path::new("/dev")), Some("devfs"));
+        if Path::new("/sys/kernel").is_dir() {
+            assert_eq!(pseudo_filesystem(Path::new("/sys")), Some("sysfs"));
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(pseudo_filesystem(tmp.path()), None);
     }
 
     #[test]

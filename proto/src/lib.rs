@@ -93,6 +93,25 @@ pub struct ModelInfo {
 /// Longest request line the daemon reads; longer ones get `INVALID_REQUEST`.
 pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Limits on what one client may ask; each is a clear error past the limit.
+pub mod limits {
+    /// Requests in one batch (`[...]`); more is `INVALID_REQUEST`.
+    pub const MAX_BATCH: usize = 1000;
+    /// Open `repo.subscribe` subscriptions per connection; more is `OVERLOADED`.
+    pub const MAX_SUBSCRIPTIONS: usize = 16;
+    /// Texts per `embed` call; more is `INVALID_PARAMS`.
+    pub const MAX_EMBED_TEXTS: usize = 4096;
+    /// Bytes of one `embed` text that are embedded; the rest is cut (the model
+    /// reads a few hundred tokens of it at most anyway).
+    pub const MAX_EMBED_TEXT_BYTES: usize = 64 * 1024;
+    /// Bytes of a `search` query; more is `INVALID_PARAMS`.
+    pub const MAX_QUERY_BYTES: usize = 64 * 1024;
+    /// Largest `k` of a search.
+    pub const MAX_K: usize = 1000;
+    /// Entries of a search's `repos`, `languages` or `paths` filter.
+    pub const MAX_FILTER_ITEMS: usize = 1000;
+}
+
 /// One search result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hit {
@@ -165,6 +184,31 @@ pub struct RepoStatus {
     /// Chunks the model embedded for this repository since the daemon started.
     #[serde(default)]
     pub chunks_embedded: u64,
+    /// Files the last whole pass left out, by reason; `null` before one ended.
+    #[serde(default)]
+    pub skipped: Option<Skipped>,
+}
+
+/// Files a pass left out: how many per reason, and a few example paths.
+///
+/// Reasons: `binary` (a NUL byte in the first 8 KiB), `too_large` (over the
+/// size cap, 1 MiB, whatever the file's metadata says), `generated` (minified:
+/// very long lines on average), `not_utf8`, `symlink_outside_root` (or
+/// dangling), `unreadable` (permissions, FIFOs, sockets, devices).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// Files skipped in all.
+    pub total: u64,
+    /// Files per reason; reasons with none are absent.
+    pub counts: std::collections::BTreeMap<String, u64>,
+    /// Up to [`Skipped::EXAMPLES`] repository-relative paths per reason.
+    #[serde(default)]
+    pub examples: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl Skipped {
+    /// Example paths kept per reason.
+    pub const EXAMPLES: usize = 5;
 }
 
 /// `embed` params.

@@ -19,7 +19,7 @@ use crate::embed::{self, InputKind};
 use crate::service::{Service, ServiceError};
 
 /// Most texts one `embed` call may carry.
-pub const MAX_EMBED_TEXTS: usize = 4096;
+pub const MAX_EMBED_TEXTS: usize = codesearch_proto::limits::MAX_EMBED_TEXTS;
 
 /// Every method, bound to `service`.
 pub fn module(service: Arc<Service>) -> RpcModule<Arc<Service>> {
@@ -47,7 +47,6 @@ fn register(m: &mut RpcModule<Arc<Service>>) {
         m.register_async_method(method::DAEMON_STATUS, |_, svc, _| async move {
             let models = svc
                 .loaded_models()
-                .await
                 .into_iter()
                 .map(|(name, device)| LoadedModel { name, device })
                 .collect();
@@ -79,12 +78,15 @@ fn register(m: &mut RpcModule<Arc<Service>>) {
     ok(m.register_async_method(
         method::EMBED,
         |params: Params<'static>, svc, _| async move {
-            let p: EmbedParams = params.parse()?;
+            let mut p: EmbedParams = params.parse()?;
             if p.texts.len() > MAX_EMBED_TEXTS {
                 return Err(to_rpc(ServiceError::InvalidParams(format!(
                     "{} texts in one call; send at most {MAX_EMBED_TEXTS}",
                     p.texts.len()
                 ))));
+            }
+            for t in &mut p.texts {
+                cut(t, codesearch_proto::limits::MAX_EMBED_TEXT_BYTES);
             }
             let handle = svc.embedder(p.model.as_deref()).await.map_err(to_rpc)?;
             let kind = match p.kind {
@@ -149,7 +151,7 @@ fn register_repos(m: &mut RpcModule<Arc<Service>>) {
         method::REPO_PROGRESS,
         method::REPO_UNSUBSCRIBE,
         |params: Params<'static>, pending, svc, _| {
-            subscribe_progress(params, pending, svc.progress_events())
+            subscribe_progress(params, pending, svc.progress_events(), svc.shutdown_token())
         },
     )
     .map(drop));
@@ -164,11 +166,13 @@ fn register_repos(m: &mut RpcModule<Arc<Service>>) {
 }
 
 /// `repo.subscribe`: forwards `repo.progress` events (of one root, or all) until
-/// the client unsubscribes or goes away. A client too slow to read skips events.
+/// the client unsubscribes or goes away, or the daemon shuts down. A client too
+/// slow to read skips events.
 async fn subscribe_progress(
     params: Params<'static>,
     pending: PendingSubscriptionSink,
     mut events: tokio::sync::broadcast::Receiver<codesearch_proto::RepoProgress>,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> jsonrpsee::core::SubscriptionResult {
     let p: RepoSubscribeParams = if params.as_str().is_none() {
         RepoSubscribeParams::default()
@@ -191,6 +195,7 @@ async fn subscribe_progress(
     loop {
         tokio::select! {
             () = sink.closed() => return Ok(()),
+            () = shutdown.cancelled() => return Ok(()),
             event = events.recv() => match event {
                 Ok(progress) => {
                     if root.as_ref().is_some_and(|r| *r != progress.path) {
@@ -205,6 +210,17 @@ async fn subscribe_progress(
                 Err(RecvError::Closed) => return Ok(()),
             },
         }
+    }
+}
+
+/// Cuts `text` to at most `max` bytes, at a character boundary.
+fn cut(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
     }
 }
 

@@ -11,6 +11,10 @@
 //! Subscriptions (`repo.subscribe`) push notification lines on the same
 //! connection, after the answer that accepted them, for as long as the peer reads.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use codesearch_proto::limits::{MAX_BATCH, MAX_SUBSCRIPTIONS};
 use codesearch_proto::{MAX_LINE_BYTES, code};
 use jsonrpsee::RpcModule;
 use jsonrpsee::core::server::MethodCallback;
@@ -40,6 +44,8 @@ where
     W: AsyncWrite + Unpin,
 {
     let (out, mut outgoing) = mpsc::channel::<String>(OUTGOING_LINES);
+    // Subscriptions open on this connection (each ends with its forwarder).
+    let open = Arc::new(AtomicUsize::new(0));
     let read = async move {
         loop {
             let (reply, subscriptions) = match read_line(&mut reader, MAX_LINE_BYTES).await? {
@@ -55,7 +61,10 @@ where
                 Some(Line::Text(bytes)) if bytes.iter().all(u8::is_ascii_whitespace) => {
                     (None, Vec::new())
                 }
-                Some(Line::Text(bytes)) => handle(module, &bytes).await,
+                Some(Line::Text(bytes)) => {
+                    let room = MAX_SUBSCRIPTIONS.saturating_sub(open.load(Ordering::SeqCst));
+                    handle_with_room(module, &bytes, room).await
+                }
             };
             if let Some(reply) = reply
                 && out.send(reply).await.is_err()
@@ -63,7 +72,13 @@ where
                 return Ok(());
             }
             for rx in subscriptions {
-                tokio::spawn(forward(rx, out.clone()));
+                open.fetch_add(1, Ordering::SeqCst);
+                let open = Open(open.clone());
+                let out = out.clone();
+                tokio::spawn(async move {
+                    forward(rx, out).await;
+                    drop(open);
+                });
             }
         }
     };
@@ -76,6 +91,15 @@ where
         Ok::<_, std::io::Error>(())
     };
     tokio::try_join!(read, write).map(drop)
+}
+
+/// One open subscription of a connection, counted until dropped.
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Moves a subscription's notifications to the connection until either ends;
@@ -101,8 +125,19 @@ pub async fn handle<C: Send + Sync + 'static>(
     module: &RpcModule<C>,
     bytes: &[u8],
 ) -> (Option<String>, Subscriptions) {
+    handle_with_room(module, bytes, MAX_SUBSCRIPTIONS).await
+}
+
+/// [`handle`] on a connection that may open `room` more subscriptions; a
+/// subscribe past that is answered `OVERLOADED`.
+pub async fn handle_with_room<C: Send + Sync + 'static>(
+    module: &RpcModule<C>,
+    bytes: &[u8],
+    room: usize,
+) -> (Option<String>, Subscriptions) {
     let mut subscriptions = Vec::new();
-    let answer = answer(module, bytes, &mut subscriptions).await;
+    let mut room = room;
+    let answer = answer(module, bytes, &mut subscriptions, &mut room).await;
     (answer, subscriptions)
 }
 
@@ -110,6 +145,7 @@ async fn answer<C: Send + Sync + 'static>(
     module: &RpcModule<C>,
     bytes: &[u8],
     subscriptions: &mut Subscriptions,
+    room: &mut usize,
 ) -> Option<String> {
     let Ok(text) = std::str::from_utf8(bytes) else {
         return Some(error(
@@ -134,16 +170,24 @@ async fn answer<C: Send + Sync + 'static>(
             "Invalid request: empty batch",
             Value::Null,
         )),
+        Value::Array(items) if items.len() > MAX_BATCH => Some(error(
+            code::INVALID_REQUEST,
+            &format!(
+                "Invalid request: a batch of {} requests; send at most {MAX_BATCH} per batch",
+                items.len()
+            ),
+            Value::Null,
+        )),
         Value::Array(items) => {
             let mut answers = Vec::new();
             for item in items {
-                if let Some(a) = handle_one(module, item, subscriptions).await {
+                if let Some(a) = handle_one(module, item, subscriptions, room).await {
                     answers.push(a);
                 }
             }
             (!answers.is_empty()).then(|| format!("[{}]", answers.join(",")))
         }
-        other => handle_one(module, other, subscriptions).await,
+        other => handle_one(module, other, subscriptions, room).await,
     }
 }
 
@@ -151,6 +195,7 @@ async fn handle_one<C: Send + Sync + 'static>(
     module: &RpcModule<C>,
     value: Value,
     subscriptions: &mut Subscriptions,
+    room: &mut usize,
 ) -> Option<String> {
     let Some(obj) = value.as_object() else {
         return Some(error(
@@ -185,6 +230,21 @@ async fn handle_one<C: Send + Sync + 'static>(
         .and_then(Value::as_str)
         .and_then(|m| module.method(m))
         .is_some_and(|m| matches!(m, MethodCallback::Subscription(_)));
+    if subscribes && !is_notification {
+        if *room == 0 {
+            return Some(error(
+                code::OVERLOADED,
+                &format!(
+                    "too many subscriptions on this connection ({MAX_SUBSCRIPTIONS}); unsubscribe (repo.unsubscribe) or open another connection"
+                ),
+                reply_id,
+            ));
+        }
+        *room -= 1;
+    }
+    if subscribes && is_notification {
+        return None; // a subscription nobody can hear: nothing to open
+    }
     // jsonrpsee answers only requests with an id: run a notification as one, and drop the answer.
     let mut request = value;
     if is_notification {

@@ -16,6 +16,10 @@ use crate::store::{ChunkRow, Retrieve, StoreError};
 /// Lines of a hit's snippet at most.
 pub const SNIPPET_LINES: usize = 12;
 
+/// Most bytes read from a hit's file for its snippet: indexed files are at most
+/// the walk's size cap (1 MiB); one that grew past this is stale anyway.
+const SNIPPET_READ_LIMIT: u64 = 4 * 1024 * 1024;
+
 /// One search result, with the fields of design.md's `Hit` (the rpc layer adds `repo`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Hit {
@@ -182,6 +186,8 @@ pub fn overfetch(k: usize) -> usize {
 /// Candidates (best first) → at most `k` hits: overlapping chunks of one file
 /// collapse into the best of them; snippets and `stale` come from the disk.
 pub fn hits(root: &Path, found: Vec<(ChunkRow, f32)>, k: usize) -> Vec<Hit> {
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_owned());
+    let root = root.as_path();
     let mut hits: Vec<Hit> = Vec::with_capacity(k);
     for (row, score) in found {
         if hits.len() == k {
@@ -225,7 +231,12 @@ fn snippet(
     size: u64,
     mtime_ns: i64,
 ) -> (String, bool) {
-    let path = root.join(rel);
+    // Only a file inside the root is read (a file indexed there may have been
+    // replaced by a link to elsewhere since), and only so much of it.
+    let path = match root.join(rel).canonicalize() {
+        Ok(p) if p.starts_with(root) => p,
+        _ => return (String::new(), true),
+    };
     let stale = std::fs::metadata(&path).map_or(true, |m| {
         let mtime = m
             .modified()
@@ -234,9 +245,10 @@ fn snippet(
             .map_or(0, |d| d.as_nanos() as i64);
         m.len() != size || mtime != mtime_ns
     });
-    let text = std::fs::read(&path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
+    let text = match crate::walk::read_at_most(&path, SNIPPET_READ_LIMIT) {
+        Ok(crate::walk::Bounded::Bytes(b)) => String::from_utf8_lossy(&b).into_owned(),
+        _ => return (String::new(), true),
+    };
     let count = (end.saturating_sub(start) as usize + 1).min(SNIPPET_LINES);
     let snippet = text
         .lines()

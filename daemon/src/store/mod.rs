@@ -899,6 +899,24 @@ impl StoreReader {
     pub fn lexical(&self, query: &str, k: usize) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
         lexical(&self.db, &self.path, query, k)
     }
+
+    /// Files indexed (not skipped) and chunks, as committed so far: what
+    /// `repo.list` shows while a pass runs.
+    pub fn counts(&self) -> Result<(u64, u64), StoreError> {
+        let count = |sql: &str| {
+            self.db
+                .query_row(sql, [], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(|e| StoreError::Sqlite {
+                    path: self.path.clone(),
+                    source: e,
+                })
+        };
+        Ok((
+            count("SELECT count(*) FROM files WHERE skip IS NULL")?,
+            count("SELECT count(*) FROM chunks")?,
+        ))
+    }
 }
 
 /// What a search reads from an index: the writer's [`Store`] and a
