@@ -174,7 +174,7 @@ pub fn run(
         device: embedder.device_name(),
         max_batch: policy.max_batch,
         token_budget: policy.token_budget,
-        threads: candle_core::utils::get_num_threads(),
+        threads: crate::embed::cpu_threads(),
         chunks: texts.len(),
         secs,
         chunks_per_s: texts.len() as f64 / secs,

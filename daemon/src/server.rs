@@ -135,9 +135,7 @@ pub async fn run(
                         }
                         other => {
                             tracing::warn!(peer = ?other.ok(), uid, "refused a client of another user");
-                            let msg = format!(
-                                "{{\"jsonrpc\":\"2.0\",\"error\":{{\"code\":-32600,\"message\":\"permission denied: this daemon serves uid {uid} only\"}},\"id\":null}}\n"
-                            );
+                            let msg = rpc::refused_line(uid);
                             let _ = tokio::io::AsyncWriteExt::write_all(&mut writer, msg.as_bytes()).await;
                         }
                     }

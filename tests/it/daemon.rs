@@ -533,6 +533,34 @@ fn a_full_reindex_searched_throughout_never_sees_an_empty_index() {
         assert!(rounds < 100_000, "the re-index never ended");
     }
     assert!(during > 0, "no search ran while the index was rebuilt");
+
+    // One writer: overlapping passes, full and incremental, run one at a time
+    // and all end on the same complete index.
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = [true, false, true, false]
+            .into_iter()
+            .map(|full| {
+                let (d, root) = (&d, &root);
+                scope.spawn(move || {
+                    d.call(
+                        "repo.reindex",
+                        json!({"path": root, "full": full, "wait": true}),
+                    )
+                })
+            })
+            .collect();
+        for run in runs {
+            let done = run.join().unwrap();
+            assert_eq!(
+                (&done["result"]["state"], &done["result"]["chunks"]),
+                (&json!("ready"), &chunks),
+                "{done}"
+            );
+        }
+    });
+    for ((query, mode), want) in queries.iter().zip(&before) {
+        assert_eq!(&top3(query, mode), want, "{query} after the re-indexes");
+    }
     // The rebuild replaced the index folder whole; nothing is left beside it.
     let indexes = d.home.path().join("indexes");
     let names: Vec<_> = std::fs::read_dir(&indexes)

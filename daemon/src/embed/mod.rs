@@ -96,6 +96,11 @@ pub struct EmbedOptions {
     pub precision: Option<Precision>,
 }
 
+/// Threads candle's CPU kernels use (for reports; only `embed` touches candle).
+pub fn cpu_threads() -> usize {
+    candle_core::utils::get_num_threads()
+}
+
 /// Loads the model `options` name, on the device it asks for.
 pub fn load(options: &EmbedOptions, locator: &ModelLocator) -> Result<CandleEmbedder, EmbedError> {
     let name = if options.model.trim().is_empty() {

@@ -224,6 +224,19 @@ fn cut(text: &mut String, max: usize) {
     }
 }
 
+/// The line a client of another user gets before its connection is closed.
+pub fn refused_line(uid: u32) -> String {
+    let refused = serde_json::json!({
+        "jsonrpc": "2.0",
+        "error": {
+            "code": code::INVALID_REQUEST,
+            "message": format!("permission denied: this daemon serves uid {uid} only"),
+        },
+        "id": null,
+    });
+    format!("{refused}\n")
+}
+
 /// The one place daemon errors become JSON-RPC error objects.
 pub fn to_rpc(err: ServiceError) -> ErrorObjectOwned {
     let code = match &err {

@@ -277,6 +277,7 @@ impl Store {
     pub fn open(dir: &Path, want: &Manifest) -> Result<Self, StoreError> {
         recover_swap(dir)?;
         std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        remove_temporaries(dir);
         let manifest_path = dir.join(MANIFEST);
         let mut manifest = std::fs::read_to_string(&manifest_path);
         let mut carried: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
@@ -1272,6 +1273,22 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     std::fs::File::open(parent)
         .and_then(|f| f.sync_all())
         .map_err(|e| StoreError::io(parent, e))
+}
+
+/// Deletes what a crash left of an atomic write (`*.tmp`, `*.tmp.<pid>`): a
+/// half-saved graph would otherwise take disk for ever. One daemon owns a home.
+fn remove_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".tmp") || name.contains(".tmp.") {
+            tracing::debug!(file = %entry.path().display(), "removing a leftover temporary file");
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Finishes what a crash left of a full re-index: a swap stopped between its

@@ -353,3 +353,29 @@ fn a_crash_during_a_full_rebuild_or_its_swap_is_undone_on_open() {
     assert_eq!(s.chunk_count().unwrap(), 1);
     assert!(!sibling(&dir, OLD).exists());
 }
+
+#[test]
+fn temporaries_a_crash_left_are_removed_on_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("repo-index");
+    let mut s = Store::open(&dir, &manifest("minilm")).unwrap();
+    s.apply(vec![indexed("a.rs", &[1, 2])]).unwrap();
+    s.save_hnsw().unwrap();
+    drop(s);
+    for name in [
+        "vectors.full.tmp.4242",
+        "vectors.usearch.tmp.4242",
+        "manifest.tmp",
+    ] {
+        std::fs::write(dir.join(name), b"half written").unwrap();
+    }
+    let s = Store::open(&dir, &manifest("minilm")).unwrap();
+    assert_eq!((s.chunk_count().unwrap(), s.hnsw_len()), (2, 2));
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("index.sqlite-"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["index.sqlite", "manifest.json", "vectors.usearch"]);
+}
