@@ -298,6 +298,8 @@ fn bench_index(args: BenchIndexArgs) -> anyhow::Result<()> {
             root: root.clone(),
         };
         let mut store = Store::open(&dir, &manifest)?;
+        // The model is loaded and the store open: what indexing adds is above this.
+        let rss_before = bench::rss_bytes();
         let start = std::time::Instant::now();
         let stats = index::index(
             &root,
@@ -311,6 +313,8 @@ fn bench_index(args: BenchIndexArgs) -> anyhow::Result<()> {
         )?;
         let secs = start.elapsed().as_secs_f64();
         let chunks = store.chunk_count()?;
+        let (hnsw_bytes, hnsw_capacity) = store.hnsw_memory();
+        let rss_after = bench::rss_bytes();
         drop(store);
         let bytes: u64 = std::fs::read_dir(&dir)?
             .flatten()
@@ -328,6 +332,17 @@ fn bench_index(args: BenchIndexArgs) -> anyhow::Result<()> {
             stats.chunks_written as f64 / secs,
             bytes as f64 / 1e6,
             bytes as f64 / 1e6 / (chunks.max(1) as f64 / 1000.0),
+        )?;
+        // VmHWM is the whole process's peak, so one root per process measures one corpus.
+        let mb = |b: Option<u64>| b.map_or("n/a".to_owned(), |b| format!("{} MB", b / 1_000_000));
+        writeln!(
+            out,
+            "  memory: peak RSS (VmHWM) {}, RSS before indexing {}, after {}; HNSW {} ({} vectors of room)",
+            mb(bench::peak_rss_bytes()),
+            mb(rss_before),
+            mb(rss_after),
+            mb(Some(hnsw_bytes as u64)),
+            hnsw_capacity,
         )?;
         if stats.skips.total() > 0 {
             writeln!(

@@ -146,6 +146,12 @@ impl Hnsw {
         self.index.size()
     }
 
+    /// Bytes usearch holds for the graph and its vectors (`memory_usage`), and the
+    /// vectors it has room for.
+    pub fn memory(&self) -> (usize, usize) {
+        (self.index.memory_usage(), self.index.capacity())
+    }
+
     /// Whether the index holds no vector.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -874,6 +874,11 @@ impl Store {
         hnsw_read(&self.hnsw).len()
     }
 
+    /// The HNSW index's memory in bytes and its capacity in vectors ([`Hnsw::memory`]).
+    pub fn hnsw_memory(&self) -> (usize, usize) {
+        hnsw_read(&self.hnsw).memory()
+    }
+
     fn count(&self, sql: &str) -> Result<u64, StoreError> {
         self.db
             .query_row(sql, [], |r| r.get::<_, i64>(0))
