@@ -722,3 +722,33 @@ fn a_hostile_tree_is_indexed_with_every_skip_counted_and_nothing_outside_it() {
     );
     assert!(hwm < 1_500_000_000, "peak RSS {hwm} bytes");
 }
+
+#[test]
+fn files_and_chunks_count_up_while_a_pass_runs() {
+    // 2,000 files of the same three functions: 6,000 chunks in a dozen commits,
+    // three embeddings.
+    let d = Daemon::start();
+    let corpus = same_files(2000, "counting");
+    let root = canonical(corpus.path());
+    let started = d.call("repo.add", json!({"path": root}));
+    assert_eq!(started["result"]["state"], "indexing", "{started}");
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let list = d.call("repo.list", json!(null));
+        let r = &list["result"][0];
+        let (files, chunks) = (r["files"].as_u64().unwrap(), r["chunks"].as_u64().unwrap());
+        if r["state"] != "indexing" {
+            assert_eq!((files, chunks), (2000, 6000), "{r}");
+            break;
+        }
+        seen.push((files, chunks));
+        assert!(Instant::now() < deadline, "the pass never ended: {r}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        seen.iter()
+            .any(|&(f, c)| f > 0 && f < 2000 && c > 0 && c < 6000),
+        "never a count between 0 and the end while indexing: {seen:?}"
+    );
+}
