@@ -687,6 +687,23 @@ fn a_hostile_tree_is_indexed_with_every_skip_counted_and_nothing_outside_it() {
     );
     assert!(v.to_string().contains("deep.py"), "{v}");
 
+    // A file indexed inside the root and then replaced by a link to outside it:
+    // its hits stay (stale until the watcher catches up) but nothing is read
+    // through the link.
+    let ok = Path::new(&root).join("ok.py");
+    std::fs::remove_file(&ok).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", &ok).unwrap();
+    let v = d.call(
+        "search",
+        json!({"query": "rotate the audit journal", "k": 5, "mode": "lexical"}),
+    );
+    for h in v["result"]["results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"))
+    {
+        assert!(!h["snippet"].as_str().unwrap().contains("root:"), "{h}");
+    }
+
     // `codesearch list` shows why files are missing.
     let o = Command::new(bin("codesearch"))
         .arg("list")
