@@ -329,6 +329,7 @@ fn wait_for(c: &mut rpc::Client, root: &str) -> anyhow::Result<RepoStatus> {
     bar.set_prefix(root.to_owned());
     bar.set_message("looking for files");
     bar.enable_steady_tick(Duration::from_millis(120));
+    say_indexing_continues_on_ctrl_c(&bar);
     let mut counting = false;
     loop {
         let note = c.next_notification()?;
@@ -391,6 +392,29 @@ fn eta(p: &RepoProgress) -> Option<Duration> {
     let rate = p.files_done as f64 / p.elapsed_s;
     let left = p.files_total.saturating_sub(p.files_done) as f64 / rate;
     left.is_finite().then(|| Duration::from_secs_f64(left))
+}
+
+/// What Ctrl-C prints while `codesearch index` follows a pass.
+const INTERRUPTED: &str =
+    "indexing continues in the background; `codesearch status` shows how far it is";
+
+/// From now on, Ctrl-C (SIGINT) clears the progress bar, says that the pass
+/// goes on in the daemon (which has its own process group, so the terminal's
+/// SIGINT did not reach it) and exits 130, as a shell reports an interrupt.
+fn say_indexing_continues_on_ctrl_c(bar: &indicatif::ProgressBar) {
+    let mut signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT]) {
+        Ok(s) => s,
+        // Ctrl-C then ends the client the default way; the daemon still goes on.
+        Err(_) => return,
+    };
+    let bar = bar.clone();
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            bar.finish_and_clear();
+            let _ = writeln!(std::io::stderr(), "{INTERRUPTED}");
+            std::process::exit(130);
+        }
+    });
 }
 
 fn daemon(action: DaemonAction, p: &Paths) -> anyhow::Result<ExitCode> {

@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -156,6 +157,10 @@ pub fn connect_or_start(
 
 /// Starts `codesearchd serve ARGS…` in the background, logging to
 /// `home/logs/codesearchd.log`.
+///
+/// The daemon gets a process group of its own: the terminal's Ctrl-C (SIGINT to
+/// the foreground group) then ends the command the user typed, not the daemon
+/// and the indexing it started, which outlive the client by design.
 pub fn start_daemon(home: &Path, args: &[String]) -> anyhow::Result<PathBuf> {
     let logs = home.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
@@ -173,6 +178,7 @@ pub fn start_daemon(home: &Path, args: &[String]) -> anyhow::Result<PathBuf> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
+        .process_group(0)
         .spawn()
         .with_context(|| {
             format!(

@@ -4,6 +4,11 @@
 //!
 //! The one place the daemon takes a file descriptor it did not open, hence the
 //! module's `unsafe`: each use says why the descriptor is ours to own.
+//!
+//! [`inherited`] also removes systemd's `LISTEN_*` variables from the
+//! environment, which is only sound while no other thread runs: `main` calls it
+//! before the tokio runtime (or any other thread) starts, and hands the result to
+//! `server::run`.
 #![allow(unsafe_code)]
 
 use std::os::unix::net::UnixListener;
@@ -27,25 +32,56 @@ impl Manager {
     }
 }
 
+/// A listening socket the service manager passed, and who passed it.
+#[derive(Debug)]
+pub struct Activation {
+    /// The socket, still in blocking mode.
+    pub listener: UnixListener,
+    /// Who handed it over.
+    pub manager: Manager,
+}
+
 /// The listening socket the service manager passed, if it passed one.
-pub fn inherited() -> std::io::Result<Option<(UnixListener, Manager)>> {
-    if let Some(listener) = systemd()? {
-        return Ok(Some((listener, Manager::Systemd)));
+///
+/// # Safety
+///
+/// It reads and removes `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES`
+/// (`std::env::remove_var`), so it must be called while the process has a single
+/// thread: before the async runtime, the logger's or any other thread starts,
+/// and with nothing else reading the environment meanwhile. It takes ownership of
+/// descriptor 3 when systemd says it is ours, so call it at most once.
+pub unsafe fn inherited() -> std::io::Result<Option<Activation>> {
+    // SAFETY: our caller guarantees that no other thread runs (see above).
+    if let Some(listener) = unsafe { systemd()? } {
+        return Ok(Some(Activation {
+            listener,
+            manager: Manager::Systemd,
+        }));
     }
-    launchd().map(|l| l.map(|l| (l, Manager::Launchd)))
+    launchd().map(|l| {
+        l.map(|listener| Activation {
+            listener,
+            manager: Manager::Launchd,
+        })
+    })
 }
 
 /// The first socket of `LISTEN_FDS` when `LISTEN_PID` is this process (the
 /// protocol of sd_listen_fds(3)); the variables are removed so that processes we
 /// start do not take them as theirs.
-fn systemd() -> std::io::Result<Option<UnixListener>> {
+///
+/// # Safety
+///
+/// As [`inherited`]: only while the process has one thread.
+unsafe fn systemd() -> std::io::Result<Option<UnixListener>> {
     let pid = std::env::var("LISTEN_PID").ok();
     let fds = std::env::var("LISTEN_FDS").ok();
     let (Some(pid), Some(fds)) = (pid, fds) else {
         return Ok(None);
     };
-    // SAFETY: nothing else in the daemon reads or writes the environment at
-    // start-up, before any thread is spawned.
+    // SAFETY: `remove_var` is sound only when no other thread reads or writes
+    // the environment at the same time; our caller runs us before any thread
+    // other than `main` exists (the contract of `inherited`).
     unsafe {
         std::env::remove_var("LISTEN_PID");
         std::env::remove_var("LISTEN_FDS");

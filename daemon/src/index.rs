@@ -12,6 +12,7 @@ use std::time::UNIX_EPOCH;
 
 use rayon::prelude::*;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::chunk::{ChunkOptions, Chunker};
 use crate::embed::{EmbedError, Embedder, InputKind};
@@ -35,6 +36,11 @@ pub enum IndexError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// [`IndexOptions::cancel`] fired: the batch in hand was committed (its
+    /// files whose chunks all had vectors), the HNSW file saved, and the run
+    /// stopped; the next run resumes from there.
+    #[error("indexing was cancelled (the daemon is shutting down)")]
+    Cancelled,
 }
 
 /// What one indexing run did.
@@ -87,7 +93,7 @@ fn embed_group(embedder: &dyn Embedder) -> usize {
 }
 
 /// Settings of a run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct IndexOptions {
     /// Walk limits.
     pub walk: WalkOptions,
@@ -97,6 +103,11 @@ pub struct IndexOptions {
     /// ones commits as many times more): big enough to keep the embedder's
     /// batches full, small enough that an interrupted run loses little.
     pub chunks_per_commit: usize,
+    /// Checked between files and between embedding calls: once it fires, the run
+    /// commits what it has embedded, saves the HNSW file and returns
+    /// [`IndexError::Cancelled`]. A model call in flight is not waited for when
+    /// the embedder gives up on the same token (`EmbedHandle::cancelled_by`).
+    pub cancel: CancellationToken,
 }
 
 impl Default for IndexOptions {
@@ -105,6 +116,7 @@ impl Default for IndexOptions {
             walk: WalkOptions::default(),
             chunk: ChunkOptions::default(),
             chunks_per_commit: 512,
+            cancel: CancellationToken::new(),
         }
     }
 }
@@ -119,15 +131,30 @@ pub fn index(
     options: &IndexOptions,
     progress: impl FnMut(&IndexStats),
 ) -> Result<IndexStats, IndexError> {
+    if options.cancel.is_cancelled() {
+        return Err(IndexError::Cancelled);
+    }
     let walked = walk::walk(root, &options.walk).map_err(|source| IndexError::Root {
         root: root.to_owned(),
         source,
     })?;
     let known = store.files()?;
-    let stats = apply(walked, known, store, embedder, chunker, options, progress)?;
+    let result = apply(walked, known, store, embedder, chunker, options, progress);
+    let stats = saving_on_cancel(store, result)?;
     store.compact()?;
     store.save_hnsw()?;
     Ok(stats)
+}
+
+/// A cancelled run saves the HNSW file of what it committed before it returns.
+fn saving_on_cancel(
+    store: &mut Store,
+    result: Result<IndexStats, IndexError>,
+) -> Result<IndexStats, IndexError> {
+    if let Err(IndexError::Cancelled) = result {
+        store.save_hnsw()?;
+    }
+    result
 }
 
 /// Like [`index`] (but leaving the HNSW file to the caller to save), for the files directly inside `dirs` (relative to `root`)
@@ -158,7 +185,8 @@ pub fn index_dirs(
     let scope: HashSet<&str> = dirs.iter().map(String::as_str).collect();
     let mut known = store.files()?;
     known.retain(|path, _| scope.contains(parent_dir(path)));
-    let stats = apply(walked, known, store, embedder, chunker, options, progress)?;
+    let result = apply(walked, known, store, embedder, chunker, options, progress);
+    let stats = saving_on_cancel(store, result)?;
     store.compact()?;
     Ok(stats)
 }
@@ -190,7 +218,20 @@ fn apply(
     let per_commit = options.chunks_per_commit * (embed_group(&*embedder) / EMBED_GROUP);
     let mut updates: Vec<FileUpdate> = Vec::new();
     progress(&stats);
+    let cancel = &options.cancel;
     for window in walked.files.chunks(PREPARE_WINDOW) {
+        if cancel.is_cancelled() {
+            return flush(
+                store,
+                embedder,
+                &mut pending,
+                &mut updates,
+                &mut stats,
+                &mut progress,
+                cancel,
+            )
+            .and(Err(IndexError::Cancelled));
+        }
         // Cheap checks in order; the files that changed are read, hashed and
         // chunked in parallel (tree-sitter is most of the host's work when a GPU
         // embeds), then applied in walk order.
@@ -251,7 +292,7 @@ fn apply(
                     pending.push((row, chunks));
                 }
             }
-            if pending_chunks >= per_commit {
+            if pending_chunks >= per_commit || cancel.is_cancelled() {
                 flush(
                     store,
                     embedder,
@@ -259,6 +300,7 @@ fn apply(
                     &mut updates,
                     &mut stats,
                     &mut progress,
+                    cancel,
                 )?;
                 pending_chunks = 0;
             }
@@ -281,6 +323,7 @@ fn apply(
         &mut updates,
         &mut stats,
         &mut progress,
+        cancel,
     )?;
     progress(&stats);
     Ok(stats)
@@ -348,6 +391,11 @@ fn prepare(
 }
 
 /// Embeds the keys the store lacks and commits the pending files in one transaction.
+///
+/// When `cancel` fires (before a call, or during one the embedder gives up on),
+/// it stops embedding, commits the files whose chunks all have a vector by then
+/// (with every other update in hand) and returns [`IndexError::Cancelled`]; the
+/// files left out keep their old rows, so the next run picks them up again.
 fn flush(
     store: &mut Store,
     embedder: &mut dyn Embedder,
@@ -355,6 +403,7 @@ fn flush(
     updates: &mut Vec<FileUpdate>,
     stats: &mut IndexStats,
     progress: &mut dyn FnMut(&IndexStats),
+    cancel: &CancellationToken,
 ) -> Result<(), IndexError> {
     let keys: Vec<Key> = pending
         .iter()
@@ -377,12 +426,35 @@ fn flush(
     to_embed.sort_by_key(|(_, t)| std::cmp::Reverse(t.len()));
     let texts: Vec<&str> = to_embed.iter().map(|(_, t)| *t).collect();
     let mut vectors = Vec::with_capacity(texts.len());
+    let mut cancelled = false;
     for group in texts.chunks(embed_group(&*embedder)) {
-        vectors.extend(embedder.embed(group, InputKind::Document)?);
+        if cancel.is_cancelled() {
+            cancelled = true;
+            break;
+        }
+        match embedder.embed(group, InputKind::Document) {
+            Ok(v) => vectors.extend(v),
+            Err(_) if cancel.is_cancelled() => {
+                cancelled = true;
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        }
         stats.chunks_embedded += group.len() as u64;
         progress(stats);
     }
+    cancelled |= cancel.is_cancelled();
+    // `zip` stops at the vectors computed: when cancelled, a prefix of the keys.
     let mut fresh: Vec<(Key, Vec<f32>)> = to_embed.iter().map(|(k, _)| *k).zip(vectors).collect();
+    if cancelled {
+        let have: HashSet<Key> = fresh.iter().map(|(k, _)| *k).collect();
+        pending.retain(|(_, chunks)| {
+            chunks.iter().all(|c| {
+                let k = c.key();
+                cached.contains_key(&k) || have.contains(&k)
+            })
+        });
+    }
     for (row, chunks) in pending.drain(..) {
         let keys: HashSet<Key> = chunks.iter().map(|c| c.key()).collect();
         // Hand each new vector to the first file that uses it.
@@ -408,11 +480,17 @@ fn flush(
         });
     }
     store.apply(std::mem::take(updates))?;
+    if cancelled {
+        return Err(IndexError::Cancelled);
+    }
     Ok(())
 }
 
 impl From<EmbedError> for IndexError {
     fn from(e: EmbedError) -> Self {
-        Self::Embed(Box::new(e))
+        match e {
+            EmbedError::Cancelled { .. } => Self::Cancelled,
+            e => Self::Embed(Box::new(e)),
+        }
     }
 }

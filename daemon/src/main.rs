@@ -161,7 +161,15 @@ fn main() -> ExitCode {
     }
 }
 
+// The one `unsafe` of the binary: `activation::inherited` edits the environment,
+// which is sound only before the runtime's threads exist.
+#[allow(unsafe_code)]
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // SAFETY: no thread but this one exists yet (the logger spawns none, the
+    // runtime starts below), and nothing else touches the environment meanwhile:
+    // `inherited` may remove the `LISTEN_*` variables.
+    let activation = unsafe { codesearchd::activation::inherited() }
+        .context("cannot take the socket the service manager passed")?;
     let f = &args.embedding;
     let config = config::resolve(&config::Overrides {
         model: f.model.clone(),
@@ -171,7 +179,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })?;
     tracing::info!(?config, "configuration");
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(codesearchd::server::run(config, shutdown_signal()))?;
+    let served = runtime.block_on(codesearchd::server::run(
+        config,
+        activation,
+        shutdown_signal(),
+    ));
+    // A pass still blocked in a model call is abandoned here: SQLite holds every
+    // batch it committed, and the next start resumes after the last one.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    served?;
     Ok(())
 }
 

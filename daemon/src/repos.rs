@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use codesearch_proto::{RepoProgress, RepoState, RepoStatus};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use crate::chunk::Chunker;
 use crate::embed::{EmbedHandle, Embedder as _};
@@ -41,9 +42,9 @@ const IGNORE_FILES: [&str; 3] = [".gitignore", ".ignore", walk::IGNORE_FILE];
 /// What a pass covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
-    /// The whole tree; `clear` drops the index first.
+    /// The whole tree; `clear` builds a new index beside the live one and swaps.
     All {
-        /// Drop the index first.
+        /// Rebuild from nothing (vectors stay cached) instead of updating.
         clear: bool,
     },
     /// The files directly inside these folders (relative; `""` is the root).
@@ -71,6 +72,8 @@ pub struct Repo {
     /// The watcher's pending changes, once watching started.
     changes: Mutex<Option<Arc<Changes>>>,
     last_hnsw_save: Mutex<Instant>,
+    /// The daemon's shutdown token: a pass commits its current batch and stops.
+    cancel: CancellationToken,
 }
 
 /// What `repos.json` holds for one repository.
@@ -90,6 +93,7 @@ impl Repo {
         root: &Path,
         embedder: &EmbedHandle,
         events: tokio::sync::broadcast::Sender<RepoProgress>,
+        cancel: CancellationToken,
     ) -> Result<Self, StoreError> {
         let manifest = Manifest {
             schema_version: SCHEMA_VERSION,
@@ -126,6 +130,7 @@ impl Repo {
             dirs: Mutex::new(None),
             changes: Mutex::new(None),
             last_hnsw_save: Mutex::new(Instant::now()),
+            cancel,
         })
     }
 
@@ -243,8 +248,8 @@ impl Repo {
         });
     }
 
-    /// Runs one incremental indexing pass on a blocking thread; `full` drops the
-    /// index first. Status shows `indexing` meanwhile and `ready` or `error` after;
+    /// Runs one incremental indexing pass on a blocking thread; `full` builds a
+    /// new index beside the live one and swaps it in when complete. Status shows `indexing` meanwhile and `ready` or `error` after;
     /// `repo.progress` tells subscribers how far it is.
     pub async fn index(self: &Arc<Self>, embedder: EmbedHandle, chunker: Arc<Chunker>, full: bool) {
         self.pass(embedder, chunker, Scope::All { clear: full }, false)
@@ -298,12 +303,42 @@ impl Repo {
                     repo.publish(running.clone());
                 }
             };
-            let options = IndexOptions::default();
+            let options = IndexOptions {
+                cancel: repo.cancel.clone(),
+                ..IndexOptions::default()
+            };
             let stats = match &scope {
-                Scope::All { clear } => {
-                    if *clear {
-                        store.clear()?;
-                    }
+                Scope::All { clear: true } => {
+                    // Built beside the live index, which keeps answering searches
+                    // until the rebuilt one replaces it whole.
+                    let mut side = store.rebuild_beside()?;
+                    let stats = match index::index(
+                        &repo.root,
+                        &mut side,
+                        &mut embedder,
+                        &chunker,
+                        &options,
+                        report,
+                    ) {
+                        Ok(stats) => stats,
+                        Err(err) => {
+                            if let Err(e) = side.discard() {
+                                tracing::warn!(root = %repo.root.display(), %e, "unfinished full re-index not removed; the next start removes it");
+                            }
+                            return Err(err);
+                        }
+                    };
+                    store.replace_with(side)?;
+                    // Searches move to the new index; a search still running
+                    // finishes on the old one (its files stay open).
+                    *repo.reader.lock().unwrap_or_else(|p| p.into_inner()) = store.reader()?;
+                    *repo
+                        .last_hnsw_save
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Instant::now();
+                    stats
+                }
+                Scope::All { clear: false } => {
                     let stats = index::index(
                         &repo.root,
                         &mut store,
@@ -349,6 +384,10 @@ impl Repo {
         progress.elapsed_s = started.elapsed().as_secs_f64();
         match result {
             Ok(Ok(None)) => return, // removed meanwhile
+            Ok(Err(index::IndexError::Cancelled)) => {
+                tracing::info!(root = %self.root.display(), "indexing stopped at a batch boundary: the daemon is shutting down");
+                return;
+            }
             Ok(Ok(Some((stats, (files, chunks))))) => {
                 tracing::info!(root = %self.root.display(), files, chunks, embedded = stats.chunks_embedded, watched, "indexed");
                 if whole {
@@ -423,15 +462,15 @@ pub async fn follow(
     changes: Arc<Changes>,
     embedder: EmbedHandle,
     chunker: Arc<Chunker>,
+    cancel: CancellationToken,
 ) {
     loop {
-        let batch = if changes.error().is_some() {
-            tokio::select! {
-                batch = changes.next_batch() => batch,
-                () = tokio::time::sleep(RESCAN_EVERY) => Some(Batch { paths: Vec::new(), rescan: true }),
+        let batch = tokio::select! {
+            () = cancel.cancelled() => return,
+            batch = changes.next_batch() => batch,
+            () = tokio::time::sleep(RESCAN_EVERY), if changes.error().is_some() => {
+                Some(Batch { paths: Vec::new(), rescan: true })
             }
-        } else {
-            changes.next_batch().await
         };
         let Some(batch) = batch else {
             return;

@@ -3,9 +3,16 @@
 //! Start-up claims the home (created 0700) with a lock file, so a second daemon on
 //! the same home is refused with the pid that holds it; replaces a stale socket
 //! left by a crash; binds the socket 0600, or serves the one a service manager
-//! passed (`activation`). Every connection's peer must have the
-//! daemon's uid. Shutdown (the future, or `daemon.shutdown`) stops accepting,
-//! lets connections finish their current line, and removes the socket.
+//! passed (`activation`, taken by `main` before the runtime starts). Every
+//! connection's peer must have the daemon's uid.
+//!
+//! Shutdown (the future, or `daemon.shutdown`), in the mini-redis /
+//! tokio-util shape: the service's one `CancellationToken` fires (passes commit
+//! their current batch, save the HNSW file and stop; watch followers end), the
+//! socket stops accepting and is removed, the `TaskTracker` of background tasks
+//! gets [`TASKS_GRACE`], connections [`CONNECTIONS_GRACE`] to finish their
+//! answer, then idle indexes save their HNSW file and the model threads are let
+//! go without waiting for a call in flight.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -15,6 +22,7 @@ use std::sync::Arc;
 
 use tokio::net::UnixListener;
 
+use crate::activation::Activation;
 use crate::config::Config;
 use crate::rpc;
 use crate::service::Service;
@@ -50,9 +58,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
     }
 }
 
-/// Serves until `shutdown` resolves or a client calls `daemon.shutdown`.
+/// Serves until `shutdown` resolves or a client calls `daemon.shutdown`, on the
+/// socket a service manager passed (`activation`, read by `main` before the
+/// runtime started) or else on one it binds at `config.socket`.
 pub async fn run(
     config: Config,
+    activation: Option<Activation>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let home = config.home.clone();
@@ -61,10 +72,9 @@ pub async fn run(
     let _lock = lock_home(&home)?;
 
     let socket = config.socket.clone();
-    let inherited = crate::activation::inherited().map_err(io(&socket))?;
-    let managed = inherited.as_ref().map(|(_, m)| *m);
-    let listener = match inherited {
-        Some((listener, manager)) => {
+    let managed = activation.as_ref().map(|a| a.manager);
+    let listener = match activation {
+        Some(Activation { listener, manager }) => {
             tracing::info!(
                 manager = manager.as_str(),
                 "serving the socket the service manager passed"
@@ -93,7 +103,7 @@ pub async fn run(
         .or_else(|| std::env::var(codesearch_proto::paths::STARTED_BY_ENV).ok());
     let service = Arc::new(Service::new(config, chunker).started_by(started_by));
     // In the background: status answers at once; repository methods wait for it.
-    tokio::spawn({
+    service.spawn({
         let service = service.clone();
         async move { service.restore().await }
     });
@@ -135,20 +145,43 @@ pub async fn run(
             }
         }
     }
+    // 1. One token tells every pass, follower and subscription to stop; a
+    //    pass commits the batch it has embedded and saves its HNSW file.
     tracing::info!("shutting down");
+    let started = std::time::Instant::now();
+    service.request_shutdown();
+    // 2. No new connections.
     drop(listener);
     if managed.is_none() {
         // A service manager's socket stays: it starts the next daemon.
         let _ = std::fs::remove_file(&socket);
     }
-    // Let in-flight requests finish, but don't wait on idle clients forever.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+    // 3. The background tasks, a bounded time: a model call in flight can take
+    //    seconds, and SQLite holds every committed batch whatever happens next.
+    if !service.wait_for_tasks(TASKS_GRACE).await {
+        tracing::info!(
+            "background tasks still running after {TASKS_GRACE:?}; leaving them (the index keeps its committed batches)"
+        );
+    }
+    // 4. Let in-flight requests finish their answer, but don't wait on idle clients.
+    let _ = tokio::time::timeout(CONNECTIONS_GRACE, async {
         while connections.join_next().await.is_some() {}
     })
     .await;
     connections.abort_all();
+    // 5. Indexes no pass holds save their HNSW file; model threads are let go.
+    service.close();
+    tracing::info!(took_ms = started.elapsed().as_millis() as u64, "stopped");
     Ok(())
 }
+
+/// How long shutdown waits for background tasks (passes, followers) to stop.
+/// With [`CONNECTIONS_GRACE`] and the runtime's own bound in `main`, the
+/// process exits within 2 s of the signal or `daemon.shutdown`.
+pub const TASKS_GRACE: std::time::Duration = std::time::Duration::from_millis(1200);
+
+/// How long shutdown waits for connections to finish the request they serve.
+pub const CONNECTIONS_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// Binds the socket at `socket` (0600), replacing one left by a crashed daemon.
 fn bind(socket: &Path) -> Result<UnixListener, ServerError> {

@@ -3,9 +3,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use codesearch_proto::benchmark::{BenchmarkParams, BenchmarkQuery, BenchmarkResult};
 use codesearch_proto::{Hit, RepoProgress, RepoStatus, SearchParams, SearchResult};
@@ -41,13 +43,20 @@ pub enum ServiceError {
     Internal(String),
 }
 
+/// A model's slot: empty until the model has loaded (while it loads, callers of
+/// that model wait on the cell, not on the map).
+type ModelSlots = HashMap<String, Arc<tokio::sync::OnceCell<EmbedWorker>>>;
+
 /// Shared daemon state.
 #[derive(Debug)]
 pub struct Service {
     config: Config,
     started: Instant,
-    /// One model thread per loaded model, by canonical name.
-    workers: tokio::sync::Mutex<HashMap<String, EmbedWorker>>,
+    /// One slot per model asked for, by canonical name; a slot holds the model's
+    /// thread once loaded. The lock is held only to find or insert a slot, never
+    /// while a model loads, so loading one model (possibly a download) blocks
+    /// neither `daemon.status` nor the users of models already loaded.
+    workers: Mutex<ModelSlots>,
     /// Registered repositories by canonical root.
     repos: tokio::sync::RwLock<HashMap<PathBuf, Arc<Repo>>>,
     chunker: Arc<Chunker>,
@@ -59,8 +68,12 @@ pub struct Service {
     watcher: Option<crate::watch::Watcher>,
     /// True once the repositories of `repos.json` are open again.
     restored: tokio::sync::watch::Sender<bool>,
-    shutdown: tokio::sync::Notify,
-    stopping: AtomicBool,
+    /// Fired once, at shutdown (the signal, or `daemon.shutdown`): the accept
+    /// loop stops, passes commit their current batch and stop, followers end.
+    cancel: CancellationToken,
+    /// Every background task (restore, passes, watch followers), so shutdown can
+    /// wait for them, within a bound.
+    tasks: TaskTracker,
     /// One benchmark at a time: two would share the CPU and report each other's load.
     benchmarking: tokio::sync::Mutex<()>,
 }
@@ -81,7 +94,7 @@ impl Service {
         Self {
             config,
             started: Instant::now(),
-            workers: tokio::sync::Mutex::new(HashMap::new()),
+            workers: Mutex::new(HashMap::new()),
             repos: tokio::sync::RwLock::new(HashMap::new()),
             chunker: Arc::new(chunker),
             started_by: None,
@@ -90,8 +103,8 @@ impl Service {
             watcher: crate::watch::Watcher::new()
                 .inspect_err(|err| tracing::warn!(%err, "cannot start the file watcher; repositories will be rescanned every minute"))
                 .ok(),
-            shutdown: tokio::sync::Notify::new(),
-            stopping: AtomicBool::new(false),
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
             benchmarking: tokio::sync::Mutex::new(()),
         }
     }
@@ -180,9 +193,12 @@ impl Service {
             let root = root.clone();
             let embedder = embedder.clone();
             let events = self.progress.clone();
-            tokio::task::spawn_blocking(move || Repo::open(&indexes, &root, &embedder, events))
-                .await
-                .map_err(|e| ServiceError::Internal(format!("opening the index panicked: {e}")))??
+            let cancel = self.cancel.clone();
+            tokio::task::spawn_blocking(move || {
+                Repo::open(&indexes, &root, &embedder, events, cancel)
+            })
+            .await
+            .map_err(|e| ServiceError::Internal(format!("opening the index panicked: {e}")))??
         };
         let repo = Arc::new(repo);
         {
@@ -207,11 +223,12 @@ impl Service {
             ),
         };
         repo.set_changes(changes.clone());
-        tokio::spawn(repos::follow(
+        self.tasks.spawn(repos::follow(
             repo.clone(),
             changes,
             embedder.clone(),
             self.chunker.clone(),
+            self.cancel.clone(),
         ));
         Ok(self.start_pass(&repo, embedder, false, wait).await)
     }
@@ -233,7 +250,7 @@ impl Service {
         if wait {
             run.await;
         } else {
-            tokio::spawn(run);
+            self.tasks.spawn(run);
         }
         repo.status()
     }
@@ -410,7 +427,7 @@ impl Service {
             embed::registry::lookup(p.model.as_deref().unwrap_or(&self.config.embedding.model))
                 .map_err(|e| ServiceError::Model(Box::new(e)))?
                 .name;
-        let was_loaded = self.workers.lock().await.contains_key(name);
+        let was_loaded = self.is_loaded(name);
         let handle = self.embedder(Some(name)).await?;
         let scratch = tempfile::Builder::new()
             .prefix("benchmark-")
@@ -439,7 +456,9 @@ impl Service {
         // The default model stays: the next search or repo.add wants it anyway.
         let default = name == self.config.embedding.model;
         if !was_loaded && !default && !self.repos.read().await.values().any(|r| r.model == name) {
-            self.workers.lock().await.remove(name);
+            // Dropped after the map's lock: dropping a worker joins its thread.
+            let unloaded = self.workers().remove(name);
+            drop(unloaded);
         }
         result
     }
@@ -483,41 +502,63 @@ impl Service {
         self.started.elapsed().as_secs()
     }
 
+    fn workers(&self) -> std::sync::MutexGuard<'_, ModelSlots> {
+        self.workers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The model `name` (or the default), loading it on first use.
+    ///
+    /// Callers of one model that is loading wait for that load (and a failed
+    /// load is tried again by the next caller); nobody else waits.
     pub async fn embedder(&self, name: Option<&str>) -> Result<EmbedHandle, ServiceError> {
         let wanted = name.unwrap_or(&self.config.embedding.model);
         let spec = embed::registry::lookup(wanted).map_err(|e| ServiceError::Model(Box::new(e)))?;
-        let mut workers = self.workers.lock().await;
-        if let Some(w) = workers.get(spec.name) {
-            return Ok(w.handle());
-        }
-        let e = &self.config.embedding;
-        let options = EmbedOptions {
-            model: spec.name.to_owned(),
-            device: e.device,
-            // A folder given for the default model does not hold other models.
-            model_path: e.model_path.clone().filter(|_| spec.name == e.model),
-            max_batch: e.batch_size,
-            token_budget: None,
-            precision: None,
-        };
-        let model =
-            tokio::task::spawn_blocking(move || embed::load(&options, &ModelLocator::from_env()))
+        let slot = self
+            .workers()
+            .entry(spec.name.to_owned())
+            .or_default()
+            .clone();
+        let worker = slot
+            .get_or_try_init(|| async {
+                let e = &self.config.embedding;
+                let options = EmbedOptions {
+                    model: spec.name.to_owned(),
+                    device: e.device,
+                    // A folder given for the default model does not hold other models.
+                    model_path: e.model_path.clone().filter(|_| spec.name == e.model),
+                    max_batch: e.batch_size,
+                    token_budget: None,
+                    precision: None,
+                };
+                tracing::info!(model = spec.name, "loading model");
+                let model = tokio::task::spawn_blocking(move || {
+                    embed::load(&options, &ModelLocator::from_env())
+                })
                 .await
                 .map_err(|e| ServiceError::Internal(format!("model loader panicked: {e}")))?
                 .map_err(|e| ServiceError::Model(Box::new(e)))?;
-        let worker = EmbedWorker::spawn(Box::new(model))
-            .map_err(|e| ServiceError::Internal(format!("cannot start the model thread: {e}")))?;
-        let handle = worker.handle();
-        workers.insert(spec.name.to_owned(), worker);
-        Ok(handle)
+                EmbedWorker::spawn(Box::new(model)).map_err(|e| {
+                    ServiceError::Internal(format!("cannot start the model thread: {e}"))
+                })
+            })
+            .await?;
+        // Indexing passes block on this handle: at shutdown they stop waiting.
+        Ok(worker.handle().cancelled_by(self.cancel.clone()))
     }
 
-    /// `(name, device)` of every loaded model.
-    pub async fn loaded_models(&self) -> Vec<(String, String)> {
-        let workers = self.workers.lock().await;
-        let mut out: Vec<(String, String)> = workers
+    /// Whether the model `name` (canonical) is loaded; `false` while it loads.
+    pub fn is_loaded(&self, name: &str) -> bool {
+        self.workers()
+            .get(name)
+            .is_some_and(|slot| slot.initialized())
+    }
+
+    /// `(name, device)` of every loaded model (not those still loading).
+    pub fn loaded_models(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .workers()
             .values()
+            .filter_map(|slot| slot.get())
             .map(|w| {
                 let h = w.handle();
                 (
@@ -530,20 +571,63 @@ impl Service {
         out
     }
 
-    /// Asks the accept loop to stop.
+    /// Starts the shutdown: the accept loop stops, and every pass and follower
+    /// is told to stop (`daemon.shutdown`, or the signal through `server::run`).
     pub fn request_shutdown(&self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        self.shutdown.notify_waiters();
+        self.cancel.cancel();
+    }
+
+    /// The token that fires at shutdown, for tasks that end with it.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.cancel.clone()
     }
 
     /// Resolves once shutdown was requested.
     pub async fn shutdown_requested(&self) {
-        loop {
-            let notified = self.shutdown.notified();
-            if self.stopping.load(Ordering::SeqCst) {
-                return;
+        self.cancel.cancelled().await;
+    }
+
+    /// Runs `task` in the background, tracked: shutdown waits for it (a bounded time).
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(task);
+    }
+
+    /// After [`Service::request_shutdown`]: waits up to `within` for the
+    /// background tasks; whether they all ended.
+    pub async fn wait_for_tasks(&self, within: std::time::Duration) -> bool {
+        self.tasks.close();
+        tokio::time::timeout(within, self.tasks.wait())
+            .await
+            .is_ok()
+    }
+
+    /// Saves the HNSW file of every repository no pass is writing (a pass that
+    /// still runs saves its own when it stops), and lets the model threads go
+    /// without waiting for the job they run: the process is about to exit.
+    pub fn close(&self) {
+        let repos: Vec<Arc<Repo>> = match self.repos.try_read() {
+            Ok(repos) => repos.values().cloned().collect(),
+            Err(_) => Vec::new(),
+        };
+        for repo in repos {
+            match repo.writer.try_lock() {
+                Ok(mut store) => {
+                    if let Err(err) = store.save_hnsw() {
+                        tracing::warn!(root = %repo.root.display(), %err, "HNSW index not saved; it will be rebuilt on open");
+                    }
+                }
+                Err(_) => {
+                    tracing::info!(root = %repo.root.display(), "a pass still holds the index; SQLite keeps its committed batches");
+                }
             }
-            notified.await;
+        }
+        for slot in self.workers().values() {
+            if let Some(worker) = slot.get() {
+                worker.close_without_waiting();
+            }
         }
     }
 }

@@ -455,3 +455,89 @@ fn indexing_progress_is_pushed_to_subscribers() {
     .unwrap();
     assert_eq!(next()["result"], true);
 }
+
+/// A full re-index is built beside the live index: every search made while it
+/// runs answers from the complete index, exactly as before it started.
+#[test]
+fn a_full_reindex_searched_throughout_never_sees_an_empty_index() {
+    let corpus = crate::util::eval_corpus("click");
+    let root = corpus.canonicalize().unwrap().display().to_string();
+    let d = Daemon::start();
+    let added = d.call("repo.add", json!({"path": root}));
+    assert!(added["result"].is_object(), "{added}");
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let chunks = loop {
+        let listed = d.call("repo.list", json!(null));
+        if listed["result"][0]["state"] == "ready" {
+            break listed["result"][0]["chunks"].clone();
+        }
+        assert_ne!(listed["result"][0]["state"], "error", "{listed}");
+        assert!(
+            Instant::now() < deadline,
+            "the first index never ended: {listed}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Disk use after a pass, every file of the index folder counted (the daemon
+    // holds it open: `-wal` and `-shm` too): at most 1.0 MB per 1,000 chunks.
+    let index_dir = std::fs::read_dir(d.home.path().join("indexes"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let bytes: u64 = std::fs::read_dir(&index_dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    let per_1k = bytes as f64 / 1e6 / (chunks.as_u64().unwrap() as f64 / 1000.0);
+    assert!(
+        per_1k <= 1.0,
+        "{per_1k:.3} MB per 1,000 chunks ({bytes} bytes, {chunks} chunks)"
+    );
+
+    let queries = [
+        ("format the help text of a command", "hybrid"),
+        ("ParameterSource", "lexical"),
+        ("prompt the user for confirmation", "semantic"),
+    ];
+    let top3 = |query: &str, mode: &str| -> Vec<String> {
+        let found = d.call("search", json!({"query": query, "k": 3, "mode": mode}));
+        let hits = found["result"]["results"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{query}: {found}"));
+        hits.iter()
+            .map(|h| format!("{}:{}", h["path"], h["start_line"]))
+            .collect()
+    };
+    let before: Vec<_> = queries.iter().map(|(q, m)| top3(q, m)).collect();
+    assert!(before.iter().all(|hits| hits.len() == 3), "{before:?}");
+
+    let started = d.call("repo.reindex", json!({"path": root, "full": true}));
+    assert_eq!(started["result"]["state"], "indexing", "{started}");
+    let (mut during, mut rounds) = (0, 0);
+    loop {
+        let listed = d.call("repo.list", json!(null));
+        let state = listed["result"][0]["state"].clone();
+        for ((query, mode), want) in queries.iter().zip(&before) {
+            assert_eq!(&top3(query, mode), want, "{query} during the re-index");
+        }
+        rounds += 1;
+        if state == "indexing" {
+            during += 1;
+        } else {
+            assert_eq!(state, "ready", "{listed}");
+            assert_eq!(listed["result"][0]["chunks"], chunks, "{listed}");
+            break;
+        }
+        assert!(rounds < 100_000, "the re-index never ended");
+    }
+    assert!(during > 0, "no search ran while the index was rebuilt");
+    // The rebuild replaced the index folder whole; nothing is left beside it.
+    let indexes = d.home.path().join("indexes");
+    let names: Vec<_> = std::fs::read_dir(&indexes)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+}

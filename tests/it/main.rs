@@ -4,6 +4,7 @@
 //! - `benchmark`: `codesearch benchmark` on a slice of the public eval, and its input errors.
 //! - `chunk`: the chunker on real files from the registries, as snapshots.
 //! - `index`: indexing and searching a real corpus, incrementally, on the real model.
+//! - `lifecycle`: shutdown within 2 s mid-pass, 20 `kill -9`s that converge, Ctrl-C in a terminal, status while a model loads.
 //! - `daemon`: the real daemon over its socket: methods, bad input, permissions, one per home.
 //! - `embed`: the candle engine against sentence-transformers' reference vectors.
 //! - `fault`: a fuzzing client, pseudo-filesystems, 32 concurrent clients, a hostile tree.
@@ -20,6 +21,7 @@ mod daemon;
 mod embed;
 mod fault;
 mod index;
+mod lifecycle;
 mod service;
 mod util;
 mod watch;

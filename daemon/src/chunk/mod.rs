@@ -126,14 +126,14 @@ pub struct Chunk {
 }
 
 impl Chunk {
-    /// The chunk's identity: the first 128 bits of blake3 of the embedded text
-    /// (stored three times per chunk, and 128 bits make a collision in a billion
-    /// chunks a one-in-10^20 event). Equal keys embed to the same vector, so a
-    /// moved or renamed function costs no embedding.
-    pub fn key(&self) -> [u8; 16] {
+    /// The chunk's identity: the first 96 bits of blake3 of the embedded text
+    /// (a collision among a billion chunks is a one-in-10^11 event). Equal keys
+    /// embed to the same vector, so a moved or renamed function costs no
+    /// embedding. 96 bits, not 128, so ten vectors fit a page of the store.
+    pub fn key(&self) -> [u8; 12] {
         let hash = blake3::hash(self.text.as_bytes());
-        let mut key = [0; 16];
-        key.copy_from_slice(&hash.as_bytes()[..16]);
+        let mut key = [0; 12];
+        key.copy_from_slice(&hash.as_bytes()[..12]);
         key
     }
 }

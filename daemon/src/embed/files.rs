@@ -100,11 +100,19 @@ impl ModelLocator {
     }
 
     fn download(&self, spec: &ModelSpec) -> Result<ModelDir, hf_hub::api::sync::ApiError> {
-        tracing::info!(model = spec.name, repo = spec.hf_repo, cache = %self.hub_cache.display(), "downloading model");
-        let api =
+        let mut builder =
             hf_hub::api::sync::ApiBuilder::from_cache(hf_hub::Cache::new(self.hub_cache.clone()))
-                .with_progress(false)
-                .build()?;
+                .with_progress(false);
+        // A mirror of the hub, as the hub's own tools read it (`from_cache` does not).
+        let endpoint = std::env::var("HF_ENDPOINT")
+            .ok()
+            .map(|e| e.trim().trim_end_matches('/').to_owned())
+            .filter(|e| !e.is_empty());
+        if let Some(endpoint) = &endpoint {
+            builder = builder.with_endpoint(endpoint.clone());
+        }
+        tracing::info!(model = spec.name, repo = spec.hf_repo, cache = %self.hub_cache.display(), endpoint = endpoint.as_deref().unwrap_or("https://huggingface.co"), "downloading model");
+        let api = builder.build()?;
         let repo = api.model(spec.hf_repo.to_owned());
         let mut dir = None;
         for name in REQUIRED {

@@ -210,6 +210,12 @@ pub enum EmbedError {
         /// Canonical name.
         model: String,
     },
+    /// The caller's cancellation token fired while it waited for the model.
+    #[error("embedding with model `{model}` was cancelled (the daemon is shutting down)")]
+    Cancelled {
+        /// Canonical name.
+        model: String,
+    },
     /// The forward pass failed.
     #[error("model `{model}` on {device}: {source}")]
     Compute {

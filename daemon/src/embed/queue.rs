@@ -37,10 +37,11 @@ struct Shared {
     ready: Condvar,
 }
 
-/// Owns the model thread; dropping it closes the queue and joins the thread.
+/// Owns the model thread; dropping it closes the queue and joins the thread
+/// (unless [`EmbedWorker::close_without_waiting`] let it go first).
 pub struct EmbedWorker {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
     handle: EmbedHandle,
 }
 
@@ -56,6 +57,8 @@ impl std::fmt::Debug for EmbedWorker {
 #[derive(Clone)]
 pub struct EmbedHandle {
     shared: Arc<Shared>,
+    /// When it fires, a blocking [`Embedder::embed`] stops waiting for its answer.
+    cancel: Option<tokio_util::sync::CancellationToken>,
     model: String,
     dims: usize,
     max_tokens: usize,
@@ -80,6 +83,7 @@ impl EmbedWorker {
         });
         let handle = EmbedHandle {
             shared: shared.clone(),
+            cancel: None,
             model: embedder.model_name().to_owned(),
             dims: embedder.dims(),
             max_tokens: embedder.max_tokens(),
@@ -94,7 +98,7 @@ impl EmbedWorker {
             })?;
         Ok(Self {
             shared,
-            thread: Some(thread),
+            thread: Mutex::new(Some(thread)),
             handle,
         })
     }
@@ -103,17 +107,31 @@ impl EmbedWorker {
     pub fn handle(&self) -> EmbedHandle {
         self.handle.clone()
     }
+
+    /// Closes the queue (new calls fail, waiting jobs are dropped) without
+    /// waiting for the job the thread may be running: at shutdown the process
+    /// exits without it, since one call of an indexing pass can take seconds.
+    pub fn close_without_waiting(&self) {
+        self.close();
+        // Dropping the handle detaches the thread; `Drop` then has nothing to join.
+        drop(self.thread.lock().unwrap_or_else(|p| p.into_inner()).take());
+    }
+
+    fn close(&self) {
+        let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.closed = true;
+        // Their callers get `Closed` instead of waiting on a thread that is going.
+        q.queries.clear();
+        q.documents.clear();
+        drop(q);
+        self.shared.ready.notify_all();
+    }
 }
 
 impl Drop for EmbedWorker {
     fn drop(&mut self) {
-        self.shared
-            .queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .closed = true;
-        self.shared.ready.notify_all();
-        if let Some(t) = self.thread.take() {
+        self.close();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
         }
     }
@@ -133,6 +151,10 @@ fn run(mut embedder: Box<dyn Embedder>, shared: &Shared) {
                 q = shared.ready.wait(q).unwrap_or_else(|p| p.into_inner());
             }
         };
+        // Its caller stopped waiting (cancelled, or gone): no one wants the answer.
+        if job.reply.is_closed() {
+            continue;
+        }
         let texts: Vec<&str> = job.texts.iter().map(String::as_str).collect();
         let answer = match job.kind {
             InputKind::Query => embedder.embed(&texts, job.kind),
@@ -163,6 +185,14 @@ fn serve_queries(model: &mut dyn Embedder, shared: &Shared) {
 }
 
 impl EmbedHandle {
+    /// The same handle, whose blocking [`Embedder::embed`] gives up with
+    /// [`EmbedError::Cancelled`] as soon as `cancel` fires (the job is dropped
+    /// from the queue if it has not started; a running one finishes unheard).
+    pub fn cancelled_by(mut self, cancel: tokio_util::sync::CancellationToken) -> Self {
+        self.cancel = Some(cancel);
+        self
+    }
+
     /// Embeds `texts`; a query jumps ahead of every document job, even a running one.
     pub async fn embed_async(
         &self,
@@ -201,6 +231,12 @@ impl EmbedHandle {
             model: self.model.clone(),
         }
     }
+
+    fn cancelled(&self) -> EmbedError {
+        EmbedError::Cancelled {
+            model: self.model.clone(),
+        }
+    }
 }
 
 /// Blocking use from synchronous code (the index pipeline on a blocking thread).
@@ -227,8 +263,22 @@ impl Embedder for EmbedHandle {
     }
 
     fn embed(&mut self, texts: &[&str], kind: InputKind) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if self.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+            return Err(self.cancelled());
+        }
         let pending = self.enqueue(texts.iter().map(|t| (*t).to_owned()).collect(), kind)?;
-        pending.blocking_recv().map_err(|_| self.closed())?
+        let runtime = tokio::runtime::Handle::try_current();
+        match (&self.cancel, runtime) {
+            // On a blocking thread of the runtime (an indexing pass): wait for
+            // the answer or the token, whichever comes first.
+            (Some(cancel), Ok(runtime)) => runtime.block_on(async {
+                tokio::select! {
+                    answer = pending => answer.map_err(|_| self.closed())?,
+                    () = cancel.cancelled() => Err(self.cancelled()),
+                }
+            }),
+            _ => pending.blocking_recv().map_err(|_| self.closed())?,
+        }
     }
 }
 

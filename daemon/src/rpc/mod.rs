@@ -47,7 +47,6 @@ fn register(m: &mut RpcModule<Arc<Service>>) {
         m.register_async_method(method::DAEMON_STATUS, |_, svc, _| async move {
             let models = svc
                 .loaded_models()
-                .await
                 .into_iter()
                 .map(|(name, device)| LoadedModel { name, device })
                 .collect();
@@ -152,7 +151,7 @@ fn register_repos(m: &mut RpcModule<Arc<Service>>) {
         method::REPO_PROGRESS,
         method::REPO_UNSUBSCRIBE,
         |params: Params<'static>, pending, svc, _| {
-            subscribe_progress(params, pending, svc.progress_events())
+            subscribe_progress(params, pending, svc.progress_events(), svc.shutdown_token())
         },
     )
     .map(drop));
@@ -167,11 +166,13 @@ fn register_repos(m: &mut RpcModule<Arc<Service>>) {
 }
 
 /// `repo.subscribe`: forwards `repo.progress` events (of one root, or all) until
-/// the client unsubscribes or goes away. A client too slow to read skips events.
+/// the client unsubscribes or goes away, or the daemon shuts down. A client too
+/// slow to read skips events.
 async fn subscribe_progress(
     params: Params<'static>,
     pending: PendingSubscriptionSink,
     mut events: tokio::sync::broadcast::Receiver<codesearch_proto::RepoProgress>,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> jsonrpsee::core::SubscriptionResult {
     let p: RepoSubscribeParams = if params.as_str().is_none() {
         RepoSubscribeParams::default()
@@ -194,6 +195,7 @@ async fn subscribe_progress(
     loop {
         tokio::select! {
             () = sink.closed() => return Ok(()),
+            () = shutdown.cancelled() => return Ok(()),
             event = events.recv() => match event {
                 Ok(progress) => {
                     if root.as_ref().is_some_and(|r| *r != progress.path) {

@@ -28,12 +28,14 @@ pub use hnsw::{Hnsw, quantize};
 /// Bumped when the layout of the files below changes (3: the full-text index
 /// stems words with Porter's stemmer; 8: it holds the camelCase parts of
 /// identifiers and path components too; 9: ten more languages are chunked by
-/// their grammars, so their chunks differ; 4–7 were development layouts).
+/// their grammars, so their chunks differ; 10: 96-bit content keys, so ten
+/// vector rows fill a 4 KiB page where nine did; 4–7 were development layouts).
 /// An index of an older schema is rebuilt on open, keeping its vectors.
-pub const SCHEMA_VERSION: u32 = 9;
+pub const SCHEMA_VERSION: u32 = 10;
 
-/// The first schema whose vectors (8-bit, scaled per vector, keyed by a 128-bit
-/// content hash) are stored as today: a migration from it keeps them.
+/// The first schema whose vectors (8-bit, scaled per vector, keyed by a prefix
+/// of the chunk text's blake3) are stored as today: a migration from it keeps
+/// them (under the first [`KEY_BYTES`] of their key).
 const VECTORS_SINCE: u32 = 2;
 
 /// Vectors no chunk uses are kept this many at most (oldest dropped first), so a
@@ -50,8 +52,13 @@ const MANIFEST: &str = "manifest.json";
 const SQLITE: &str = "index.sqlite";
 const HNSW: &str = "vectors.usearch";
 
-/// A content key: blake3 of a chunk's embedded text, first 128 bits.
-pub type Key = [u8; 16];
+/// Bytes of a content key. A `vectors` row is 384 B of vector, the key and
+/// SQLite's ~10 B of framing: with 16-byte keys nine rows fit a 4 KiB page
+/// (10 % of the table unused); with 12 ten do, up to 2^21 vectors.
+pub const KEY_BYTES: usize = 12;
+
+/// A content key: blake3 of a chunk's embedded text, first 96 bits.
+pub type Key = [u8; KEY_BYTES];
 
 /// What an index was built with. Opening it with anything else is an error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,6 +244,9 @@ pub struct Store {
     manifest: Manifest,
     generation: i64,
     hnsw_dirty: bool,
+    /// A rebuild beside the live index holds all of the live index's vectors as
+    /// orphans until its pass has claimed them: none is pruned before the swap.
+    keep_orphans: bool,
 }
 
 impl Store {
@@ -265,6 +275,7 @@ impl Store {
     /// model) is a cache of the repository made by an older codesearch: it is
     /// dropped and built again. A missing, corrupt or stale HNSW file is rebuilt.
     pub fn open(dir: &Path, want: &Manifest) -> Result<Self, StoreError> {
+        recover_swap(dir)?;
         std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         let manifest_path = dir.join(MANIFEST);
         let mut manifest = std::fs::read_to_string(&manifest_path);
@@ -349,6 +360,7 @@ impl Store {
             manifest: want.clone(),
             generation,
             hnsw_dirty: false,
+            keep_orphans: false,
         };
         let chunks = store.chunk_count()?;
         match loaded {
@@ -377,12 +389,22 @@ impl Store {
         for _ in 0..3 {
             result = std::fs::remove_dir_all(&self.dir);
             match &result {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
-                Ok(()) => return Ok(()),
+                Ok(()) => break,
             }
         }
-        result
+        if matches!(&result, Err(e) if e.kind() != std::io::ErrorKind::NotFound) {
+            return result;
+        }
+        // And whatever a full re-index left beside it.
+        for suffix in [REBUILD, OLD] {
+            match std::fs::remove_dir_all(sibling(&self.dir, suffix)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     fn sql(&self, source: rusqlite::Error) -> StoreError {
@@ -392,7 +414,78 @@ impl Store {
         }
     }
 
-    /// Forgets every file and chunk (vectors stay cached), for a full re-index.
+    /// A new, empty index beside this one (`<dir>.rebuild`), holding this one's
+    /// vectors as a cache, for a full re-index: it is built while this index
+    /// keeps answering, then [`Store::replace_with`] swaps it in. A leftover of
+    /// a rebuild that did not finish is dropped first.
+    pub fn rebuild_beside(&self) -> Result<Store, StoreError> {
+        let side = sibling(&self.dir, REBUILD);
+        remove_dir(&side)?;
+        let mut store = Store::open(&side, &self.manifest)?;
+        store.keep_orphans = true;
+        let from = self.dir.join(SQLITE);
+        // Streamed by SQLite itself: no vector passes through our memory.
+        store
+            .db
+            .execute_batch(&format!(
+                "ATTACH DATABASE '{}' AS live;
+                 INSERT INTO vectors(key, vector, orphaned_at)
+                   SELECT key, vector, {now} FROM live.vectors WHERE true
+                   ON CONFLICT(key) DO NOTHING;
+                 DETACH DATABASE live;",
+                from.to_string_lossy().replace('\'', "''"),
+                now = unix_now(),
+            ))
+            .map_err(|e| store.sql(e))?;
+        Ok(store)
+    }
+
+    /// Swaps `side` (made by [`Store::rebuild_beside`] and indexed since) in
+    /// for this index: both are closed, `<dir>` becomes `<dir>.old` and the
+    /// side becomes `<dir>`, and `self` reopens it, which deletes `<dir>.old`.
+    /// Readers made before keep reading the replaced index until they are
+    /// replaced (their files stay open; POSIX keeps deleted files readable).
+    /// A crash between the two renames is undone by the next [`Store::open`].
+    pub fn replace_with(&mut self, mut side: Store) -> Result<(), StoreError> {
+        side.prune_orphans()?;
+        side.save_hnsw()?;
+        let side_dir = side.dir.clone();
+        drop(side);
+        // The old graph is going away: never save it over the new one.
+        self.hnsw_dirty = false;
+        let old = sibling(&self.dir, OLD);
+        remove_dir(&old)?;
+        std::fs::rename(&self.dir, &old).map_err(|e| StoreError::io(&self.dir, e))?;
+        if let Err(e) = std::fs::rename(&side_dir, &self.dir) {
+            let _ = std::fs::rename(&old, &self.dir);
+            return Err(StoreError::io(&side_dir, e));
+        }
+        sync_dir(&self.dir)?;
+        let fresh = Store::open(&self.dir, &self.manifest)?;
+        drop(std::mem::replace(self, fresh));
+        Ok(())
+    }
+
+    /// Drops a rebuild that did not finish (cancelled or failed), folder and all.
+    pub fn discard(self) -> Result<(), StoreError> {
+        let dir = self.dir.clone();
+        let mut this = self;
+        this.hnsw_dirty = false;
+        drop(this);
+        remove_dir(&dir)
+    }
+
+    /// Keeps the newest [`ORPHAN_VECTORS_KEPT`] vectors no chunk uses.
+    fn prune_orphans(&mut self) -> Result<(), StoreError> {
+        self.keep_orphans = false;
+        self.db
+            .execute(PRUNE_ORPHANS, [ORPHAN_VECTORS_KEPT])
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// Forgets every file and chunk (vectors stay cached).
+    #[cfg(test)]
     pub fn clear(&mut self) -> Result<(), StoreError> {
         let now = unix_now();
         self.db
@@ -520,6 +613,7 @@ impl Store {
         let mut removed_ids: Vec<u64> = Vec::new();
         let mut added: Vec<(u64, Key)> = Vec::new();
         let mut new_vectors: HashMap<Key, Vec<f32>> = HashMap::new();
+        let keep_orphans = self.keep_orphans;
         let tx = self.db.transaction().map_err(|e| StoreError::Sqlite {
             path: self.dir.join(SQLITE),
             source: e,
@@ -584,12 +678,9 @@ impl Store {
                 }
             }
             // Keep a bounded cache of vectors no chunk uses, newest orphans first.
-            tx.execute(
-                "DELETE FROM vectors WHERE id IN (
-                   SELECT id FROM vectors WHERE orphaned_at IS NOT NULL
-                   ORDER BY orphaned_at DESC LIMIT -1 OFFSET ?1)",
-                [ORPHAN_VECTORS_KEPT],
-            )?;
+            if !keep_orphans {
+                tx.execute(PRUNE_ORPHANS, [ORPHAN_VECTORS_KEPT])?;
+            }
             tx.execute(
                 "INSERT INTO meta(key, value) VALUES ('generation', 1)
                  ON CONFLICT(key) DO UPDATE SET value = value + 1",
@@ -1113,7 +1204,10 @@ fn live_vectors(db: &Connection) -> rusqlite::Result<HashMap<u64, Vec<i8>>> {
 /// Every `(key, vector)` of an index file of an older schema, as stored.
 fn old_vectors(path: &Path) -> rusqlite::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let db = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let mut stmt = db.prepare("SELECT key, vector FROM vectors")?;
+    // Keys are prefixes of one hash: an older, longer key cut is today's key.
+    let mut stmt = db.prepare(&format!(
+        "SELECT substr(key, 1, {KEY_BYTES}), vector FROM vectors"
+    ))?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     rows.collect()
 }
@@ -1144,6 +1238,59 @@ fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Deletes all but the newest `?1` vectors no chunk uses.
+const PRUNE_ORPHANS: &str = "DELETE FROM vectors WHERE id IN (
+    SELECT id FROM vectors WHERE orphaned_at IS NOT NULL
+    ORDER BY orphaned_at DESC LIMIT -1 OFFSET ?1)";
+
+/// Suffix of the index a full re-index builds beside the live one.
+const REBUILD: &str = "rebuild";
+/// Suffix the live index takes for a moment while a rebuilt one replaces it.
+const OLD: &str = "old";
+
+/// `<dir>.<suffix>`, beside `dir`.
+fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_owned();
+    name.push(".");
+    name.push(suffix);
+    dir.with_file_name(name)
+}
+
+/// Removes a folder and everything in it; a missing one is fine.
+fn remove_dir(dir: &Path) -> Result<(), StoreError> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::io(dir, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Makes a rename inside `dir`'s parent durable.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(parent)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| StoreError::io(parent, e))
+}
+
+/// Finishes what a crash left of a full re-index: a swap stopped between its
+/// two renames gets the live index back; an unfinished rebuild and a replaced
+/// index are dropped.
+fn recover_swap(dir: &Path) -> Result<(), StoreError> {
+    let old = sibling(dir, OLD);
+    if !dir.exists() && old.is_dir() {
+        tracing::warn!(dir = %dir.display(), "a full re-index was interrupted while swapping; keeping the index from before it");
+        std::fs::rename(&old, dir).map_err(|e| StoreError::io(&old, e))?;
+    }
+    remove_dir(&old)?;
+    // Not the rebuild's own open (`dir` is never a `.rebuild` of itself).
+    let side = sibling(dir, REBUILD);
+    if side.is_dir() {
+        tracing::info!(dir = %side.display(), "dropping an unfinished full re-index");
+        remove_dir(&side)?;
+    }
+    Ok(())
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {

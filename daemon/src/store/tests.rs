@@ -22,7 +22,7 @@ fn unit(i: usize) -> Vec<f32> {
 }
 
 fn key(i: u8) -> Key {
-    [i; 16]
+    [i; KEY_BYTES]
 }
 
 fn indexed(path: &str, keys: &[u8]) -> FileUpdate {
@@ -139,6 +139,23 @@ fn an_older_schema_keeps_its_vectors_so_an_upgrade_embeds_nothing() {
     let mut s = Store::open(tmp.path(), &manifest("minilm")).unwrap();
     s.apply(vec![indexed("a.rs", &[1, 2])]).unwrap();
     drop(s);
+    // Schema 9 keyed vectors by 128 bits of the same hash: today's key is their prefix.
+    Connection::open(tmp.path().join(SQLITE))
+        .unwrap()
+        .execute(
+            "UPDATE vectors SET key = CAST(key || x'0badf00d' AS BLOB)",
+            [],
+        )
+        .unwrap();
+    let long: i64 = Connection::open(tmp.path().join(SQLITE))
+        .unwrap()
+        .query_row(
+            "SELECT min(length(key)) FROM vectors WHERE typeof(key) = 'blob'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(long, 16);
     let mut old = manifest("minilm");
     old.schema_version = SCHEMA_VERSION - 1;
     assert!(old.schema_version >= VECTORS_SINCE);
@@ -243,4 +260,96 @@ fn hnsw_recall_is_measured_against_an_exact_scan() {
     assert_eq!((r.queries, r.chunks), (Some(1.0), Some(1.0)));
     let none = s.hnsw_recall(&[], 0, 3).unwrap();
     assert_eq!((none.queries, none.chunks, none.probes), (None, None, 0));
+}
+
+#[test]
+fn a_full_rebuild_is_built_beside_the_live_index_and_swapped_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("repo-index");
+    let mut s = Store::open(&dir, &manifest("minilm")).unwrap();
+    s.apply(vec![indexed("a.rs", &[1, 2]), indexed("b.rs", &[3])])
+        .unwrap();
+    let before = s.reader().unwrap();
+    assert_eq!(before.nearest(&unit(3), 1).unwrap()[0].0.path, "b.rs");
+
+    let mut side = s.rebuild_beside().unwrap();
+    // Empty, but holding every vector of the live index: nothing is embedded again.
+    assert_eq!(side.chunk_count().unwrap(), 0);
+    assert_eq!(side.vectors(&[key(1), key(2), key(3)]).unwrap().len(), 3);
+    side.apply(vec![indexed("a.rs", &[1, 2])]).unwrap(); // b.rs is gone now
+    // The live index answers in full all the while.
+    assert_eq!(s.chunk_count().unwrap(), 3);
+    assert_eq!(top(&s, 3)[0], "b.rs:f3");
+
+    s.replace_with(side).unwrap();
+    assert_eq!((s.chunk_count().unwrap(), s.hnsw_len()), (2, 2));
+    assert!(top(&s, 3).iter().all(|hit| !hit.starts_with("b.rs")));
+    // A reader made before the swap keeps its index until it is replaced.
+    assert_eq!(before.nearest(&unit(3), 1).unwrap()[0].0.path, "b.rs");
+    drop(before);
+    let after = s.reader().unwrap();
+    assert_eq!(after.nearest(&unit(1), 1).unwrap()[0].0.path, "a.rs");
+    drop((s, after));
+    assert!(!sibling(&dir, OLD).exists() && !sibling(&dir, REBUILD).exists());
+
+    let s = Store::open(&dir, &manifest("minilm")).unwrap();
+    assert_eq!(
+        (
+            s.file_count().unwrap(),
+            s.chunk_count().unwrap(),
+            s.hnsw_len()
+        ),
+        (1, 2, 2)
+    );
+}
+
+#[test]
+fn a_cancelled_rebuild_is_discarded_and_the_live_index_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("repo-index");
+    let mut s = Store::open(&dir, &manifest("minilm")).unwrap();
+    s.apply(vec![indexed("a.rs", &[1, 2])]).unwrap();
+    let mut side = s.rebuild_beside().unwrap();
+    side.apply(vec![indexed("c.rs", &[4])]).unwrap();
+    side.discard().unwrap();
+    assert!(!sibling(&dir, REBUILD).exists());
+    assert_eq!(s.chunk_count().unwrap(), 2);
+}
+
+#[test]
+fn a_crash_during_a_full_rebuild_or_its_swap_is_undone_on_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("repo-index");
+    let mut s = Store::open(&dir, &manifest("minilm")).unwrap();
+    s.apply(vec![indexed("a.rs", &[1, 2])]).unwrap();
+    // Killed while rebuilding: the rebuild is left beside the live index.
+    let mut side = s.rebuild_beside().unwrap();
+    side.apply(vec![indexed("c.rs", &[4])]).unwrap();
+    drop((side, s));
+    let s = Store::open(&dir, &manifest("minilm")).unwrap();
+    assert_eq!(s.chunk_count().unwrap(), 2);
+    assert!(!sibling(&dir, REBUILD).exists());
+    drop(s);
+
+    // Killed between the swap's two renames: only `<dir>.old` is there.
+    std::fs::rename(&dir, sibling(&dir, OLD)).unwrap();
+    let s = Store::open(&dir, &manifest("minilm")).unwrap();
+    assert_eq!((s.chunk_count().unwrap(), s.hnsw_len()), (2, 2));
+    assert!(!sibling(&dir, OLD).exists());
+    drop(s);
+
+    // Killed after the swap, before the replaced index was removed.
+    let mut s = Store::open(&dir, &manifest("minilm")).unwrap();
+    let mut side = s.rebuild_beside().unwrap();
+    side.apply(vec![indexed("c.rs", &[4])]).unwrap();
+    drop(side);
+    let rebuilt = sibling(&dir, REBUILD);
+    s.hnsw_dirty = false;
+    drop(s);
+    std::fs::rename(&dir, sibling(&dir, OLD)).unwrap();
+    std::fs::rename(&rebuilt, &dir).unwrap();
+    let s = Store::open(&dir, &manifest("minilm")).unwrap();
+    assert_eq!(top(&s, 4)[0], "c.rs:f4");
+    assert_eq!(s.chunk_count().unwrap(), 1);
+    assert!(!sibling(&dir, OLD).exists());
 }
