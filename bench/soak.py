@@ -228,7 +228,12 @@ took = time.time() - t0
 ok = proc.poll() is None
 proc.send_signal(signal.SIGTERM)
 proc.wait(timeout=60)
+passed = exits == 0 and mismatches == 0 and ok
 print(json.dumps({"lines": sent, "answers": answers, "mismatched_connections": mismatches, "exits": exits,
                   "kills": restarts, "alive_at_end": ok, "seconds": round(took, 1),
-                  "lines_per_s": round(sent / took, 1), "peak_rss_mb": peak >> 20, "home": str(home)}))
-sys.exit(0 if exits == 0 and mismatches == 0 and ok else 1)
+                  "lines_per_s": round(sent / took, 1), "peak_rss_mb": peak >> 20,
+                  "scratch": None if passed else str(scratch)}))
+if passed:
+    import shutil
+    shutil.rmtree(scratch, ignore_errors=True)
+sys.exit(0 if passed else 1)

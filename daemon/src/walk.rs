@@ -344,12 +344,13 @@ pub const READ_BLOCK: usize = 64 * 1024;
 pub enum Bounded {
     /// The whole file, at most the limit.
     Bytes(Vec<u8>),
-    /// More than the limit: at most `limit + 1` bytes were read, then none kept.
+    /// More than the limit: at most the limit and one block were read, none kept.
     TooLarge,
 }
 
-/// Reads the file at `path` if it holds at most `limit` bytes, reading no more
-/// than `limit + 1` bytes (in [`READ_BLOCK`]s) whatever its metadata says.
+/// Reads the file at `path` if it holds at most `limit` bytes, reading whole
+/// [`READ_BLOCK`]s and stopping as soon as more than `limit` bytes came, so
+/// never more than `limit` + one block, whatever its metadata says.
 ///
 /// The file is opened non-blocking, so a FIFO (or a device) put where a file
 /// was never blocks the caller, and anything but a regular file is refused once
@@ -370,14 +371,14 @@ pub fn read_at_most(path: &Path, limit: u64) -> std::io::Result<Bounded> {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX - 1);
     // Trust the reported size for the first allocation only, and never past the limit.
     let hint = usize::try_from(meta.len()).unwrap_or(usize::MAX).min(limit);
-    let mut buf: Vec<u8> = Vec::with_capacity(hint.saturating_add(1).min(limit.saturating_add(1)));
+    let mut buf: Vec<u8> = Vec::with_capacity(hint.saturating_add(READ_BLOCK));
     loop {
         if buf.len() > limit {
             return Ok(Bounded::TooLarge);
         }
-        let want = READ_BLOCK.min(limit + 1 - buf.len());
+        // Whole blocks: some procfs files (pagemap) refuse reads of odd sizes.
         let start = buf.len();
-        buf.resize(start + want, 0);
+        buf.resize(start + READ_BLOCK, 0);
         match file.read(&mut buf[start..]) {
             Ok(0) => {
                 buf.truncate(start);

@@ -383,6 +383,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_batch_over_the_limit_is_one_error() {
+        let m = module();
+        let item = r#"{"jsonrpc":"2.0","id":1,"method":"echo","params":[1]}"#;
+        let batch = |n: usize| format!("[{}]", vec![item; n].join(","));
+        let v = ask(&m, &batch(MAX_BATCH + 1)).await.unwrap();
+        assert_eq!(
+            (v["error"]["code"].as_i64(), &v["id"]),
+            (Some(-32600), &Value::Null)
+        );
+        let v = ask(&m, &batch(MAX_BATCH)).await.unwrap();
+        assert_eq!(v.as_array().unwrap().len(), MAX_BATCH);
+    }
+
+    #[tokio::test]
     async fn an_overlong_line_is_skipped_and_the_next_one_served() {
         let m = module();
         let mut input = vec![b'x'; 64];
