@@ -51,7 +51,8 @@ enum Command {
         /// Return at once instead of waiting for the first pass.
         #[arg(long)]
         no_wait: bool,
-        /// Drop the index and build it again.
+        /// Build the index again from nothing, beside the live one (which keeps
+        /// answering) and swapped in when complete; cached vectors are reused.
         #[arg(long)]
         full: bool,
     },

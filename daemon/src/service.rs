@@ -610,7 +610,12 @@ impl Service {
     pub fn close(&self) {
         let repos: Vec<Arc<Repo>> = match self.repos.try_read() {
             Ok(repos) => repos.values().cloned().collect(),
-            Err(_) => Vec::new(),
+            Err(_) => {
+                tracing::info!(
+                    "the repository list is being changed; HNSW files not saved now are rebuilt from SQLite on open"
+                );
+                Vec::new()
+            }
         };
         for repo in repos {
             match repo.writer.try_lock() {

@@ -442,11 +442,14 @@ impl Store {
     }
 
     /// Swaps `side` (made by [`Store::rebuild_beside`] and indexed since) in
-    /// for this index: both are closed, `<dir>` becomes `<dir>.old` and the
-    /// side becomes `<dir>`, and `self` reopens it, which deletes `<dir>.old`.
+    /// for this index: both are closed, `<dir>` and the side trade places in
+    /// one atomic exchange (Linux `RENAME_EXCHANGE`, macOS `RENAME_SWAP`), so
+    /// at every instant `<dir>` is one complete index; the replaced one, now
+    /// under the side's name, is deleted and `self` reopens `<dir>`.
     /// Readers made before keep reading the replaced index until they are
     /// replaced (their files stay open; POSIX keeps deleted files readable).
-    /// A crash between the two renames is undone by the next [`Store::open`].
+    /// Where the file system cannot exchange, two renames through `<dir>.old`
+    /// are used, and a crash between them is undone by the next [`Store::open`].
     pub fn replace_with(&mut self, mut side: Store) -> Result<(), StoreError> {
         side.prune_orphans()?;
         side.save_hnsw()?;
@@ -454,14 +457,18 @@ impl Store {
         drop(side);
         // The old graph is going away: never save it over the new one.
         self.hnsw_dirty = false;
-        let old = sibling(&self.dir, OLD);
-        remove_dir(&old)?;
-        std::fs::rename(&self.dir, &old).map_err(|e| StoreError::io(&self.dir, e))?;
-        if let Err(e) = std::fs::rename(&side_dir, &self.dir) {
-            let _ = std::fs::rename(&old, &self.dir);
-            return Err(StoreError::io(&side_dir, e));
+        if !exchange(&side_dir, &self.dir)? {
+            let old = sibling(&self.dir, OLD);
+            remove_dir(&old)?;
+            std::fs::rename(&self.dir, &old).map_err(|e| StoreError::io(&self.dir, e))?;
+            if let Err(e) = std::fs::rename(&side_dir, &self.dir) {
+                let _ = std::fs::rename(&old, &self.dir);
+                return Err(StoreError::io(&side_dir, e));
+            }
         }
         sync_dir(&self.dir)?;
+        // After an exchange the side's name holds the replaced index.
+        remove_dir(&side_dir)?;
         let fresh = Store::open(&self.dir, &self.manifest)?;
         drop(std::mem::replace(self, fresh));
         Ok(())
@@ -1285,6 +1292,31 @@ fn sibling(dir: &Path, suffix: &str) -> PathBuf {
     name.push(".");
     name.push(suffix);
     dir.with_file_name(name)
+}
+
+/// Trades the names of two folders in one atomic step; `Ok(false)` where the
+/// platform or file system has no such call (the caller then renames twice).
+fn exchange(a: &Path, b: &Path) -> Result<bool, StoreError> {
+    #[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
+    {
+        use rustix::fs::{CWD, RenameFlags, renameat_with};
+        use rustix::io::Errno;
+        match renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE) {
+            Ok(()) => Ok(true),
+            // No exchange here (ENOTSUP and EOPNOTSUPP are one code on Linux).
+            Err(e)
+                if [Errno::INVAL, Errno::NOSYS, Errno::NOTSUP, Errno::OPNOTSUPP].contains(&e) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(StoreError::io(a, e.into())),
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
+    {
+        let _ = (a, b);
+        Ok(false)
+    }
 }
 
 /// Removes a folder and everything in it; a missing one is fine.

@@ -352,6 +352,23 @@ fn a_crash_during_a_full_rebuild_or_its_swap_is_undone_on_open() {
     assert_eq!(top(&s, 4)[0], "c.rs:f4");
     assert_eq!(s.chunk_count().unwrap(), 1);
     assert!(!sibling(&dir, OLD).exists());
+    drop(s);
+
+    // Killed after the atomic exchange, before the replaced index (now under
+    // the rebuild's name) was removed: `<dir>` is the new index, kept.
+    let mut s = Store::open(&dir, &manifest("minilm")).unwrap();
+    let mut side = s.rebuild_beside().unwrap();
+    side.apply(vec![indexed("d.rs", &[5, 6, 7])]).unwrap();
+    side.save_hnsw().unwrap();
+    drop(side);
+    s.hnsw_dirty = false;
+    drop(s);
+    if exchange(&rebuilt, &dir).unwrap() {
+        let s = Store::open(&dir, &manifest("minilm")).unwrap();
+        assert_eq!((s.chunk_count().unwrap(), s.hnsw_len()), (3, 3));
+        assert_eq!(top(&s, 5)[0], "d.rs:f5");
+        assert!(!rebuilt.exists());
+    }
 }
 
 #[test]
