@@ -16,7 +16,23 @@ pub struct Analysis {
     pub names: Vec<String>,
     /// Stems of the query's meaningful words and of its names' parts.
     pub stems: Vec<String>,
+    /// The query asks for documentation itself (`docs`, `documentation`,
+    /// `readme`, `guide`, `tutorial`; not `document`, which in code is often
+    /// data: a JSON document).
+    pub docs_wanted: bool,
 }
+
+/// Words that ask for documentation rather than the code it describes.
+const DOCS_WORDS: &[&str] = &[
+    "doc",
+    "docs",
+    "documentation",
+    "readme",
+    "guide",
+    "guides",
+    "tutorial",
+    "tutorials",
+];
 
 /// Words that describe code in general; they say nothing about which file.
 const GENERIC: &[&str] = &[
@@ -85,7 +101,9 @@ pub fn analyse(query: &str) -> Analysis {
             stems.push(s);
         }
     };
+    let mut docs_wanted = false;
     for w in lexical::content_words(query) {
+        docs_wanted |= DOCS_WORDS.contains(&w.as_str());
         for part in lexical::identifier_parts(&w) {
             add(&part);
         }
@@ -99,6 +117,7 @@ pub fn analyse(query: &str) -> Analysis {
         symbol_query,
         names,
         stems,
+        docs_wanted,
     }
 }
 
