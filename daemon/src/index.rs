@@ -97,8 +97,9 @@ fn embed_group(embedder: &dyn Embedder) -> usize {
 pub struct IndexOptions {
     /// Walk limits.
     pub walk: WalkOptions,
-    /// Chunk sizes.
-    pub chunk: ChunkOptions,
+    /// Chunk sizes; `None` follows the embedder's input limit
+    /// ([`ChunkOptions::for_model`]), so no chunk is longer than the model reads.
+    pub chunk: Option<ChunkOptions>,
     /// Chunks per committed batch with a CPU's batches (a device with larger
     /// ones commits as many times more): big enough to keep the embedder's
     /// batches full, small enough that an interrupted run loses little.
@@ -114,7 +115,7 @@ impl Default for IndexOptions {
     fn default() -> Self {
         Self {
             walk: WalkOptions::default(),
-            chunk: ChunkOptions::default(),
+            chunk: None,
             chunks_per_commit: 512,
             cancel: CancellationToken::new(),
         }
@@ -131,6 +132,14 @@ pub fn index(
     options: &IndexOptions,
     progress: impl FnMut(&IndexStats),
 ) -> Result<IndexStats, IndexError> {
+    let options = &IndexOptions {
+        chunk: Some(
+            options
+                .chunk
+                .unwrap_or_else(|| ChunkOptions::for_model(embedder.max_tokens())),
+        ),
+        ..options.clone()
+    };
     if options.cancel.is_cancelled() {
         return Err(IndexError::Cancelled);
     }
@@ -384,7 +393,7 @@ fn prepare(
             Prepared::SameContent(row)
         }
         Ok(text) => {
-            let chunks = chunker.chunk(&entry.rel, text, &options.chunk);
+            let chunks = chunker.chunk(&entry.rel, text, &options.chunk.unwrap_or_default());
             Prepared::Chunked(row, chunks)
         }
     }

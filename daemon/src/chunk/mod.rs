@@ -161,6 +161,19 @@ impl ChunkOptions {
     }
 }
 
+/// Longest chunk, in model tokens, whatever the model reads: a search hit is
+/// a place in a file, and a model with 8,192 positions would otherwise make
+/// chunks of whole files.
+pub const MAX_CHUNK_TOKENS: usize = 512;
+
+impl ChunkOptions {
+    /// Sizes for a model that reads `max_tokens` tokens: chunks it reads whole,
+    /// at most [`MAX_CHUNK_TOKENS`]. all-MiniLM-L6-v2 (256) gets the default.
+    pub fn for_model(max_tokens: usize) -> Self {
+        Self::for_max_tokens(max_tokens.min(MAX_CHUNK_TOKENS))
+    }
+}
+
 impl Default for ChunkOptions {
     fn default() -> Self {
         Self::for_max_tokens(256)

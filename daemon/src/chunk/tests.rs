@@ -895,3 +895,25 @@ fn zsh_stays_windows() {
     );
     assert_eq!(detect("functions.zsh").name, "shell");
 }
+
+#[test]
+fn chunk_sizes_follow_the_model_up_to_a_cap() {
+    assert_eq!(ChunkOptions::for_model(256), ChunkOptions::default());
+    assert_eq!(
+        ChunkOptions::for_model(8192),
+        ChunkOptions::for_max_tokens(512)
+    );
+    let small = ChunkOptions::for_model(128);
+    assert!(small.max_chars < ChunkOptions::default().max_chars);
+    // A long function is cut to what a 128-token model reads.
+    let body: String = (0..80)
+        .map(|i| format!("    let v{i} = compute_value({i});\n"))
+        .collect();
+    let text = format!("fn long() {{\n{body}}}\n");
+    let chunks = Chunker::new().unwrap().chunk("a.rs", &text, &small);
+    assert!(chunks.len() > 1);
+    assert!(
+        chunks.iter().all(|c| c.text.len() <= small.max_chars + 100),
+        "{chunks:?}"
+    );
+}
