@@ -7,6 +7,7 @@
 mod benchmark;
 mod install;
 mod output;
+mod pack;
 mod rpc;
 
 use std::io::Write as _;
@@ -81,6 +82,15 @@ enum Command {
         /// `path:line:col:text`, for editors' quickfix lists.
         #[arg(long)]
         vimgrep: bool,
+        /// Print whole hits (their definitions, read from disk) packed by rank
+        /// into at most this many tokens (estimated: 3 bytes a token), merged
+        /// and grouped by file; a hit that does not fit is cut and marked.
+        #[arg(long, conflicts_with = "vimgrep")]
+        max_tokens: Option<usize>,
+        /// Lines of context around each hit, as grep's -C (whole hits are
+        /// printed, packed as with --max-tokens).
+        #[arg(short = 'C', long, conflicts_with = "vimgrep")]
+        context: Option<u32>,
     },
     /// Daemon and repositories at a glance.
     Status {
@@ -285,6 +295,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             mode,
             json,
             vimgrep,
+            max_tokens,
+            context,
         } => {
             let mut c = connect(&p)?;
             let repos = repos
@@ -300,6 +312,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "mode": mode,
             });
             let result: SearchResult = c.call(method::SEARCH, params)?;
+            if max_tokens.is_some() || context.is_some() {
+                let format = if json {
+                    pack::Format::Json
+                } else {
+                    pack::Format::Text
+                };
+                let budget = max_tokens.unwrap_or(usize::MAX);
+                let packed = pack::pack(
+                    &result.results,
+                    context.unwrap_or(0),
+                    budget,
+                    format,
+                    pack::read_file,
+                );
+                out.write_all(packed.render(format).as_bytes())?;
+                out.flush()?;
+                if packed.files.is_empty() && !result.results.is_empty() {
+                    eprintln!(
+                        "codesearch: the best hit does not fit in {budget} tokens; raise --max-tokens"
+                    );
+                } else if packed.omitted > 0 && !json {
+                    eprintln!(
+                        "codesearch: {} hit(s) not shown (over the token budget, or their file unreadable)",
+                        packed.omitted
+                    );
+                }
+                return Ok(if packed.files.is_empty() {
+                    ExitCode::from(1)
+                } else {
+                    ExitCode::SUCCESS
+                });
+            }
             if json {
                 output::hits_json(&mut out, &result.results)?;
             } else if vimgrep {

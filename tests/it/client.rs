@@ -92,6 +92,78 @@ fn index_then_search_like_grep() {
         "{first}"
     );
 
+    // Whole hits packed into a token budget (3 bytes a token, as documented),
+    // grouped by file, in text and in JSON; with context lines around them.
+    let query = "expand a leading tilde to the home directory";
+    for budget in [120usize, 400, 2000] {
+        let args = [
+            "search",
+            query,
+            "-k",
+            "8",
+            "--max-tokens",
+            &budget.to_string(),
+        ];
+        let o = home.run(&args);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            out.len().div_ceil(3) <= budget,
+            "{budget}: {} bytes\n{out}",
+            out.len()
+        );
+        assert_eq!(o.status.code(), Some(0), "{budget}: {}", text(&o));
+        assert!(
+            out.contains("src/gitignore.rs") && out.contains("@@ "),
+            "{out}"
+        );
+        let mut json_args = args.to_vec();
+        json_args.push("--json");
+        let o = home.run(&json_args);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(out.len().div_ceil(3) <= budget, "{budget}: {out}");
+        let files: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert!(
+            !files.is_empty() && files.iter().all(|f| f["spans"].is_array()),
+            "{out}"
+        );
+        let paths: Vec<&str> = files.iter().map(|f| f["path"].as_str().unwrap()).collect();
+        let mut unique = paths.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(paths.len(), unique.len(), "one entry per file: {paths:?}");
+    }
+    // A large budget holds the hits about expand_tilde whole, as on disk.
+    let o = home.run(&["search", query, "-k", "3", "--max-tokens", "4000", "--json"]);
+    let source = std::fs::read_to_string(corpus.path().join("src/gitignore.rs")).unwrap();
+    let span = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .flat_map(|f| f["spans"].as_array().cloned().unwrap_or_default())
+        .find(|s| s["symbols"].to_string().contains("expand_tilde"))
+        .unwrap_or_else(|| panic!("{}", text(&o)));
+    assert!(source.contains(span["text"].as_str().unwrap()), "{span}");
+    assert_eq!(span["cut"], false);
+    // Too small for anything: exit 1 and say what to do.
+    let o = home.run(&["search", query, "--max-tokens", "3"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("raise --max-tokens"),
+        "{}",
+        text(&o)
+    );
+    // grep's -C: two more lines each side of the best hit.
+    let o = home.run(&["search", query, "-k", "1", "-C", "2", "--json"]);
+    let file: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let o1 = home.run(&["search", query, "-k", "1", "--json"]);
+    let hit: Hit = serde_json::from_slice(&o1.stdout).unwrap();
+    assert_eq!(
+        file["spans"][0]["start_line"],
+        hit.start_line.saturating_sub(2).max(1)
+    );
+
     // Nothing found: 1. An error: 2, with a message that says what to do.
     let o = home.run(&["search", "tilde", "--lang", "cobol"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
