@@ -218,13 +218,25 @@ fn diversify(mut pool: Vec<(ChunkRow, f32)>, decay: f32) -> Vec<(ChunkRow, f32)>
 fn prior(row: &ChunkRow, secondary_wanted: bool) -> f32 {
     if secondary_wanted {
         1.0
-    } else if is_secondary(&row.path) {
+    } else if is_secondary(&row.path) || row.symbol.as_deref().is_some_and(in_test_module) {
         SECONDARY_WEIGHT
     } else if is_prose(&row.language) {
         PROSE_WEIGHT
     } else {
         1.0
     }
+}
+
+/// A symbol inside a test module of a source file: Rust keeps unit tests in
+/// `#[cfg(test)] mod tests` beside the code (`tests::expand_tilde_leading`),
+/// where the path alone ([`is_secondary`]) does not see them. Neutral on both
+/// development sets (their targets are never next to such tests); it puts
+/// `expand_tilde` above its own test for "expand a leading tilde to the home
+/// directory" in `ignore`'s sources.
+fn in_test_module(symbol: &str) -> bool {
+    symbol
+        .split(", ")
+        .any(|s| s.starts_with("tests::") || s.starts_with("test::") || s.contains("::tests::"))
 }
 
 /// Languages of documents rather than code (`chunk::lang`'s names).
@@ -439,6 +451,28 @@ mod tests {
         ];
         let ranked = rank(Mode::Hybrid, &a, Vec::new(), Vec::new(), symbols);
         assert_eq!(ranked[0].0.path, "Dapper/SqlMapper.cs", "{ranked:?}");
+    }
+
+    #[test]
+    fn a_rust_test_module_in_a_source_file_ranks_below_the_code() {
+        assert!(in_test_module("tests::expand_tilde_leading"));
+        assert!(in_test_module("walk::tests::skips_links"));
+        assert!(!in_test_module("testing::CliRunner.invoke"));
+        let list = vec![
+            (
+                row(1, "src/gitignore.rs", Some("tests::expand_tilde_leading")),
+                0.9,
+            ),
+            (row(2, "src/gitignore.rs", Some("expand_tilde")), 0.8),
+        ];
+        let ranked = rank(
+            Mode::Hybrid,
+            &analyse("expand a leading tilde"),
+            list.clone(),
+            list,
+            Vec::new(),
+        );
+        assert_eq!(ranked[0].0.id, 2);
     }
 
     #[test]
