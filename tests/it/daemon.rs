@@ -19,7 +19,10 @@ pub(crate) struct Daemon {
 impl Daemon {
     pub(crate) fn start() -> Self {
         let home = tempfile::tempdir().unwrap();
-        let child = spawn(home.path());
+        // Its log goes to a file: a pipe nobody reads fills (64 KiB) under a
+        // long test's logging, and the daemon then blocks on its next line.
+        let log = std::fs::File::create(home.path().join("daemon.log")).unwrap();
+        let child = command(home.path()).stderr(log).spawn().unwrap();
         let d = Self { child, home };
         let deadline = Instant::now() + Duration::from_secs(30);
         while UnixStream::connect(d.socket()).is_err() {
@@ -65,16 +68,19 @@ impl Drop for Daemon {
     }
 }
 
+/// A daemon on `home` whose stderr the caller reads (`wait_with_output`).
 pub(crate) fn spawn(home: &Path) -> Child {
-    Command::new(bin("codesearchd"))
-        .env("CODESEARCH_HOME", home)
+    command(home).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+fn command(home: &Path) -> Command {
+    let mut c = Command::new(bin("codesearchd"));
+    c.env("CODESEARCH_HOME", home)
         .env_remove("CODESEARCH_SOCKET")
         .env("CODESEARCH_EMBEDDING_DEVICE", "cpu")
         .env("HF_HUB_OFFLINE", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+        .stdout(Stdio::null());
+    c
 }
 
 #[test]
