@@ -132,14 +132,6 @@ pub fn index(
     options: &IndexOptions,
     progress: impl FnMut(&IndexStats),
 ) -> Result<IndexStats, IndexError> {
-    let options = &IndexOptions {
-        chunk: Some(
-            options
-                .chunk
-                .unwrap_or_else(|| ChunkOptions::for_model(embedder.max_tokens())),
-        ),
-        ..options.clone()
-    };
     if options.cancel.is_cancelled() {
         return Err(IndexError::Cancelled);
     }
@@ -221,6 +213,10 @@ fn apply(
         dirs: walked.dirs,
         ..IndexStats::default()
     };
+    // Unset: what the model reads, for full passes and watched folders alike.
+    let chunk_options = options
+        .chunk
+        .unwrap_or_else(|| ChunkOptions::for_model(embedder.max_tokens()));
     let mut pending: Vec<(FileRow, Vec<crate::chunk::Chunk>)> = Vec::new();
     let mut pending_chunks = 0;
     // Scaled with the embedding calls, so a GPU's calls stay full.
@@ -270,7 +266,14 @@ fn apply(
         let prepared: Vec<Prepared> = changed
             .par_iter()
             .map(|(entry, previous, mtime_ns)| {
-                prepare(entry, previous.as_ref(), *mtime_ns, chunker, options)
+                prepare(
+                    entry,
+                    previous.as_ref(),
+                    *mtime_ns,
+                    chunker,
+                    &chunk_options,
+                    options,
+                )
             })
             .collect();
         for ((entry, previous, _), file) in changed.iter().zip(prepared) {
@@ -358,6 +361,7 @@ fn prepare(
     previous: Option<&FileRow>,
     mtime_ns: i64,
     chunker: &Chunker,
+    chunk_options: &ChunkOptions,
     options: &IndexOptions,
 ) -> Prepared {
     // Bounded whatever the metadata said at walk time: procfs-like files report
@@ -393,7 +397,7 @@ fn prepare(
             Prepared::SameContent(row)
         }
         Ok(text) => {
-            let chunks = chunker.chunk(&entry.rel, text, &options.chunk.unwrap_or_default());
+            let chunks = chunker.chunk(&entry.rel, text, chunk_options);
             Prepared::Chunked(row, chunks)
         }
     }

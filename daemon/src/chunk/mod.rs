@@ -150,6 +150,12 @@ pub struct ChunkOptions {
 }
 
 impl ChunkOptions {
+    /// Sizes for a model that reads `max_tokens` tokens: chunks it reads whole,
+    /// at most [`MAX_CHUNK_TOKENS`]. all-MiniLM-L6-v2 (256) gets the default.
+    pub fn for_model(max_tokens: usize) -> Self {
+        Self::for_max_tokens(max_tokens.min(MAX_CHUNK_TOKENS))
+    }
+
     /// Sizes for a model that reads `max_tokens` tokens (code runs about five
     /// characters a token with BERT's word pieces).
     pub fn for_max_tokens(max_tokens: usize) -> Self {
@@ -165,14 +171,6 @@ impl ChunkOptions {
 /// a place in a file, and a model with 8,192 positions would otherwise make
 /// chunks of whole files.
 pub const MAX_CHUNK_TOKENS: usize = 512;
-
-impl ChunkOptions {
-    /// Sizes for a model that reads `max_tokens` tokens: chunks it reads whole,
-    /// at most [`MAX_CHUNK_TOKENS`]. all-MiniLM-L6-v2 (256) gets the default.
-    pub fn for_model(max_tokens: usize) -> Self {
-        Self::for_max_tokens(max_tokens.min(MAX_CHUNK_TOKENS))
-    }
-}
 
 impl Default for ChunkOptions {
     fn default() -> Self {

@@ -234,9 +234,7 @@ fn prior(row: &ChunkRow, secondary_wanted: bool) -> f32 {
 /// `expand_tilde` above its own test for "expand a leading tilde to the home
 /// directory" in `ignore`'s sources.
 fn in_test_module(symbol: &str) -> bool {
-    symbol
-        .split(", ")
-        .any(|s| s.starts_with("tests::") || s.starts_with("test::") || s.contains("::tests::"))
+    symbol.starts_with("tests::") || symbol.starts_with("test::") || symbol.contains("::tests::")
 }
 
 /// Languages of documents rather than code (`chunk::lang`'s names).
