@@ -332,7 +332,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     eprintln!(
                         "codesearch: the best hit does not fit in {budget} tokens; raise --max-tokens"
                     );
-                } else if packed.omitted > 0 && !json {
+                } else if packed.omitted > 0 {
                     eprintln!(
                         "codesearch: {} hit(s) not shown (over the token budget, or their file unreadable)",
                         packed.omitted
