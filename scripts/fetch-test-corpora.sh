@@ -6,7 +6,10 @@
 # download` of a source distribution: Pygments' example files);
 # and the public eval's corpora (../shared/eval/fetch.sh) for the benchmark test.
 # Also makes sure the service tests' tools are there (systemd-analyze and
-# systemd-socket-activate, from Debian's systemd package; python3 for plistlib).
+# systemd-socket-activate, from Debian's systemd package; python3 for plistlib),
+# and the real clients the agent and editor tests drive: the official MCP SDK
+# for Python (`mcp` from PyPI, pinned, in a venv under target/test-tools/mcp)
+# and Neovim (Debian's `neovim`).
 #
 #   scripts/fetch-test-corpora.sh [DEST]     # default: target/test-corpora
 #
@@ -89,3 +92,24 @@ if ! command -v systemd-analyze >/dev/null || ! command -v systemd-socket-activa
   fi
 fi
 command -v python3 >/dev/null || die "the service tests need python3 (plistlib)"
+
+# The MCP tests' client: the official Python SDK, in a venv of its own.
+mcp_version=2.3.0
+venv="$(cd "$dest/.." && pwd)/test-tools/mcp"
+if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('mcp') != '$mcp_version')" 2>/dev/null; then
+  echo "installing the MCP SDK for Python ($mcp_version) into $venv"
+  python3 -m venv "$venv" || die "cannot make a venv at $venv (Debian: apt-get install python3-venv)"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "mcp==$mcp_version" \
+    || die "cannot install mcp==$mcp_version from PyPI"
+fi
+
+# The Neovim plugin's test runs Debian's Neovim (0.7), the oldest the plugin supports.
+if ! command -v nvim >/dev/null; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "installing Debian's neovim package for the editor plugin's test"
+    apt-get update -qq || die "apt-get update failed (is the Debian mirror reachable?)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq neovim >/dev/null || die "cannot install neovim"
+  else
+    die "the editor plugin's test needs nvim (Neovim 0.7 or later): install your distribution's neovim package"
+  fi
+fi

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use codesearch_proto::benchmark::{BenchmarkQuery, BenchmarkResult, Metrics, QueryOutcome};
+use codesearch_proto::benchmark::{
+    BenchmarkParams, BenchmarkQuery, BenchmarkResult, Metrics, QueryOutcome,
+};
 use codesearch_proto::method;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -134,15 +136,12 @@ pub fn run(c: &mut rpc::Client, out: &mut impl Write, req: &Args) -> anyhow::Res
                     format!(", then {} queries", queries.len())
                 }
             ));
-            let result: anyhow::Result<BenchmarkResult> = c.call(
-                method::BENCHMARK_RUN,
-                json!({
-                    "repo": repo.display().to_string(),
-                    "model": model,
-                    "queries": queries,
-                    "mode": req.mode,
-                }),
-            );
+            let result = c.request::<method::BenchmarkRun>(&BenchmarkParams {
+                repo: repo.display().to_string(),
+                model: model.map(str::to_owned),
+                queries: queries.clone(),
+                mode: req.mode.clone(),
+            });
             match result {
                 Ok(r) => runs.push(r),
                 Err(err) if model.is_some() && is_model_error(&err) => {

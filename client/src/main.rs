@@ -4,8 +4,10 @@
 //! daemon over the socket that `codesearch_proto::paths` names, starting the
 //! daemon when nothing answers. Exit status is grep's: 0 found, 1 nothing, 2 error.
 
+mod agent_config;
 mod benchmark;
 mod install;
+mod mcp;
 mod output;
 mod pack;
 mod rpc;
@@ -18,7 +20,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use codesearch_proto::{
-    DaemonStatus, ModelInfo, RepoProgress, RepoState, RepoStatus, SearchResult, method,
+    NoParams, RepoAddParams, RepoPathParams, RepoProgress, RepoReindexParams, RepoState,
+    RepoStatus, SearchParams, method,
 };
 use serde_json::{Value, json};
 
@@ -115,10 +118,41 @@ enum Command {
     /// storage per 1,000 entities), query latency, and with --queries the
     /// retrieval quality (MRR@10, Recall@1/5/10, nDCG@10) per repository and language.
     Benchmark(benchmark::Args),
+    /// Serve the Model Context Protocol on stdin/stdout, for coding agents.
+    #[command(long_about = MCP_ABOUT)]
+    Mcp {
+        #[command(subcommand)]
+        action: Option<McpAction>,
+    },
     /// Start, stop or inspect the daemon.
     Daemon {
         #[command(subcommand)]
         action: DaemonAction,
+    },
+}
+
+const MCP_ABOUT: &str = "\
+Serve the Model Context Protocol (MCP) on stdin/stdout, for coding agents.
+
+Tools: `search` (ranked hits packed into a token budget, whole definitions
+grouped by file), `index` (start or refresh a repository's index) and `status`.
+Each session is a thin bridge to the one codesearchd of this user, started when
+it does not run: many agents share one daemon and one model.
+
+Add it to an agent as a stdio server whose command is `codesearch mcp`, e.g.
+  claude mcp add codesearch -- codesearch mcp
+The exact set-up for Claude Code, Codex, Cursor, VS Code and opencode is in
+docs/MCP.md.";
+
+#[derive(Debug, Subcommand)]
+enum McpAction {
+    /// Add `codesearch mcp` to a coding agent's configuration (Claude Code and
+    /// VS Code: in the project, the working directory; Codex, Cursor and
+    /// opencode: for the user). Other entries are kept.
+    Install {
+        /// The agent.
+        #[arg(long, value_enum)]
+        client: agent_config::Client,
     },
 }
 
@@ -219,12 +253,16 @@ fn absolute(path: &Path) -> anyhow::Result<String> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let p = paths(&cli)?;
+    if let Command::Mcp { action } = cli.command {
+        return mcp_command(action, p);
+    }
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Daemon { action } => return daemon(action, &p),
+        Command::Mcp { .. } => unreachable!("served above, before stdout is locked"),
         Command::Models => {
             let mut c = connect(&p)?;
-            let models: Vec<ModelInfo> = c.call(method::MODELS_LIST, json!(null))?;
+            let models = c.request::<method::ModelsList>(&NoParams)?;
             output::models(&mut out, &models)?;
         }
         Command::Status { json } => {
@@ -233,7 +271,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let s: Value = c.call(method::DAEMON_STATUS, json!(null))?;
                 output::json(&mut out, &s)?;
             } else {
-                let s: DaemonStatus = c.call(method::DAEMON_STATUS, json!(null))?;
+                let s = c.request::<method::DaemonStatus>(&NoParams)?;
                 output::daemon_status(&mut out, &s, &p.socket)?;
             }
         }
@@ -243,7 +281,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let repos: Value = c.call(method::REPO_LIST, json!(null))?;
                 output::json(&mut out, &repos)?;
             } else {
-                let repos: Vec<RepoStatus> = c.call(method::REPO_LIST, json!(null))?;
+                let repos = c.request::<method::RepoList>(&NoParams)?;
                 output::repos(&mut out, &repos)?;
             }
         }
@@ -253,9 +291,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Remove { path } => {
             let mut c = connect(&p)?;
-            let () = c
-                .call::<Option<()>>(method::REPO_REMOVE, json!({"path": absolute(&path)?}))?
-                .unwrap_or_default();
+            c.request::<method::RepoRemove>(&RepoPathParams {
+                path: absolute(&path)?,
+            })?;
             writeln!(out, "removed {}", path.display())?;
         }
         Command::Index {
@@ -270,13 +308,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 // Before the run starts, so no progress is missed.
                 let _: Value = c.call(method::REPO_SUBSCRIBE, json!({ "path": path }))?;
             }
-            let mut status: RepoStatus = c.call(
-                method::REPO_ADD,
-                json!({"path": path, "model": model, "wait": false}),
-            )?;
+            let mut status = c.request::<method::RepoAdd>(&RepoAddParams {
+                path: path.clone(),
+                model,
+                wait: false,
+            })?;
             // A repository added before and idle now gets an incremental run.
             if full || status.state != RepoState::Indexing {
-                status = c.call(method::REPO_REINDEX, json!({"path": path, "full": full}))?;
+                status = c.request::<method::RepoReindex>(&RepoReindexParams {
+                    path: path.clone(),
+                    full,
+                    wait: false,
+                })?;
             }
             if !no_wait {
                 status = wait_for(&mut c, &status.path)?;
@@ -303,15 +346,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|r| absolute(r))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let params = json!({
-                "query": query,
-                "k": k,
-                "repos": (!repos.is_empty()).then_some(repos),
-                "languages": (!languages.is_empty()).then_some(languages),
-                "paths": (!paths.is_empty()).then_some(paths),
-                "mode": mode,
-            });
-            let result: SearchResult = c.call(method::SEARCH, params)?;
+            let result = c.request::<method::Search>(&SearchParams {
+                query,
+                k,
+                repos: (!repos.is_empty()).then_some(repos),
+                languages: (!languages.is_empty()).then_some(languages),
+                paths: (!paths.is_empty()).then_some(paths),
+                mode,
+            })?;
             if max_tokens.is_some() || context.is_some() {
                 let format = if json {
                     pack::Format::Json
@@ -360,6 +402,41 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn mcp_command(action: Option<McpAction>, p: Paths) -> anyhow::Result<ExitCode> {
+    match action {
+        // Before stdout is locked: the MCP transport writes it from another thread.
+        None => mcp::serve(mcp::Daemon {
+            home: p.home,
+            socket: p.socket,
+            args: p.daemon_args,
+        })?,
+        Some(McpAction::Install { client }) => {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .context("HOME is not set")?;
+            let project = std::env::current_dir().context("cannot read the working directory")?;
+            let codex_home = std::env::var_os("CODEX_HOME").map(PathBuf::from);
+            let command = std::env::current_exe().context("cannot find this program's path")?;
+            let file = agent_config::install(
+                client,
+                &command,
+                &agent_config::Places {
+                    home: &home,
+                    project: &project,
+                    codex_home: codex_home.as_deref(),
+                },
+            )?;
+            writeln!(
+                std::io::stdout(),
+                "added codesearch ({} mcp) to {}; restart the agent to load it",
+                command.display(),
+                file.display()
+            )?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -421,7 +498,7 @@ fn wait_for(c: &mut rpc::Client, root: &str) -> anyhow::Result<RepoStatus> {
         }
     }
     bar.finish_and_clear();
-    let repos: Vec<RepoStatus> = c.call(method::REPO_LIST, json!(null))?;
+    let repos = c.request::<method::RepoList>(&NoParams)?;
     repos
         .into_iter()
         .find(|r| r.path == root)
@@ -467,7 +544,7 @@ fn daemon(action: DaemonAction, p: &Paths) -> anyhow::Result<ExitCode> {
     match action {
         DaemonAction::Start => {
             let mut c = connect(p)?;
-            let s: DaemonStatus = c.call(method::DAEMON_STATUS, json!(null))?;
+            let s = c.request::<method::DaemonStatus>(&NoParams)?;
             writeln!(
                 out,
                 "codesearchd {} running (pid {}) on {}",
@@ -478,7 +555,7 @@ fn daemon(action: DaemonAction, p: &Paths) -> anyhow::Result<ExitCode> {
         }
         DaemonAction::Stop => match rpc::Client::connect(&p.socket) {
             Ok(mut c) => {
-                let _: Option<()> = c.call(method::DAEMON_SHUTDOWN, json!(null))?;
+                c.request::<method::DaemonShutdown>(&NoParams)?;
                 // Answered means stopping: wait until it no longer takes
                 // connections and has let go of its lock (the process is gone).
                 let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -518,7 +595,7 @@ fn daemon(action: DaemonAction, p: &Paths) -> anyhow::Result<ExitCode> {
         }
         DaemonAction::Status => match rpc::Client::connect(&p.socket) {
             Ok(mut c) => {
-                let s: DaemonStatus = c.call(method::DAEMON_STATUS, json!(null))?;
+                let s = c.request::<method::DaemonStatus>(&NoParams)?;
                 output::daemon_status(&mut out, &s, &p.socket)?;
             }
             Err(_) => {

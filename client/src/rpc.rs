@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use codesearch_proto::Method;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -66,7 +67,16 @@ impl Client {
         serde_json::from_str(&line).context("the daemon sent invalid JSON")
     }
 
-    /// Calls `method` and decodes its result.
+    /// Calls method `M` of the protocol.
+    pub fn request<M: Method>(&mut self, params: &M::Params) -> anyhow::Result<M::Result> {
+        let params = serde_json::to_value(params)
+            .with_context(|| format!("cannot encode the params of {}", M::NAME))?;
+        self.call(M::NAME, params)
+    }
+
+    /// Calls `method` and decodes its result: for answers read as raw JSON
+    /// (`--json` output keeps fields this client does not know) and for
+    /// `repo.subscribe`, which has no [`Method`] marker.
     pub fn call<T: DeserializeOwned>(&mut self, method: &str, params: Value) -> anyhow::Result<T> {
         let id = self.next_id;
         self.next_id += 1;

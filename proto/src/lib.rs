@@ -8,10 +8,92 @@
 pub mod benchmark;
 pub mod paths;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// JSON-RPC method names, exactly as design.md spells them.
+/// The version of this protocol that `daemon.status` reports as
+/// `protocol_version`. Raised when a method, field or code is added, so a
+/// client can tell what a daemon offers; nothing design.md names is ever
+/// renamed or dropped.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// One request-answer method of the protocol: its name, and the shapes of its
+/// params and result. The daemon registers, and every client calls, methods
+/// through these, so the two cannot disagree on a shape.
+///
+/// Methods without params take [`NoParams`] (sent as `null`); `repo.subscribe` is a
+/// subscription, not a request-answer method, and has no marker.
+pub trait Method {
+    /// The method name on the wire.
+    const NAME: &'static str;
+    /// What the method takes.
+    type Params: Serialize + DeserializeOwned + Send + 'static;
+    /// What it answers.
+    type Result: Serialize + DeserializeOwned + Clone + Send + 'static;
+}
+
+/// The params of a method that takes none: sent as `null`; whatever a client
+/// sends instead (`{}`, `[]`) is accepted and ignored, as it always was.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NoParams;
+
+impl Serialize for NoParams {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_unit()
+    }
+}
+
+impl<'de> Deserialize<'de> for NoParams {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| NoParams)
+    }
+}
+
+/// JSON-RPC method names, exactly as design.md spells them, and one marker
+/// type per request-answer method (see [`Method`]).
 pub mod method {
+    use super::{
+        EmbedParams, EmbedResult, Method, ModelInfo, NoParams, RepoAddParams, RepoPathParams,
+        RepoReindexParams, RepoStatus, SearchParams, SearchResult,
+        benchmark::{BenchmarkParams, BenchmarkResult},
+    };
+
+    macro_rules! methods {
+        ($($(#[$doc:meta])* $marker:ident = $name:ident: $params:ty => $result:ty;)*) => {$(
+            $(#[$doc])*
+            #[derive(Debug, Clone, Copy)]
+            pub struct $marker;
+            impl Method for $marker {
+                const NAME: &'static str = $name;
+                type Params = $params;
+                type Result = $result;
+            }
+        )*};
+    }
+
+    methods! {
+        /// `search`.
+        Search = SEARCH: SearchParams => SearchResult;
+        /// `repo.add`.
+        RepoAdd = REPO_ADD: RepoAddParams => RepoStatus;
+        /// `repo.remove`.
+        RepoRemove = REPO_REMOVE: RepoPathParams => ();
+        /// `repo.list`.
+        RepoList = REPO_LIST: NoParams => Vec<RepoStatus>;
+        /// `repo.reindex`.
+        RepoReindex = REPO_REINDEX: RepoReindexParams => RepoStatus;
+        /// `daemon.status`.
+        DaemonStatus = DAEMON_STATUS: NoParams => super::DaemonStatus;
+        /// `daemon.shutdown`.
+        DaemonShutdown = DAEMON_SHUTDOWN: NoParams => ();
+        /// `models.list`.
+        ModelsList = MODELS_LIST: NoParams => Vec<ModelInfo>;
+        /// `embed`.
+        Embed = EMBED: EmbedParams => EmbedResult;
+        /// `benchmark.run`.
+        BenchmarkRun = BENCHMARK_RUN: BenchmarkParams => BenchmarkResult;
+    }
+
     /// Semantic, lexical or hybrid search over indexed repositories.
     pub const SEARCH: &str = "search";
     /// Register a repository and index it.
@@ -275,6 +357,14 @@ pub struct DaemonStatus {
     /// `codesearch` (auto-started by the client), or `null` (by hand).
     #[serde(default)]
     pub started_by: Option<String>,
+    /// The [`PROTOCOL_VERSION`] the daemon speaks; 1 for daemons from before
+    /// the field existed.
+    #[serde(default = "protocol_v1")]
+    pub protocol_version: u32,
+}
+
+fn protocol_v1() -> u32 {
+    1
 }
 
 #[cfg(test)]
@@ -314,6 +404,26 @@ mod tests {
             ]
         );
         assert_eq!(serde_json::from_value::<Hit>(v).unwrap(), hit);
+    }
+
+    #[test]
+    fn no_params_is_sent_as_null_and_ignores_what_it_gets() {
+        assert_eq!(
+            serde_json::to_value(NoParams).unwrap(),
+            serde_json::Value::Null
+        );
+        for sent in ["null", "{}", "[]", r#"{"x":1}"#] {
+            assert_eq!(serde_json::from_str::<NoParams>(sent).unwrap(), NoParams);
+        }
+        // A daemon from before `protocol_version` speaks version 1.
+        let old =
+            r#"{"version":"0.1.0","pid":1,"uptime_s":0,"models":[],"repos":[],"rss_bytes":null}"#;
+        assert_eq!(
+            serde_json::from_str::<DaemonStatus>(old)
+                .unwrap()
+                .protocol_version,
+            1
+        );
     }
 
     #[test]

@@ -8,8 +8,8 @@ pub mod transport;
 use std::sync::Arc;
 
 use codesearch_proto::{
-    DaemonStatus, EmbedKind, EmbedParams, EmbedResult, LoadedModel, ModelInfo, RepoAddParams,
-    RepoPathParams, RepoReindexParams, RepoSubscribeParams, SearchParams, code, method,
+    DaemonStatus, EmbedKind, EmbedResult, LoadedModel, Method, ModelInfo, RepoSubscribeParams,
+    code, method,
 };
 use jsonrpsee::types::{ErrorObjectOwned, Params};
 use jsonrpsee::{PendingSubscriptionSink, RpcModule, SubscriptionMessage};
@@ -29,124 +29,78 @@ pub fn module(service: Arc<Service>) -> RpcModule<Arc<Service>> {
 }
 
 fn register(m: &mut RpcModule<Arc<Service>>) {
-    register_repos(m);
-    // Names are compile-time constants; a clash is a bug caught by every test.
-    let ok = |r: Result<_, jsonrpsee::core::RegisterMethodError>| {
-        r.expect("method names are unique");
-    };
-    ok(m.register_method(method::MODELS_LIST, |_, _, _| {
-        Ok::<_, ErrorObjectOwned>(
-            embed::registry::MODELS
-                .iter()
-                .map(|s| s.info())
-                .collect::<Vec<ModelInfo>>(),
-        )
-    })
-    .map(drop));
-    ok(
-        m.register_async_method(method::DAEMON_STATUS, |_, svc, _| async move {
-            let models = svc
-                .loaded_models()
-                .into_iter()
-                .map(|(name, device)| LoadedModel { name, device })
-                .collect();
-            Ok::<_, ErrorObjectOwned>(DaemonStatus {
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-                pid: std::process::id(),
-                uptime_s: svc.uptime_s(),
-                models,
-                repos: svc.repos_now().await,
-                rss_bytes: crate::bench::rss_bytes(),
-                started_by: svc.starter().map(str::to_owned),
-            })
+    typed::<method::ModelsList, _, _>(m, |_, _| async {
+        Ok(embed::registry::MODELS
+            .iter()
+            .map(|s| s.info())
+            .collect::<Vec<ModelInfo>>())
+    });
+    typed::<method::DaemonStatus, _, _>(m, |_, svc| async move {
+        let models = svc
+            .loaded_models()
+            .into_iter()
+            .map(|(name, device)| LoadedModel { name, device })
+            .collect();
+        Ok(DaemonStatus {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            uptime_s: svc.uptime_s(),
+            models,
+            repos: svc.repos_now().await,
+            rss_bytes: crate::bench::rss_bytes(),
+            started_by: svc.starter().map(str::to_owned),
+            protocol_version: codesearch_proto::PROTOCOL_VERSION,
         })
-        .map(drop),
-    );
-    ok(m.register_method(method::DAEMON_SHUTDOWN, |_, svc, _| {
+    });
+    typed::<method::DaemonShutdown, _, _>(m, |_, svc| async move {
         svc.request_shutdown();
-        Ok::<_, ErrorObjectOwned>(serde_json::Value::Null)
-    })
-    .map(drop));
-    ok(m.register_async_method(
-        method::BENCHMARK_RUN,
-        |params: Params<'static>, svc, _| async move {
-            let p: codesearch_proto::benchmark::BenchmarkParams = params.parse()?;
-            svc.benchmark(p).await.map_err(to_rpc)
-        },
-    )
-    .map(drop));
-    ok(m.register_async_method(
-        method::EMBED,
-        |params: Params<'static>, svc, _| async move {
-            let mut p: EmbedParams = params.parse()?;
-            if p.texts.len() > MAX_EMBED_TEXTS {
-                return Err(to_rpc(ServiceError::InvalidParams(format!(
-                    "{} texts in one call; send at most {MAX_EMBED_TEXTS}",
-                    p.texts.len()
-                ))));
-            }
-            for t in &mut p.texts {
-                cut(t, codesearch_proto::limits::MAX_EMBED_TEXT_BYTES);
-            }
-            let handle = svc.embedder(p.model.as_deref()).await.map_err(to_rpc)?;
-            let kind = match p.kind {
-                EmbedKind::Document => InputKind::Document,
-                EmbedKind::Query => InputKind::Query,
-            };
-            let vectors = handle
-                .embed_async(p.texts, kind)
-                .await
-                .map_err(|e| to_rpc(ServiceError::Model(Box::new(e))))?;
-            Ok::<_, ErrorObjectOwned>(EmbedResult {
-                model: embed::Embedder::model_name(&handle).to_owned(),
-                dims: embed::Embedder::dims(&handle),
-                vectors,
-            })
-        },
-    )
-    .map(drop));
-}
-
-fn register_repos(m: &mut RpcModule<Arc<Service>>) {
-    let ok = |r: Result<_, jsonrpsee::core::RegisterMethodError>| {
-        r.expect("method names are unique");
-    };
-    ok(m.register_async_method(
-        method::SEARCH,
-        |params: Params<'static>, svc, _| async move {
-            let p: SearchParams = params.parse()?;
-            svc.search(p).await.map_err(to_rpc)
-        },
-    )
-    .map(drop));
-    ok(m.register_async_method(
-        method::REPO_ADD,
-        |params: Params<'static>, svc, _| async move {
-            let p: RepoAddParams = params.parse()?;
-            svc.add_repo(&p.path, p.model.as_deref(), p.wait)
-                .await
-                .map_err(to_rpc)
-        },
-    )
-    .map(drop));
-    ok(m.register_async_method(
-        method::REPO_REMOVE,
-        |params: Params<'static>, svc, _| async move {
-            let p: RepoPathParams = params.parse()?;
-            svc.remove_repo(&p.path)
-                .await
-                .map(|()| serde_json::Value::Null)
-                .map_err(to_rpc)
-        },
-    )
-    .map(drop));
-    ok(
-        m.register_async_method(method::REPO_LIST, |_, svc, _| async move {
-            Ok::<_, ErrorObjectOwned>(svc.list_repos().await)
+        Ok(())
+    });
+    typed::<method::BenchmarkRun, _, _>(m, |p, svc| async move {
+        svc.benchmark(p).await.map_err(to_rpc)
+    });
+    typed::<method::Embed, _, _>(m, |mut p, svc| async move {
+        if p.texts.len() > MAX_EMBED_TEXTS {
+            return Err(to_rpc(ServiceError::InvalidParams(format!(
+                "{} texts in one call; send at most {MAX_EMBED_TEXTS}",
+                p.texts.len()
+            ))));
+        }
+        for t in &mut p.texts {
+            cut(t, codesearch_proto::limits::MAX_EMBED_TEXT_BYTES);
+        }
+        let handle = svc.embedder(p.model.as_deref()).await.map_err(to_rpc)?;
+        let kind = match p.kind {
+            EmbedKind::Document => InputKind::Document,
+            EmbedKind::Query => InputKind::Query,
+        };
+        let vectors = handle
+            .embed_async(p.texts, kind)
+            .await
+            .map_err(|e| to_rpc(ServiceError::Model(Box::new(e))))?;
+        Ok(EmbedResult {
+            model: embed::Embedder::model_name(&handle).to_owned(),
+            dims: embed::Embedder::dims(&handle),
+            vectors,
         })
-        .map(drop),
+    });
+    typed::<method::Search, _, _>(
+        m,
+        |p, svc| async move { svc.search(p).await.map_err(to_rpc) },
     );
-    ok(m.register_subscription(
+    typed::<method::RepoAdd, _, _>(m, |p, svc| async move {
+        svc.add_repo(&p.path, p.model.as_deref(), p.wait)
+            .await
+            .map_err(to_rpc)
+    });
+    typed::<method::RepoRemove, _, _>(m, |p, svc| async move {
+        svc.remove_repo(&p.path).await.map_err(to_rpc)
+    });
+    typed::<method::RepoList, _, _>(m, |_, svc| async move { Ok(svc.list_repos().await) });
+    typed::<method::RepoReindex, _, _>(m, |p, svc| async move {
+        svc.reindex(&p.path, p.full, p.wait).await.map_err(to_rpc)
+    });
+    m.register_subscription(
         method::REPO_SUBSCRIBE,
         method::REPO_PROGRESS,
         method::REPO_UNSUBSCRIBE,
@@ -154,15 +108,26 @@ fn register_repos(m: &mut RpcModule<Arc<Service>>) {
             subscribe_progress(params, pending, svc.progress_events(), svc.shutdown_token())
         },
     )
-    .map(drop));
-    ok(m.register_async_method(
-        method::REPO_REINDEX,
-        |params: Params<'static>, svc, _| async move {
-            let p: RepoReindexParams = params.parse()?;
-            svc.reindex(&p.path, p.full, p.wait).await.map_err(to_rpc)
-        },
-    )
-    .map(drop));
+    .expect("method names are unique");
+}
+
+/// Registers method `M`: its params parsed into `M::Params` (a mismatch is
+/// `INVALID_PARAMS` with serde's message), its handler's `M::Result` answered.
+fn typed<M, F, Fut>(m: &mut RpcModule<Arc<Service>>, handler: F)
+where
+    M: Method,
+    F: Fn(M::Params, Arc<Service>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<M::Result, ErrorObjectOwned>> + Send + 'static,
+{
+    // Names are compile-time constants; a clash is a bug caught by every test.
+    m.register_async_method(M::NAME, move |params: Params<'static>, svc, _| {
+        let handler = handler.clone();
+        async move {
+            let p: M::Params = params.parse()?;
+            handler(p, Arc::clone(&svc)).await
+        }
+    })
+    .expect("method names are unique");
 }
 
 /// `repo.subscribe`: forwards `repo.progress` events (of one root, or all) until
