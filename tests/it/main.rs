@@ -6,6 +6,7 @@
 //! - `index`: indexing and searching a real corpus, incrementally, on the real model.
 //! - `layout`: ARCHITECTURE.md's layout invariants, on the sources and the dependency graph.
 //! - `mcp`: `codesearch mcp` driven by the official MCP SDK for Python on a real corpus.
+//! - `nvim`: the Neovim plugin in headless Neovim against the real daemon: quickfix, auto-start, malformed answers, dead sockets.
 //! - `lifecycle`: shutdown within 2 s mid-pass, 20 `kill -9`s that converge, Ctrl-C in a terminal, status while a model loads.
 //! - `daemon`: the real daemon over its socket: methods, bad input, permissions, one per home.
 //! - `embed`: the candle engine against sentence-transformers' reference vectors.
@@ -26,6 +27,7 @@ mod index;
 mod layout;
 mod lifecycle;
 mod mcp;
+mod nvim;
 mod service;
 mod util;
 mod watch;
