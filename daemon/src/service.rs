@@ -709,9 +709,17 @@ fn canonical_dir(path: &str) -> Result<PathBuf, ServiceError> {
             "{path} is not an absolute path; clients send absolute paths"
         )));
     }
-    let root = p
-        .canonicalize()
-        .map_err(|e| ServiceError::BadPath(format!("{path}: {e}")))?;
+    let root = p.canonicalize().map_err(|e| {
+        ServiceError::BadPath(match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                format!("{path} does not exist; give the root folder of a repository")
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                format!("{path} cannot be read by this daemon's user (permission denied)")
+            }
+            _ => format!("{path}: {e}"),
+        })
+    })?;
     if !root.is_dir() {
         return Err(ServiceError::BadPath(format!("{path} is not a directory")));
     }

@@ -8,8 +8,12 @@
 //! queries that arrived meanwhile: a query waits for half an encoder layer of
 //! one batch at most, while indexing keeps full-size batches (small batches cost a
 //! CPU a third of its throughput; see docs/BENCHMARKS.md).
+//!
+//! Queries that wait together are embedded together, in one forward pass (many
+//! agents or an editor's keystrokes at once cost about as much as one query),
+//! and the vectors of recent queries are kept: a repeated query needs no pass.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -35,6 +39,39 @@ struct Queue {
 struct Shared {
     queue: Mutex<Queue>,
     ready: Condvar,
+    recent: Mutex<RecentQueries>,
+}
+
+/// Vectors of recent query texts, the oldest dropped first.
+#[derive(Default)]
+struct RecentQueries {
+    vectors: HashMap<String, Vec<f32>>,
+    order: VecDeque<String>,
+}
+
+impl RecentQueries {
+    /// Query texts kept.
+    const CAPACITY: usize = 1024;
+    /// Longer texts are not kept (a pasted file is rarely searched twice).
+    const MAX_TEXT_BYTES: usize = 1024;
+
+    /// The vectors of all of `texts`, if every one is known.
+    fn get_all(&self, texts: &[String]) -> Option<Vec<Vec<f32>>> {
+        texts.iter().map(|t| self.vectors.get(t).cloned()).collect()
+    }
+
+    fn insert(&mut self, text: &str, vector: &[f32]) {
+        if text.len() > Self::MAX_TEXT_BYTES || self.vectors.contains_key(text) {
+            return;
+        }
+        if self.order.len() >= Self::CAPACITY
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.vectors.remove(&oldest);
+        }
+        self.order.push_back(text.to_owned());
+        self.vectors.insert(text.to_owned(), vector.to_vec());
+    }
 }
 
 /// Owns the model thread; dropping it closes the queue and joins the thread
@@ -80,6 +117,7 @@ impl EmbedWorker {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
+            recent: Mutex::new(RecentQueries::default()),
         });
         let handle = EmbedHandle {
             shared: shared.clone(),
@@ -142,8 +180,11 @@ fn run(mut embedder: Box<dyn Embedder>, shared: &Shared) {
         let job = {
             let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
             loop {
-                if let Some(job) = q.queries.pop_front().or_else(|| q.documents.pop_front()) {
-                    break job;
+                if !q.queries.is_empty() {
+                    break Work::Queries(q.queries.drain(..).collect());
+                }
+                if let Some(job) = q.documents.pop_front() {
+                    break Work::Documents(job);
                 }
                 if q.closed {
                     return;
@@ -151,36 +192,88 @@ fn run(mut embedder: Box<dyn Embedder>, shared: &Shared) {
                 q = shared.ready.wait(q).unwrap_or_else(|p| p.into_inner());
             }
         };
-        // Its caller stopped waiting (cancelled, or gone): no one wants the answer.
-        if job.reply.is_closed() {
-            continue;
-        }
-        let texts: Vec<&str> = job.texts.iter().map(String::as_str).collect();
-        let answer = match job.kind {
-            InputKind::Query => embedder.embed(&texts, job.kind),
-            InputKind::Document => {
-                embedder.embed_pausable(&texts, job.kind, &mut |model| serve_queries(model, shared))
+        match job {
+            Work::Queries(jobs) => embed_queries(embedder.as_mut(), jobs, shared),
+            Work::Documents(job) => {
+                // Its caller stopped waiting (cancelled, or gone): no one wants the answer.
+                if job.reply.is_closed() {
+                    continue;
+                }
+                let texts: Vec<&str> = job.texts.iter().map(String::as_str).collect();
+                let answer = embedder.embed_pausable(&texts, job.kind, &mut |model| {
+                    serve_queries(model, shared);
+                });
+                // A caller that gave up (dropped its receiver) just loses the answer.
+                let _ = job.reply.send(answer);
             }
-        };
-        // A caller that gave up (dropped its receiver) just loses the answer.
-        let _ = job.reply.send(answer);
+        }
     }
+}
+
+/// What the model thread takes next: every waiting query, or one document job.
+enum Work {
+    Queries(Vec<Job>),
+    Documents(Job),
 }
 
 /// Embeds every query waiting now.
 fn serve_queries(model: &mut dyn Embedder, shared: &Shared) {
-    loop {
-        let Some(job) = shared
-            .queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .queries
-            .pop_front()
-        else {
+    let jobs: Vec<Job> = shared
+        .queue
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .queries
+        .drain(..)
+        .collect();
+    if !jobs.is_empty() {
+        embed_queries(model, jobs, shared);
+    }
+}
+
+/// Embeds the texts of several query jobs in one call (the engine batches
+/// them by length), answers each job with its own vectors and keeps them as
+/// recent. If the joint call fails, each job is tried alone, so each caller
+/// gets its own answer or its own error.
+fn embed_queries(model: &mut dyn Embedder, jobs: Vec<Job>, shared: &Shared) {
+    let jobs: Vec<Job> = jobs.into_iter().filter(|j| !j.reply.is_closed()).collect();
+    let texts: Vec<&str> = jobs
+        .iter()
+        .flat_map(|j| j.texts.iter().map(String::as_str))
+        .collect();
+    if texts.is_empty() {
+        for job in jobs {
+            let _ = job.reply.send(Ok(Vec::new()));
+        }
+        return;
+    }
+    let answer = model.embed(&texts, InputKind::Query);
+    let vectors = match answer {
+        Ok(v) if v.len() == texts.len() => v,
+        answer if jobs.len() == 1 => {
+            if let Some(job) = jobs.into_iter().next() {
+                let _ = job.reply.send(answer);
+            }
             return;
-        };
-        let texts: Vec<&str> = job.texts.iter().map(String::as_str).collect();
-        let _ = job.reply.send(model.embed(&texts, job.kind));
+        }
+        _ => {
+            for job in jobs {
+                let texts: Vec<&str> = job.texts.iter().map(String::as_str).collect();
+                let answer = model.embed(&texts, InputKind::Query);
+                let _ = job.reply.send(answer);
+            }
+            return;
+        }
+    };
+    {
+        let mut recent = shared.recent.lock().unwrap_or_else(|p| p.into_inner());
+        for (text, vector) in texts.iter().zip(&vectors) {
+            recent.insert(text, vector);
+        }
+    }
+    let mut vectors = vectors.into_iter();
+    for job in jobs {
+        let mine: Vec<Vec<f32>> = vectors.by_ref().take(job.texts.len()).collect();
+        let _ = job.reply.send(Ok(mine));
     }
 }
 
@@ -206,6 +299,18 @@ impl EmbedHandle {
     /// Queues `texts` as one job, ahead of every document job if it is a query.
     fn enqueue(&self, texts: Vec<String>, kind: InputKind) -> Result<Pending, EmbedError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
+        if kind == InputKind::Query
+            && !texts.is_empty()
+            && let Some(known) = self
+                .shared
+                .recent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_all(&texts)
+        {
+            let _ = reply.send(Ok(known));
+            return Ok(rx);
+        }
         let job = Job { texts, kind, reply };
         let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
         if q.closed {
@@ -290,7 +395,8 @@ mod tests {
     /// job says on `entered` that it started, then waits for `gate`, so a test can
     /// queue a query while the job runs.
     struct Recorder {
-        log: Arc<Mutex<Vec<String>>>,
+        /// The texts of each call to `embed`, one entry a call.
+        log: Calls,
         entered: std::sync::mpsc::Sender<()>,
         gate: Option<std::sync::mpsc::Receiver<()>>,
     }
@@ -312,7 +418,12 @@ mod tests {
             self.log
                 .lock()
                 .unwrap()
-                .extend(texts.iter().map(|t| (*t).to_owned()));
+                .push(texts.iter().map(|t| (*t).to_owned()).collect());
+            if texts.contains(&"bad") {
+                return Err(EmbedError::Cancelled {
+                    model: "recorder".into(),
+                });
+            }
             Ok(texts.iter().map(|t| vec![t.len() as f32]).collect())
         }
         fn embed_pausable(
@@ -364,7 +475,7 @@ mod tests {
             [[1.0], [2.0], [3.0]],
             "answers in input order"
         );
-        assert_eq!(*log.lock().unwrap(), ["a", "q", "bb", "ccc"]);
+        assert_eq!(*log.lock().unwrap(), [["a"], ["q"], ["bb"], ["ccc"]]);
         let mut handle = worker.handle();
         drop(worker);
         let err = handle
@@ -372,5 +483,104 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no longer running"), "{err}");
+    }
+
+    type Calls = Arc<Mutex<Vec<Vec<String>>>>;
+
+    /// A worker whose first document job holds until `open` is sent: the
+    /// worker, its calls, `open`, and `entered` (the job has started).
+    fn gated() -> (
+        EmbedWorker,
+        Calls,
+        std::sync::mpsc::Sender<()>,
+        std::sync::mpsc::Receiver<()>,
+    ) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (open, gate) = std::sync::mpsc::channel();
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let recorder = Recorder {
+            log: log.clone(),
+            entered: entered_tx,
+            gate: Some(gate),
+        };
+        (
+            EmbedWorker::spawn(Box::new(recorder)).unwrap(),
+            log,
+            open,
+            entered,
+        )
+    }
+
+    #[test]
+    fn queries_that_wait_together_share_one_call_and_each_gets_its_own_vectors() {
+        let (worker, log, open, entered) = gated();
+        let mut docs = worker.handle();
+        let docs = std::thread::spawn(move || docs.embed(&["d"], InputKind::Document));
+        entered.recv().unwrap();
+        let queries: Vec<_> = [&["q1"][..], &["q22", "q333"], &["bad"], &["q4444"]]
+            .into_iter()
+            .map(|texts| {
+                let mut h = worker.handle();
+                let texts: Vec<String> = texts.iter().map(|t| (*t).to_owned()).collect();
+                let t = std::thread::spawn(move || {
+                    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    h.embed(&texts, InputKind::Query)
+                });
+                // In this order in the queue.
+                let n = worker.handle().queued().0 + 1;
+                wait_until(|| worker.handle().queued().0 == n);
+                t
+            })
+            .collect();
+        open.send(()).unwrap();
+        let answers: Vec<_> = queries.into_iter().map(|t| t.join().unwrap()).collect();
+        docs.join().unwrap().unwrap();
+        assert_eq!(answers[0].as_ref().unwrap(), &[[2.0]]);
+        assert_eq!(answers[1].as_ref().unwrap(), &[[3.0], [4.0]]);
+        assert!(answers[2].is_err(), "the failing job gets its error");
+        assert_eq!(answers[3].as_ref().unwrap(), &[[5.0]]);
+        // One joint call (which failed on "bad"), then one call a job.
+        let log = log.lock().unwrap().clone();
+        assert_eq!(
+            log,
+            [
+                vec!["d"],
+                vec!["q1", "q22", "q333", "bad", "q4444"],
+                vec!["q1"],
+                vec!["q22", "q333"],
+                vec!["bad"],
+                vec!["q4444"],
+            ]
+        );
+    }
+
+    #[test]
+    fn a_repeated_query_needs_no_call_and_the_oldest_are_forgotten() {
+        let (worker, log, _open, _entered) = gated();
+        let mut h = worker.handle();
+        assert_eq!(
+            h.embed(&["q", "rr"], InputKind::Query).unwrap(),
+            [[1.0], [2.0]]
+        );
+        assert_eq!(
+            h.embed(&["rr", "q"], InputKind::Query).unwrap(),
+            [[2.0], [1.0]]
+        );
+        assert_eq!(
+            h.embed(&["q", "new"], InputKind::Query).unwrap(),
+            [[1.0], [3.0]]
+        );
+        assert_eq!(log.lock().unwrap().len(), 2, "{:?}", log.lock().unwrap());
+        let mut recent = RecentQueries::default();
+        for n in 0..RecentQueries::CAPACITY + 1 {
+            recent.insert(&n.to_string(), &[n as f32]);
+        }
+        assert!(
+            recent.get_all(&["0".to_owned()]).is_none(),
+            "the oldest went"
+        );
+        assert_eq!(recent.get_all(&["1".to_owned()]), Some(vec![vec![1.0]]));
+        recent.insert(&"x".repeat(RecentQueries::MAX_TEXT_BYTES + 1), &[0.0]);
+        assert_eq!(recent.vectors.len(), RecentQueries::CAPACITY);
     }
 }
