@@ -3,6 +3,7 @@
 
   bench/concurrent-search.py CODESEARCH_BIN QUERIES.jsonl REPO [REPO...]
       [--clients 1,8,32,64] [--seconds 10] [--texts distinct|repeated]
+      [--mode hybrid|semantic|lexical]
 
 Indexes the repositories (waiting) through the client, then for each client
 count opens that many connections to the daemon's socket (as editors and agents
@@ -25,6 +26,7 @@ ap.add_argument("--clients", default="1,8,32,64")
 ap.add_argument("--seconds", type=float, default=10.0)
 ap.add_argument("--texts", choices=["distinct", "repeated"], default="distinct")
 ap.add_argument("--k", type=int, default=10)
+ap.add_argument("--mode", choices=["hybrid", "semantic", "lexical"], default="hybrid")
 a = ap.parse_args()
 
 for repo in a.repos:
@@ -43,7 +45,7 @@ def connect():
 
 def search(conn, reader, rid, text):
     req = {"jsonrpc": "2.0", "id": rid, "method": "search",
-           "params": {"query": text, "k": a.k, "repos": repos}}
+           "params": {"query": text, "k": a.k, "repos": repos, "mode": a.mode}}
     conn.sendall((json.dumps(req) + "\n").encode())
     while True:
         line = reader.readline()
@@ -92,7 +94,7 @@ for n, q in enumerate(queries[:10]):
     search(conn, reader, n + 1, q)
 conn.close()
 
-print(f"{'clients':>7}  {'searches/s':>10}  {'p50 ms':>7}  {'p99 ms':>7}  {'errors':>6}   ({a.texts} texts, {a.seconds:g} s each)")
+print(f"{'clients':>7}  {'searches/s':>10}  {'p50 ms':>7}  {'p99 ms':>7}  {'errors':>6}   ({a.texts} texts, {a.mode}, {a.seconds:g} s each)")
 for n in [int(c) for c in a.clients.split(",")]:
     lat, errors = [], []
     start = time.monotonic()

@@ -21,9 +21,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use codesearch_proto::{
     NoParams, RepoAddParams, RepoPathParams, RepoProgress, RepoReindexParams, RepoState,
-    RepoStatus, SearchParams, method,
+    RepoStatus, RepoSubscribeParams, SearchParams, method,
 };
-use serde_json::{Value, json};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -268,7 +267,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { json } => {
             let mut c = connect(&p)?;
             if json {
-                let s: Value = c.call(method::DAEMON_STATUS, json!(null))?;
+                let s = c.request_raw::<method::DaemonStatus>(&NoParams)?;
                 output::json(&mut out, &s)?;
             } else {
                 let s = c.request::<method::DaemonStatus>(&NoParams)?;
@@ -278,7 +277,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::List { json } => {
             let mut c = connect(&p)?;
             if json {
-                let repos: Value = c.call(method::REPO_LIST, json!(null))?;
+                let repos = c.request_raw::<method::RepoList>(&NoParams)?;
                 output::json(&mut out, &repos)?;
             } else {
                 let repos = c.request::<method::RepoList>(&NoParams)?;
@@ -306,7 +305,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut c = connect(&p)?;
             if !no_wait {
                 // Before the run starts, so no progress is missed.
-                let _: Value = c.call(method::REPO_SUBSCRIBE, json!({ "path": path }))?;
+                c.subscribe(&RepoSubscribeParams {
+                    path: Some(path.clone()),
+                })?;
             }
             let mut status = c.request::<method::RepoAdd>(&RepoAddParams {
                 path: path.clone(),

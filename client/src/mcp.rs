@@ -384,7 +384,7 @@ impl Bridge {
     fn status_daemon(&self) -> anyhow::Result<CallToolResult> {
         let mut c = self.connect()?;
         // Raw JSON: fields of a newer daemon pass through.
-        let mut status: Value = c.call(method::DAEMON_STATUS, Value::Null)?;
+        let mut status = c.request_raw::<method::DaemonStatus>(&NoParams)?;
         let repos: Vec<RepoStatus> =
             serde_json::from_value(status["repos"].clone()).unwrap_or_default();
         if let Some(obj) = status.as_object_mut() {

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use codesearch_proto::Method;
+use codesearch_proto::{Method, RepoSubscribeParams, method};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -74,10 +74,25 @@ impl Client {
         self.call(M::NAME, params)
     }
 
-    /// Calls `method` and decodes its result: for answers read as raw JSON
-    /// (`--json` output keeps fields this client does not know) and for
-    /// `repo.subscribe`, which has no [`Method`] marker.
-    pub fn call<T: DeserializeOwned>(&mut self, method: &str, params: Value) -> anyhow::Result<T> {
+    /// Calls method `M` and keeps its answer as raw JSON: `--json` output and
+    /// the MCP bridge pass on fields of a newer daemon that this client does
+    /// not know.
+    pub fn request_raw<M: Method>(&mut self, params: &M::Params) -> anyhow::Result<Value> {
+        let params = serde_json::to_value(params)
+            .with_context(|| format!("cannot encode the params of {}", M::NAME))?;
+        self.call(M::NAME, params)
+    }
+
+    /// Subscribes this connection to `repo.progress` (a subscription, not a
+    /// request-answer [`Method`]); the events come from [`Client::next_notification`].
+    pub fn subscribe(&mut self, params: &RepoSubscribeParams) -> anyhow::Result<()> {
+        let params = serde_json::to_value(params)?;
+        let _: Value = self.call(method::REPO_SUBSCRIBE, params)?;
+        Ok(())
+    }
+
+    /// Calls `method` and decodes its result.
+    fn call<T: DeserializeOwned>(&mut self, method: &str, params: Value) -> anyhow::Result<T> {
         let id = self.next_id;
         self.next_id += 1;
         let mut line =

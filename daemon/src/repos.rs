@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::chunk::Chunker;
 use crate::embed::{EmbedHandle, Embedder as _};
 use crate::index::{self, IndexOptions};
-use crate::store::{Manifest, SCHEMA_VERSION, Store, StoreError, StoreReader};
+use crate::store::{Manifest, Readers, SCHEMA_VERSION, Store, StoreError};
 use crate::walk;
 use crate::watch::{Batch, Changes};
 
@@ -60,8 +60,9 @@ pub struct Repo {
     pub model: String,
     /// The single writer. Indexing holds it for a whole run.
     pub writer: tokio::sync::Mutex<Store>,
-    /// Searches use this; SQLite WAL and the shared HNSW lock let it run beside the writer.
-    pub reader: Mutex<StoreReader>,
+    /// Searches borrow a reader each; SQLite WAL and the shared HNSW lock let
+    /// them run beside each other and beside the writer.
+    pub readers: Readers,
     status: Mutex<RepoStatus>,
     /// Where `repo.progress` goes; nobody listening is fine.
     events: tokio::sync::broadcast::Sender<RepoProgress>,
@@ -123,7 +124,7 @@ impl Repo {
             root: root.to_owned(),
             model: manifest.model,
             writer: tokio::sync::Mutex::new(store),
-            reader: Mutex::new(reader),
+            readers: Readers::for_this_machine(reader),
             status: Mutex::new(status),
             events,
             removed: std::sync::atomic::AtomicBool::new(false),
@@ -331,7 +332,7 @@ impl Repo {
                     store.replace_with(side)?;
                     // Searches move to the new index; a search still running
                     // finishes on the old one (its files stay open).
-                    *repo.reader.lock().unwrap_or_else(|p| p.into_inner()) = store.reader()?;
+                    repo.readers.replace(store.reader()?);
                     *repo
                         .last_hnsw_save
                         .lock()
@@ -430,11 +431,7 @@ impl Repo {
     /// batch), so `repo.list` counts up while a pass runs instead of showing
     /// the numbers from before it until the end.
     fn show_committed_counts(&self) {
-        let counts = self
-            .reader
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .counts();
+        let counts = self.readers.get().and_then(|r| r.counts());
         if let Ok((files, chunks)) = counts {
             self.update(|s| (s.files, s.chunks) = (files, chunks));
         }

@@ -368,7 +368,7 @@ impl Service {
             let (k, languages, paths) = (p.k, p.languages.clone(), paths.clone());
             let filtered = languages.is_some() || paths.is_some();
             let found = tokio::task::spawn_blocking(move || {
-                let reader = repo.reader.lock().unwrap_or_else(|e| e.into_inner());
+                let reader = repo.readers.get()?;
                 let keep = |r: &crate::store::ChunkRow| {
                     languages
                         .as_ref()

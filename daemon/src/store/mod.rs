@@ -15,6 +15,7 @@
 //! A store has exactly one writer: the `&mut self` methods.
 
 mod hnsw;
+mod readers;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 pub use hnsw::{Hnsw, quantize};
+pub use readers::{Lent, Readers};
 
 /// Bumped when the layout of the files below changes (3: the full-text index
 /// stems words with Porter's stemmer; 8: it holds the camelCase parts of
@@ -926,6 +928,24 @@ pub struct StoreReader {
 }
 
 impl StoreReader {
+    /// Another reader of the same index: its own SQLite connection, the same
+    /// HNSW index.
+    pub fn reopen(&self) -> Result<StoreReader, StoreError> {
+        let db = Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StoreError::Sqlite {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        Ok(StoreReader {
+            path: self.path.clone(),
+            db,
+            hnsw: self.hnsw.clone(),
+        })
+    }
+
     /// The `k` nearest chunks to `query`, with cosine similarity, best first.
     pub fn nearest(&self, query: &[f32], k: usize) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
         nearest(&self.db, &self.path, &self.hnsw, query, k)

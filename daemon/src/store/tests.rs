@@ -396,3 +396,45 @@ fn temporaries_a_crash_left_are_removed_on_open() {
     names.sort();
     assert_eq!(names, ["index.sqlite", "manifest.json", "vectors.usearch"]);
 }
+
+#[test]
+fn searches_borrow_readers_side_by_side_and_move_to_a_swapped_in_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("repo-index");
+    let mut s = Store::open(&dir, &manifest("minilm")).unwrap();
+    s.apply(vec![indexed("a.rs", &[1, 2]), indexed("b.rs", &[3])])
+        .unwrap();
+    let readers = Readers::new(s.reader().unwrap(), 2);
+    // Two at once, each with its own connection.
+    let (one, two) = (readers.get().unwrap(), readers.get().unwrap());
+    assert_eq!(one.counts().unwrap(), (2, 3));
+    assert_eq!(two.nearest(&unit(3), 1).unwrap()[0].0.path, "b.rs");
+    // A third waits until one is handed back.
+    std::thread::scope(|scope| {
+        let third = scope.spawn(|| readers.get().unwrap().counts().unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!third.is_finished(), "the limit is 2 readers");
+        drop(one);
+        assert_eq!(third.join().unwrap(), (2, 3));
+    });
+
+    // A full re-index swapped in: new searches read it; the one still
+    // running finishes on the old index.
+    let mut side = s.rebuild_beside().unwrap();
+    side.apply(vec![indexed("a.rs", &[1, 2])]).unwrap();
+    s.replace_with(side).unwrap();
+    readers.replace(s.reader().unwrap());
+    assert_eq!(two.counts().unwrap(), (2, 3), "the running search's index");
+    drop(two);
+    let (r1, r2) = (readers.get().unwrap(), readers.get().unwrap());
+    assert_eq!(
+        (r1.counts().unwrap(), r2.counts().unwrap()),
+        ((1, 2), (1, 2))
+    );
+    assert!(
+        r1.nearest(&unit(3), 3)
+            .unwrap()
+            .iter()
+            .all(|(c, _)| c.path == "a.rs")
+    );
+}
