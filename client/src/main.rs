@@ -230,16 +230,20 @@ fn paths(cli: &Cli) -> anyhow::Result<Paths> {
 /// `--batch-size` only shape a daemon this call starts: say so when one runs.
 fn connect(p: &Paths) -> anyhow::Result<rpc::Client> {
     let c = rpc::connect_or_start(&p.socket, &p.home, &p.daemon_args)?;
-    if !c.started && !p.daemon_args.is_empty() {
+    // Only flags typed on this command line: a device set once in the
+    // environment (CODESEARCH_EMBEDDING_DEVICE) is no news on every command.
+    let typed: Vec<&str> = p
+        .daemon_args
+        .iter()
+        .filter(|a| a.starts_with("--"))
+        .map(String::as_str)
+        .filter(|flag| std::env::args().any(|a| a == *flag || a.starts_with(&format!("{flag}="))))
+        .collect();
+    if !c.started && !typed.is_empty() {
         let _ = writeln!(
             std::io::stderr(),
             "codesearch: note: codesearchd is already running, so {} does not apply; `codesearch daemon stop` first to restart it with them",
-            p.daemon_args
-                .iter()
-                .filter(|a| a.starts_with("--"))
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(" and ")
+            typed.join(" and ")
         );
     }
     Ok(c.client)
