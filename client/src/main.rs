@@ -134,7 +134,8 @@ const MCP_ABOUT: &str = "\
 Serve the Model Context Protocol (MCP) on stdin/stdout, for coding agents.
 
 Tools: `search` (ranked hits packed into a token budget, whole definitions
-grouped by file), `index` (start or refresh a repository's index) and `status`.
+grouped by file), `definition` (where a name is defined), `index` (start or
+refresh a repository's index) and `status`.
 Each session is a thin bridge to the one codesearchd of this user, started when
 it does not run: many agents share one daemon and one model.
 

@@ -11,8 +11,8 @@
 use std::path::{Path, PathBuf};
 
 use codesearch_proto::{
-    NoParams, RepoAddParams, RepoReindexParams, RepoState, RepoStatus, SearchParams, code, limits,
-    method,
+    Hit, NoParams, RepoAddParams, RepoReindexParams, RepoState, RepoStatus, SearchParams, code,
+    limits, method,
 };
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -38,6 +38,15 @@ pub const MAX_MAX_TOKENS: usize = 100_000;
 /// Tokens kept for the answer's first and last lines (counts and notes), so
 /// the whole answer, not only the code, keeps to `max_tokens`.
 const FRAME_TOKENS: usize = 64;
+
+/// How long one request to the daemon may take (a search waits for the model
+/// to load after a start, a few seconds on a CPU).
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Hits searched for the definitions of a name: its definitions come first in
+/// a name query's ranking, and overloads, impls and same-named methods of other
+/// types need room.
+const DEFINITION_CANDIDATES: usize = 50;
 
 /// Where the daemon is and how to start it: the CLI's settings.
 #[derive(Debug, Clone)]
@@ -123,6 +132,22 @@ pub struct IndexArgs {
     pub full: Option<bool>,
 }
 
+/// `definition` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DefinitionArgs {
+    /// The name to find the definitions of: a function, method, class, type,
+    /// trait or constant, bare (`parse_config`) or qualified (`Client.send`,
+    /// `Vec::push`).
+    pub name: String,
+    /// Repository roots to look in; default as for `search`.
+    #[serde(default)]
+    pub repos: Option<Vec<String>>,
+    /// Most tokens the answer may take (default 6000).
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
+}
+
 /// `status` arguments: none.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -175,6 +200,19 @@ impl Bridge {
         blocking(move || bridge.index_blocking(args)).await
     }
 
+    /// Where a name is defined.
+    #[tool(
+        name = "definition",
+        description = "Find where a function, method, class, type, trait or constant is defined, by its exact name (`parse_config`) or a qualified one (`Client.send`, `Vec::push`). Returns each definition whole, with its path and line numbers, best first. Cheaper and more precise than `search` when you know the name; use `search` for behaviour described in words."
+    )]
+    async fn definition(
+        &self,
+        Parameters(args): Parameters<DefinitionArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        let bridge = self.clone();
+        blocking(move || bridge.definition_blocking(args)).await
+    }
+
     /// The daemon and its repositories.
     #[tool(
         name = "status",
@@ -213,8 +251,12 @@ async fn blocking(
 
 impl Bridge {
     fn connect(&self) -> anyhow::Result<rpc::Client> {
-        rpc::connect_or_start(&self.daemon.socket, &self.daemon.home, &self.daemon.args)
-            .map(|c| c.client)
+        let mut c =
+            rpc::connect_or_start(&self.daemon.socket, &self.daemon.home, &self.daemon.args)?
+                .client;
+        // An agent waits on every tool call: a daemon that hangs must not hang it.
+        c.set_timeout(CALL_TIMEOUT)?;
+        Ok(c)
     }
 
     /// `path` made absolute against the server's working directory.
@@ -340,6 +382,79 @@ impl Bridge {
         Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
     }
 
+    fn definition_blocking(&self, args: DefinitionArgs) -> Result<CallToolResult, McpError> {
+        let name = args.name.trim().to_owned();
+        if name.is_empty() || name.split_whitespace().count() > 1 {
+            return Ok(invalid(format!(
+                "`name` is {:?}; give one identifier, optionally qualified (`Client.send`); describe behaviour with `search` instead",
+                args.name
+            )));
+        }
+        let max_tokens = args.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+        if !(FRAME_TOKENS * 2..=MAX_MAX_TOKENS).contains(&max_tokens) {
+            return Ok(invalid(format!(
+                "`max_tokens` is {max_tokens}; give {} to {MAX_MAX_TOKENS}",
+                FRAME_TOKENS * 2
+            )));
+        }
+        self.definition_daemon(&name, args.repos, max_tokens)
+            .or_else(tool_error)
+    }
+
+    fn definition_daemon(
+        &self,
+        name: &str,
+        repos: Option<Vec<String>>,
+        max_tokens: usize,
+    ) -> anyhow::Result<CallToolResult> {
+        let mut c = self.connect()?;
+        let repos = match repos {
+            Some(r) if !r.is_empty() => Some(r.iter().map(|p| self.absolute(p)).collect()),
+            _ => self.working_directory_repo(&mut c)?.map(|r| vec![r]),
+        };
+        let result = c.request::<method::Search>(&SearchParams {
+            query: name.to_owned(),
+            k: DEFINITION_CANDIDATES,
+            repos,
+            languages: None,
+            paths: None,
+            mode: None,
+        })?;
+        let found: Vec<Hit> = result
+            .results
+            .into_iter()
+            .filter(|h| h.symbol.as_deref().is_some_and(|s| defines(s, name)))
+            .collect();
+        if found.is_empty() {
+            return Ok(CallToolResult::success(vec![ContentBlock::text(format!(
+                "No definition named `{name}` is indexed in this scope. `search` finds code by what it does, or by a part of a name."
+            ))]));
+        }
+        let packed = pack::pack(
+            &found,
+            0,
+            max_tokens - FRAME_TOKENS,
+            pack::Format::Text,
+            pack::read_file,
+        );
+        let mut text = format!("{} definition(s) of `{name}`, best first:\n\n", found.len());
+        if estimate_tokens(&text) > FRAME_TOKENS / 2 {
+            text = "Definitions, best first:\n\n".to_owned();
+        }
+        text.push_str(&packed.render(pack::Format::Text));
+        if packed.files.is_empty() {
+            text.push_str(&format!(
+                "The first definition does not fit in max_tokens={max_tokens}; raise max_tokens.\n"
+            ));
+        } else if packed.omitted > 0 {
+            text.push_str(&format!(
+                "\n({} more left out to keep within max_tokens={max_tokens}.)\n",
+                packed.omitted
+            ));
+        }
+        Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
+    }
+
     fn index_blocking(&self, args: IndexArgs) -> Result<CallToolResult, McpError> {
         self.index_daemon(args).or_else(tool_error)
     }
@@ -395,6 +510,20 @@ impl Bridge {
         }
         json_result(&status)
     }
+}
+
+/// Whether a chunk's qualified `symbol` defines `name`: the same last parts,
+/// whatever separates them (`::`, `.`, `#`, `/`), and ASCII case kept (in most
+/// languages `Config` and `config` are two things).
+fn defines(symbol: &str, name: &str) -> bool {
+    let parts = |s: &str| -> Vec<String> {
+        s.split([':', '.', '#', '/', '\\'])
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let (symbol, name) = (parts(symbol), parts(name));
+    !name.is_empty() && symbol.ends_with(&name)
 }
 
 /// The longest registered root that contains `dir`.
@@ -497,6 +626,18 @@ mod tests {
         // A sibling that shares a prefix of the name is not a parent.
         assert_eq!(containing(Path::new("/w/abc"), &repos), None);
         assert_eq!(containing(Path::new("/elsewhere"), &repos), None);
+    }
+
+    #[test]
+    fn a_symbol_defines_a_name_when_their_last_parts_agree() {
+        assert!(defines("Client::send", "send"));
+        assert!(defines("Client.send", "Client::send"));
+        assert!(defines("pkg/errors.Wrap", "Wrap"));
+        assert!(defines("Wrap", "Wrap"));
+        assert!(!defines("Client::send_all", "send"));
+        assert!(!defines("Client::send", "Other.send"));
+        assert!(!defines("wrap", "Wrap"), "case is kept");
+        assert!(!defines("Client::send", "::"));
     }
 
     #[test]

@@ -58,9 +58,29 @@ impl Client {
         }
     }
 
+    /// Gives up on an answer after `limit` (none by default: an indexing pass
+    /// followed by `codesearch index` may run for an hour). A read that times
+    /// out leaves the connection unusable; open another.
+    pub fn set_timeout(&mut self, limit: Duration) -> std::io::Result<()> {
+        self.reader.get_ref().set_read_timeout(Some(limit))?;
+        self.reader.get_ref().set_write_timeout(Some(limit))
+    }
+
     fn read_message(&mut self, waiting_for: &str) -> anyhow::Result<Value> {
         let mut line = String::new();
-        self.reader.read_line(&mut line).map_err(closed)?;
+        if let Err(e) = self.reader.read_line(&mut line) {
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) {
+                let limit = self.reader.get_ref().read_timeout().ok().flatten();
+                bail!(
+                    "the daemon did not answer {waiting_for} within {} s; it may be overloaded or stuck (its log is in the codesearch home, logs/codesearchd.log)",
+                    limit.map_or(0, |l| l.as_secs())
+                );
+            }
+            return Err(closed(e));
+        }
         if line.is_empty() {
             bail!("the daemon closed the connection while the client waited for {waiting_for}");
         }
@@ -221,4 +241,35 @@ fn daemon_binary() -> PathBuf {
         .and_then(|exe| exe.parent().map(|d| d.join("codesearchd")))
         .filter(|p| p.is_file())
         .unwrap_or_else(|| PathBuf::from("codesearchd"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_daemon_that_does_not_answer_in_time_is_an_error_that_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("silent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        // Accepts and reads, never answers.
+        let server = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            let mut conn = BufReader::new(conn);
+            let mut line = String::new();
+            let _ = conn.read_line(&mut line);
+            std::thread::sleep(Duration::from_millis(500));
+            drop(conn);
+        });
+        let mut c = Client::connect(&socket).unwrap();
+        c.set_timeout(Duration::from_millis(100)).unwrap();
+        let started = Instant::now();
+        let err = c
+            .request::<method::RepoList>(&codesearch_proto::NoParams)
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let err = format!("{err:#}");
+        assert!(err.contains("did not answer repo.list within"), "{err}");
+        server.join().unwrap();
+    }
 }

@@ -89,7 +89,7 @@ async def basics():
             check(init.server_info.name == "codesearch", "initialize names the server")
             check(took < 5, f"initialize answers at once ({took:.2f} s)")
             tools = {t.name: t for t in (await session.list_tools()).tools}
-            check({"search", "index", "status"} <= set(tools), f"tools/list: {sorted(tools)}")
+            check({"search", "index", "status", "definition"} <= set(tools), f"tools/list: {sorted(tools)}")
             props = tools["search"].input_schema["properties"]
             check(
                 {"query", "k", "repos", "languages", "paths", "mode", "max_tokens"} <= set(props),
@@ -125,6 +125,16 @@ async def basics():
                 tokens = (len(body.encode()) + 2) // 3
                 check(tokens <= budget, f"max_tokens {budget} is kept ({tokens} estimated tokens)")
                 check("max_tokens" in body, f"what max_tokens {budget} left out is said", body[-400:])
+
+            result = await call(session, "definition", {"name": "Wrap"})
+            body = text(result)
+            first_file = next((l for l in body.splitlines() if l.startswith("/")), "")
+            check(not result.is_error and first_file.endswith("/errors.go") and "func Wrap(" in body,
+                  "definition finds func Wrap in errors.go first", body[:1500])
+            result = await call(session, "definition", {"name": "NoSuchThingAnywhere"})
+            check(not result.is_error and "No definition" in text(result), "an unknown name is said in words", text(result))
+            result = await call(session, "definition", {"name": "wrap an error"})
+            check(result.is_error and "search" in text(result), "a sentence is sent to search", text(result))
 
             result = await call(session, "search", {"query": QUERY, "languages": ["cobol"]})
             check(not result.is_error and "No hits" in text(result), "no hits is said in words", text(result))
