@@ -10,6 +10,7 @@
 //! - `lifecycle`: shutdown within 2 s mid-pass, 20 `kill -9`s that converge, Ctrl-C in a terminal, status while a model loads.
 //! - `daemon`: the real daemon over its socket: methods, bad input, permissions, one per home.
 //! - `embed`: the candle engine against sentence-transformers' reference vectors.
+//! - `models`: BERT with CLS pooling, RoBERTa and XLM-RoBERTa against transformers on tiny checked-in checkpoints.
 //! - `fault`: a fuzzing client, pseudo-filesystems, 32 concurrent clients, a hostile tree.
 //! - `client`: the `codesearch` client end to end, exit codes and output formats.
 //! - `cli`: the `codesearchd` binary's benchmark and its error messages.
@@ -27,6 +28,7 @@ mod index;
 mod layout;
 mod lifecycle;
 mod mcp;
+mod models;
 mod nvim;
 mod service;
 mod util;

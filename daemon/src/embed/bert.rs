@@ -41,9 +41,28 @@ pub struct BertConfig {
     /// Id of the padding token.
     #[serde(default)]
     pub pad_token_id: u32,
-    /// `bert`, or another family that shares the layout.
+    /// `bert`, or another family that shares the layout (`roberta`,
+    /// `xlm-roberta`).
     #[serde(default)]
     pub model_type: Option<String>,
+}
+
+impl BertConfig {
+    /// The family's first position id: RoBERTa and XLM-RoBERTa number real
+    /// tokens from `pad_token_id + 1` (their position table has that many
+    /// extra rows); BERT from 0.
+    pub fn position_offset(&self) -> usize {
+        match self.model_type.as_deref() {
+            Some("roberta" | "xlm-roberta") => self.pad_token_id as usize + 1,
+            _ => 0,
+        }
+    }
+
+    /// Tokens the position table covers after the offset.
+    pub fn max_tokens(&self) -> usize {
+        self.max_position_embeddings
+            .saturating_sub(self.position_offset())
+    }
 }
 
 fn default_act() -> String {
@@ -102,15 +121,23 @@ pub struct Bert {
     emb_params: Option<Tensor>,
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     eps: f64,
+    /// The first real token's position id ([`BertConfig::position_offset`]).
+    /// Rows are padded on the right, so real tokens take the positions from
+    /// here on, as the reference implementations give them; padding takes
+    /// the following ones, which no real token attends to.
+    position_offset: u32,
 }
 
 impl Bert {
-    /// Builds the encoder from safetensors weights (with or without a `bert.` prefix).
+    /// Builds the encoder from its weights (with or without a `bert.` or
+    /// `roberta.` prefix, as the model's own class or a task head saves them).
     pub fn load(vb: VarBuilder, cfg: &BertConfig) -> Result<Self> {
-        let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
-            vb.pp("bert")
-        } else {
-            vb
+        let vb = match ["bert", "roberta"]
+            .into_iter()
+            .find(|p| vb.contains_tensor(&format!("{p}.embeddings.word_embeddings.weight")))
+        {
+            Some(prefix) => vb.pp(prefix),
+            None => vb,
         };
         let act = match cfg.hidden_act.as_str() {
             "gelu" => Act::GeluErf,
@@ -182,6 +209,7 @@ impl Bert {
             fused_cuda,
             emb_params,
             eps,
+            position_offset: cfg.position_offset() as u32,
         })
     }
 
@@ -208,7 +236,11 @@ impl Bert {
         if self.fused_cuda {
             return self.begin_fused(ids, lens);
         }
-        let positions = Tensor::arange(0u32, len as u32, &self.device)?;
+        let positions = Tensor::arange(
+            self.position_offset,
+            self.position_offset + len as u32,
+            &self.device,
+        )?;
         let x = self
             .word
             .forward(&ids.flatten_all()?)?
@@ -454,7 +486,8 @@ impl Bert {
     /// then one add-and-norm kernel.
     fn begin_fused(&self, ids: &Tensor, lens: &[usize]) -> Result<Pass> {
         let (b, len) = ids.dims2()?;
-        let positions: Vec<u32> = (0..b).flat_map(|_| 0..len as u32).collect();
+        let first = self.position_offset;
+        let positions: Vec<u32> = (0..b).flat_map(|_| first..first + len as u32).collect();
         let positions = Tensor::from_vec(positions, b * len, &self.device)?;
         let word = self.word.forward(&ids.flatten_all()?)?;
         let pos = self.position.forward(&positions)?;

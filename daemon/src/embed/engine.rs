@@ -83,19 +83,58 @@ pub struct CandleEmbedder {
     pad_id: u32,
     policy: BatchPolicy,
     stats: EmbedStats,
+    /// Prepended to queries and to documents: the model's own prompts where
+    /// its folder names them, else the registry's.
+    query_prefix: String,
+    document_prefix: String,
 }
 
+/// `1_Pooling/config.json`: sentence-transformers before 6 writes one flag per
+/// mode, 6 and later one `pooling_mode` string.
 #[derive(Deserialize)]
 struct PoolingConfig {
     #[serde(default)]
     pooling_mode_cls_token: bool,
     #[serde(default)]
     pooling_mode_mean_tokens: bool,
+    #[serde(default)]
+    pooling_mode: Option<String>,
 }
 
+impl PoolingConfig {
+    fn pooling(&self) -> Option<Pooling> {
+        match self.pooling_mode.as_deref() {
+            Some("cls") => Some(Pooling::Cls),
+            Some("mean") => Some(Pooling::Mean),
+            Some(_) => None,
+            None if self.pooling_mode_cls_token => Some(Pooling::Cls),
+            None if self.pooling_mode_mean_tokens => Some(Pooling::Mean),
+            None => None,
+        }
+    }
+}
+
+/// `sentence_bert_config.json`; sentence-transformers 6 and later leave the
+/// length out of it (it is the tokenizer's `model_max_length` then).
 #[derive(Deserialize)]
 struct SentenceBertConfig {
     max_seq_length: Option<usize>,
+}
+
+/// `tokenizer_config.json`.
+#[derive(Deserialize)]
+struct TokenizerConfig {
+    /// transformers writes a huge sentinel (about 1e30) when a model sets none.
+    #[serde(default)]
+    model_max_length: Option<f64>,
+}
+
+/// `config_sentence_transformers.json`: the prompts a model wants before
+/// queries and documents (sentence-transformers 3 and later).
+#[derive(Deserialize)]
+struct SentenceTransformersConfig {
+    #[serde(default)]
+    prompts: std::collections::HashMap<String, String>,
 }
 
 impl CandleEmbedder {
@@ -110,33 +149,58 @@ impl CandleEmbedder {
         let model = spec.name;
         let config_path = dir.file("config.json");
         let cfg: BertConfig = read_json(model, &config_path)?;
-        if let Some(t) = cfg.model_type.as_deref().filter(|t| *t != "bert") {
+        if let Some(t) = cfg
+            .model_type
+            .as_deref()
+            .filter(|t| !matches!(*t, "bert" | "roberta" | "xlm-roberta"))
+        {
             return Err(EmbedError::bad_file(
                 model,
                 &config_path,
-                format!("model_type `{t}` is not a BERT model"),
+                format!(
+                    "model_type `{t}` is not one this engine runs (bert, roberta, xlm-roberta)"
+                ),
             ));
         }
         let pooling =
             match read_optional_json::<PoolingConfig>(model, &dir.file("1_Pooling/config.json"))? {
-                Some(p) if p.pooling_mode_cls_token => Pooling::Cls,
-                Some(p) if p.pooling_mode_mean_tokens => Pooling::Mean,
-                Some(_) => {
-                    return Err(EmbedError::bad_file(
+                Some(p) => p.pooling().ok_or_else(|| {
+                    EmbedError::bad_file(
                         model,
                         &dir.file("1_Pooling/config.json"),
                         "only mean and CLS pooling are supported",
-                    ));
-                }
+                    )
+                })?,
                 None => spec.pooling,
             };
+        let from_tokenizer =
+            read_optional_json::<TokenizerConfig>(model, &dir.file("tokenizer_config.json"))?
+                .and_then(|c| c.model_max_length)
+                .filter(|n| (1.0..=1e6).contains(n))
+                .map(|n| n as usize);
         let max_tokens = read_optional_json::<SentenceBertConfig>(
             model,
             &dir.file("sentence_bert_config.json"),
         )?
         .and_then(|c| c.max_seq_length)
+        .or(from_tokenizer)
         .unwrap_or(spec.max_tokens)
-        .min(cfg.max_position_embeddings);
+        .min(cfg.max_tokens());
+        let prompts = read_optional_json::<SentenceTransformersConfig>(
+            model,
+            &dir.file("config_sentence_transformers.json"),
+        )?
+        .map(|c| c.prompts)
+        .unwrap_or_default();
+        let prompt = |kind: &str, registry: &str| {
+            prompts
+                .get(kind)
+                .filter(|p| !p.is_empty())
+                .cloned()
+                .unwrap_or_else(|| registry.to_owned())
+        };
+        let query_prefix = prompt("query", spec.query_prefix);
+        let document_prefix = prompt("document", spec.document_prefix);
 
         let tokenizer_path = dir.file("tokenizer.json");
         let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
@@ -189,6 +253,8 @@ impl CandleEmbedder {
             pad_id: cfg.pad_token_id,
             policy,
             stats: EmbedStats::default(),
+            query_prefix,
+            document_prefix,
         })
     }
 
@@ -300,10 +366,12 @@ impl Embedder for CandleEmbedder {
         kind: InputKind,
         pause: &mut dyn FnMut(&mut dyn Embedder),
     ) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let prefix: &str = match kind {
-            InputKind::Query => self.spec.query_prefix,
-            InputKind::Document => self.spec.document_prefix,
+        // Owned: the tokenizing thread reads it while the model runs.
+        let prefix = match kind {
+            InputKind::Query => self.query_prefix.clone(),
+            InputKind::Document => self.document_prefix.clone(),
         };
+        let prefix = prefix.as_str();
         let started = std::time::Instant::now();
         // Groups of texts tokenized and length-sorted together. A call of more than one
         // group is ordered by byte length first, so each group holds texts of similar

@@ -36,7 +36,9 @@ impl Arch {
 
     /// Whether this build can run the architecture.
     pub fn is_supported(self) -> bool {
-        matches!(self, Arch::Bert)
+        // RoBERTa and XLM-RoBERTa are BERT's layout with positions numbered
+        // after the padding id (`BertConfig::position_offset`).
+        matches!(self, Arch::Bert | Arch::Roberta | Arch::XlmRoberta)
     }
 }
 
