@@ -17,20 +17,22 @@ reference.json ({"texts", "queries", "query_prefix", "documents": [[…]],
 "query_vectors": [[…]]}, vectors L2-normalised as sentence-transformers gives
 them). The fixtures are checked in (about 200 KB each), so CI needs no torch:
 PyPI's torch for Linux is the CUDA build, gigabytes with its nvidia-* wheels,
-too heavy for a test set-up. Deterministic for one version of these packages
-(seeded); the versions used are written into reference.json.
+too heavy for a test set-up. The weights are seeded, but the tokenizer
+trainers may break ties differently from run to run: a run rewrites every
+fixture, each consistent in itself (the versions used are in reference.json).
 
 Random weights are drawn wider than transformers' default (std 0.02 would make
 every text's vector nearly the same, and a test comparing them could not fail):
 the script checks that the chunks' vectors differ from each other.
 """
-import argparse, json, os, pathlib, shutil
+import argparse, json, os, pathlib, re, shutil, tempfile
 
 import numpy as np
 import torch
 import transformers
 import sentence_transformers
 from sentence_transformers import SentenceTransformer, models as st_models
+from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 ap = argparse.ArgumentParser()
@@ -151,3 +153,88 @@ for name, (make_tokenizer, config_class, extra, pooling, registry_name, query_pr
     }, open(out / "reference.json", "w"), indent=0)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"{name}: {size / 1024:.0f} KB, vocab {tok.get_vocab_size()}, min cosine between chunks {off_diagonal.min():.3f}")
+
+
+# NomicBert: transformers' own implementation (5.x) computes the reference; the
+# fixture holds the checkpoint as the hub has nomic-embed-text-v1.5 (its custom
+# code's config and weight names: Wqkv, fc11/fc12/fc2, norm1/norm2, emb_ln),
+# which is what users' caches hold and what the engine reads.
+NOMIC_PROMPTS = {"query": "search_query: ", "document": "search_document: "}
+name = "nomic"
+out = pathlib.Path(a.out) / name
+shutil.rmtree(out, ignore_errors=True)
+out.mkdir(parents=True)
+torch.manual_seed(7)
+tok, _ = wordpiece()
+fast = transformers.BertTokenizerFast(tokenizer_object=tok, model_max_length=MAX_SEQ, pad_token="[PAD]",
+                                      unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+cfg = transformers.NomicBertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+                                   num_attention_heads=4, intermediate_size=64, max_position_embeddings=MAX_SEQ,
+                                   hidden_act="silu", initializer_range=0.4, pad_token_id=0, type_vocab_size=2,
+                                   rope_parameters={"rope_type": "default", "rope_theta": 1000.0})
+model = transformers.NomicBertModel(cfg)
+model.eval()
+with tempfile.TemporaryDirectory() as native:
+    model.save_pretrained(native, safe_serialization=True)
+    fast.save_pretrained(native)
+    word = st_models.Transformer(native, max_seq_length=MAX_SEQ)
+    pool = st_models.Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
+    st = SentenceTransformer(modules=[word, pool, st_models.Normalize()], device="cpu", prompts=NOMIC_PROMPTS)
+    st.save(str(out))
+    with torch.inference_mode():
+        docs = st.encode(TEXTS, prompt_name="document", batch_size=4, normalize_embeddings=True,
+                         convert_to_numpy=True)
+        queries = st.encode(QUERIES, prompt_name="query", batch_size=4, normalize_embeddings=True,
+                            convert_to_numpy=True)
+
+# The hub's names.
+state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+hub = {}
+for k in list(state):
+    m = re.fullmatch(r"layers\.(\d+)\.(.+)", k)
+    if k.startswith("embeddings.LayerNorm."):
+        hub["emb_ln." + k.rsplit(".", 1)[1]] = state.pop(k)
+    elif k.startswith("embeddings."):
+        hub[k] = state.pop(k)
+    elif m:
+        i, rest = m.groups()
+        renamed = {"self_attn.o_proj.weight": "attn.out_proj.weight", "mlp.up_proj.weight": "mlp.fc11.weight",
+                   "mlp.gate_proj.weight": "mlp.fc12.weight", "mlp.down_proj.weight": "mlp.fc2.weight",
+                   "post_attention_layernorm.weight": "norm1.weight", "post_attention_layernorm.bias": "norm1.bias",
+                   "post_mlp_layernorm.weight": "norm2.weight", "post_mlp_layernorm.bias": "norm2.bias"}.get(rest)
+        if renamed:
+            hub[f"encoder.layers.{i}.{renamed}"] = state.pop(k)
+for i in range(cfg.num_hidden_layers):
+    hub[f"encoder.layers.{i}.attn.Wqkv.weight"] = torch.cat(
+        [state.pop(f"layers.{i}.self_attn.{p}_proj.weight") for p in "qkv"], 0).contiguous()
+assert not state, f"weights not carried over: {sorted(state)}"
+keep = {"tokenizer.json", "tokenizer_config.json", "1_Pooling", "sentence_bert_config.json",
+        "config_sentence_transformers.json"}
+for p in out.iterdir():
+    if p.name not in keep:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+save_file(hub, str(out / "model.safetensors"))
+json.dump({
+    "architectures": ["NomicBertModel"], "model_type": "nomic_bert", "activation_function": "swiglu",
+    "vocab_size": cfg.vocab_size, "n_embd": cfg.hidden_size, "n_head": cfg.num_attention_heads,
+    "n_layer": cfg.num_hidden_layers, "n_inner": cfg.intermediate_size, "n_positions": MAX_SEQ,
+    "max_trained_positions": MAX_SEQ, "type_vocab_size": cfg.type_vocab_size, "layer_norm_epsilon": cfg.layer_norm_eps,
+    "rotary_emb_base": 1000, "rotary_emb_fraction": 1.0, "rotary_emb_interleaved": False, "prenorm": False,
+    "qkv_proj_bias": False, "mlp_fc1_bias": False, "mlp_fc2_bias": False, "pad_token_id": 0,
+}, open(out / "config.json", "w"), indent=2)
+sims = docs @ docs.T
+off_diagonal = sims[~np.eye(len(TEXTS), dtype=bool)]
+assert off_diagonal.min() < 0.9, f"{name}: the chunks' vectors are too alike to test with ({off_diagonal.min():.3f})"
+json.dump({
+    "made_with": {"torch": torch.__version__, "transformers": transformers.__version__,
+                  "sentence-transformers": sentence_transformers.__version__},
+    "model": "nomic",
+    "max_seq_length": MAX_SEQ,
+    "texts": TEXTS,
+    "queries": QUERIES,
+    "query_prefix": NOMIC_PROMPTS["query"],
+    "documents": [[round(float(x), 7) for x in v] for v in docs],
+    "query_vectors": [[round(float(x), 7) for x in v] for v in queries],
+}, open(out / "reference.json", "w"), indent=0)
+size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+print(f"{name}: {size / 1024:.0f} KB, vocab {tok.get_vocab_size()}, min cosine between chunks {off_diagonal.min():.3f}")

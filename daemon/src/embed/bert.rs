@@ -83,24 +83,66 @@ enum Act {
 }
 
 #[derive(Debug)]
-struct Layer {
-    qkv: Linear,
-    attn_out: Linear,
-    attn_norm: LayerNorm,
-    up: Linear,
-    down: Linear,
-    out_norm: LayerNorm,
+pub(super) struct Layer {
+    pub(super) qkv: Linear,
+    pub(super) attn_out: Linear,
+    pub(super) attn_norm: LayerNorm,
+    pub(super) up: Linear,
+    /// SwiGLU's gate (NomicBert): the feed-forward block is
+    /// `down(silu(gate(x)) * up(x))` instead of `down(act(up(x)))`.
+    pub(super) gate: Option<Linear>,
+    pub(super) down: Linear,
+    pub(super) out_norm: LayerNorm,
     /// For the fused CUDA kernels: `[3, hidden]` = attention output bias, norm
     /// weight, norm bias; and the same for the feed-forward block.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    fused: Option<(Tensor, Tensor)>,
+    pub(super) fused: Option<(Tensor, Tensor)>,
+}
+
+/// Rotary position embeddings (NomicBert), GPT-NeoX layout: the two halves of
+/// each head's query and key are rotated by the same frequencies.
+#[derive(Debug)]
+pub(super) struct Rotary {
+    /// `1 / base^(2i / head_dim)` for `i` in `0..head_dim / 2`.
+    pub(super) inv_freq: Vec<f32>,
+}
+
+impl Rotary {
+    /// Rotates the query and key parts of `qkv` (`[b * len, 3 * hidden]`) by
+    /// each token's position in its row.
+    fn apply(&self, qkv: &Tensor, b: usize, len: usize, heads: usize) -> Result<Tensor> {
+        let half = self.inv_freq.len();
+        let hd = half * 2;
+        let (mut cos, mut sin) = (Vec::with_capacity(len * hd), Vec::with_capacity(len * hd));
+        for p in 0..len {
+            for i in 0..hd {
+                let angle = p as f32 * self.inv_freq[i % half];
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        let table = |v: Vec<f32>| {
+            Tensor::from_vec(v, (1, len, 1, 1, hd), qkv.device())?.to_dtype(qkv.dtype())
+        };
+        let (cos, sin) = (table(cos)?, table(sin)?);
+        let x = qkv.reshape((b, len, 3, heads, hd))?;
+        let qk = x.narrow(2, 0, 2)?;
+        let rotated = Tensor::cat(
+            &[&qk.narrow(4, half, half)?.neg()?, &qk.narrow(4, 0, half)?],
+            4,
+        )?;
+        let qk = (qk.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?;
+        Tensor::cat(&[&qk, &x.narrow(2, 2, 1)?], 2)?.reshape((b * len, 3 * heads * hd))
+    }
 }
 
 /// A loaded BERT encoder on one device, in one dtype.
 #[derive(Debug)]
 pub struct Bert {
     word: Embedding,
-    position: Embedding,
+    /// Absolute positions (BERT, RoBERTa); `None` where `rotary` stands in.
+    position: Option<Embedding>,
+    rotary: Option<Rotary>,
     token_type: Tensor,
     emb_norm: LayerNorm,
     layers: Vec<Layer>,
@@ -195,7 +237,8 @@ impl Bert {
         };
         Ok(Self {
             word,
-            position,
+            position: Some(position),
+            rotary: None,
             token_type,
             emb_norm,
             layers,
@@ -241,12 +284,14 @@ impl Bert {
             self.position_offset + len as u32,
             &self.device,
         )?;
-        let x = self
+        let mut x = self
             .word
             .forward(&ids.flatten_all()?)?
-            .reshape((b, len, self.hidden))?
-            .broadcast_add(&self.position.forward(&positions)?)?
-            .broadcast_add(&self.token_type)?;
+            .reshape((b, len, self.hidden))?;
+        if let Some(position) = &self.position {
+            x = x.broadcast_add(&position.forward(&positions)?)?;
+        }
+        let x = x.broadcast_add(&self.token_type)?;
         let x = self.emb_norm.forward(&x.reshape((b * len, self.hidden))?)?;
         // 0 where attended, a large finite negative where padded: finite in every
         // dtype, so `0 * fill` never makes NaN and softmax gives padding zero weight.
@@ -322,7 +367,10 @@ impl Bert {
     }
 
     fn self_attention(&self, layer: &Layer, x: &Tensor, batch: &Batch) -> Result<Tensor> {
-        let qkv = self.linear(&layer.qkv, x)?;
+        let mut qkv = self.linear(&layer.qkv, x)?;
+        if let Some(rotary) = &self.rotary {
+            qkv = rotary.apply(&qkv, batch.b, batch.len, self.heads)?;
+        }
         let ctx = if self.fused_cpu {
             qkv.apply_op1_no_bwd(&Attention {
                 batch: batch.b,
@@ -342,6 +390,12 @@ impl Bert {
 
     fn feed_forward(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
         let up = self.linear(&layer.up, x)?;
+        if let Some(gate) = &layer.gate {
+            let gated = (candle_nn::ops::silu(&self.linear(gate, x)?)? * up)?;
+            return layer
+                .out_norm
+                .forward(&(self.linear(&layer.down, &gated)? + x)?);
+        }
         let up = match self.act {
             Act::GeluErf if self.fused_cpu => up.apply_op1_no_bwd(&GeluErf)?,
             Act::GeluErf => up.gelu_erf()?,
@@ -432,6 +486,54 @@ fn norm_params(bias: &Tensor, norm: &LayerNorm) -> Result<Tensor> {
     Tensor::stack(&[bias, norm.weight(), beta], 0)?.contiguous()
 }
 
+/// The pieces of an encoder whose weights another module read (NomicBert's
+/// names and config, `nomic.rs`): no absolute positions, rotary ones instead.
+pub(super) struct RotaryParts {
+    pub(super) word: Embedding,
+    /// The token-type row 0, added to every token.
+    pub(super) token_type: Tensor,
+    pub(super) emb_norm: LayerNorm,
+    pub(super) layers: Vec<Layer>,
+    pub(super) rotary: Rotary,
+    pub(super) heads: usize,
+    pub(super) hidden: usize,
+    pub(super) eps: f64,
+}
+
+impl Bert {
+    /// Whether the fused CPU kernels run for weights in `vb` (f32 on the CPU);
+    /// elsewhere the query weights must come scaled by `1/√head_dim`.
+    pub(super) fn fused_cpu_for(vb: &VarBuilder) -> bool {
+        vb.device().is_cpu() && vb.dtype() == DType::F32
+    }
+
+    /// An encoder with rotary positions and SwiGLU layers, on the generic and
+    /// fused CPU paths (the fused CUDA kernels assume absolute positions and
+    /// biases, so candle's generic ops run it on a GPU).
+    pub(super) fn with_rotary(parts: RotaryParts, dtype: DType, device: Device) -> Self {
+        let fused_cpu = device.is_cpu() && dtype == DType::F32;
+        Self {
+            word: parts.word,
+            position: None,
+            rotary: Some(parts.rotary),
+            token_type: parts.token_type,
+            emb_norm: parts.emb_norm,
+            layers: parts.layers,
+            act: Act::GeluErf,
+            heads: parts.heads,
+            head_dim: parts.hidden / parts.heads,
+            hidden: parts.hidden,
+            dtype,
+            device,
+            fused_cpu,
+            fused_cuda: false,
+            emb_params: None,
+            eps: parts.eps,
+            position_offset: 0,
+        }
+    }
+}
+
 /// One encoder layer; `q_scale` multiplies the query projection (weights and bias).
 fn load_layer(
     vb: VarBuilder,
@@ -474,6 +576,7 @@ fn load_layer(
         attn_out,
         attn_norm,
         up: candle_nn::linear(h, cfg.intermediate_size, vb.pp("intermediate.dense"))?,
+        gate: None,
         down,
         out_norm,
         fused,
@@ -490,7 +593,10 @@ impl Bert {
         let positions: Vec<u32> = (0..b).flat_map(|_| first..first + len as u32).collect();
         let positions = Tensor::from_vec(positions, b * len, &self.device)?;
         let word = self.word.forward(&ids.flatten_all()?)?;
-        let pos = self.position.forward(&positions)?;
+        let Some(position) = &self.position else {
+            candle_core::bail!("fused CUDA path without a position table");
+        };
+        let pos = position.forward(&positions)?;
         let Some(params) = &self.emb_params else {
             candle_core::bail!("fused CUDA path without its embedding parameters");
         };

@@ -89,6 +89,53 @@ pub struct CandleEmbedder {
     document_prefix: String,
 }
 
+/// The encoder a `config.json` describes, by its `model_type`.
+enum Family {
+    /// BERT, RoBERTa, XLM-RoBERTa: one layout.
+    Bert(BertConfig),
+    /// NomicBert: rotary positions, SwiGLU, its own config names.
+    Nomic(super::nomic::NomicConfig),
+}
+
+impl Family {
+    fn read(model: &'static str, path: &Path) -> Result<Self, EmbedError> {
+        #[derive(Deserialize)]
+        struct ModelType {
+            #[serde(default)]
+            model_type: Option<String>,
+        }
+        match read_json::<ModelType>(model, path)?.model_type.as_deref() {
+            None | Some("bert" | "roberta" | "xlm-roberta") => {
+                read_json(model, path).map(Family::Bert)
+            }
+            Some("nomic_bert") => read_json(model, path).map(Family::Nomic),
+            Some(t) => Err(EmbedError::bad_file(
+                model,
+                path,
+                format!(
+                    "model_type `{t}` is not one this engine runs (bert, roberta, xlm-roberta, nomic_bert)"
+                ),
+            )),
+        }
+    }
+
+    /// Tokens the model's positions cover.
+    fn max_tokens(&self) -> usize {
+        match self {
+            Family::Bert(c) => c.max_tokens(),
+            Family::Nomic(c) => c.max_tokens(),
+        }
+    }
+
+    /// Vector length and padding id.
+    fn dims_and_pad(&self) -> (usize, u32) {
+        match self {
+            Family::Bert(c) => (c.hidden_size, c.pad_token_id),
+            Family::Nomic(c) => (c.n_embd, c.pad_token_id.unwrap_or(0)),
+        }
+    }
+}
+
 /// `1_Pooling/config.json`: sentence-transformers before 6 writes one flag per
 /// mode, 6 and later one `pooling_mode` string.
 #[derive(Deserialize)]
@@ -148,20 +195,7 @@ impl CandleEmbedder {
     ) -> Result<Self, EmbedError> {
         let model = spec.name;
         let config_path = dir.file("config.json");
-        let cfg: BertConfig = read_json(model, &config_path)?;
-        if let Some(t) = cfg
-            .model_type
-            .as_deref()
-            .filter(|t| !matches!(*t, "bert" | "roberta" | "xlm-roberta"))
-        {
-            return Err(EmbedError::bad_file(
-                model,
-                &config_path,
-                format!(
-                    "model_type `{t}` is not one this engine runs (bert, roberta, xlm-roberta)"
-                ),
-            ));
-        }
+        let family = Family::read(model, &config_path)?;
         let pooling =
             match read_optional_json::<PoolingConfig>(model, &dir.file("1_Pooling/config.json"))? {
                 Some(p) => p.pooling().ok_or_else(|| {
@@ -185,7 +219,7 @@ impl CandleEmbedder {
         .and_then(|c| c.max_seq_length)
         .or(from_tokenizer)
         .unwrap_or(spec.max_tokens)
-        .min(cfg.max_tokens());
+        .min(family.max_tokens());
         let prompts = read_optional_json::<SentenceTransformersConfig>(
             model,
             &dir.file("config_sentence_transformers.json"),
@@ -232,8 +266,12 @@ impl CandleEmbedder {
             source,
         };
         let vb = VarBuilder::from_buffered_safetensors(bytes, dtype, &device).map_err(compute)?;
-        let bert =
-            Bert::load(vb, &cfg).map_err(|e| EmbedError::bad_file(model, &weights_path, e))?;
+        let bert = match &family {
+            Family::Bert(cfg) => Bert::load(vb, cfg),
+            Family::Nomic(cfg) => super::nomic::load(vb, cfg),
+        }
+        .map_err(|e| EmbedError::bad_file(model, &weights_path, e))?;
+        let (dims, pad_id) = family.dims_and_pad();
         tracing::info!(
             model,
             dir = %dir.0.display(),
@@ -249,8 +287,8 @@ impl CandleEmbedder {
             model: bert,
             pooling,
             max_tokens,
-            dims: cfg.hidden_size,
-            pad_id: cfg.pad_token_id,
+            dims,
+            pad_id,
             policy,
             stats: EmbedStats::default(),
             query_prefix,

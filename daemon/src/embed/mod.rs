@@ -24,6 +24,7 @@ mod cuda_ops;
 mod device;
 mod engine;
 mod files;
+mod nomic;
 mod queue;
 pub mod registry;
 
@@ -254,11 +255,11 @@ mod tests {
             offline: true,
         };
         let options = EmbedOptions {
-            model: "nomic-mlx".into(),
+            model: "jina-code".into(),
             ..Default::default()
         };
         let err = load(&options, &locator).unwrap_err().to_string();
-        assert!(err.contains("nomic_bert"), "{err}");
+        assert!(err.contains("jina_bert"), "{err}");
         assert!(err.contains("not support yet"), "{err}");
         assert!(err.contains("minilm"), "{err}");
     }

@@ -38,7 +38,10 @@ impl Arch {
     pub fn is_supported(self) -> bool {
         // RoBERTa and XLM-RoBERTa are BERT's layout with positions numbered
         // after the padding id (`BertConfig::position_offset`).
-        matches!(self, Arch::Bert | Arch::Roberta | Arch::XlmRoberta)
+        matches!(
+            self,
+            Arch::Bert | Arch::Roberta | Arch::XlmRoberta | Arch::NomicBert
+        )
     }
 }
 
