@@ -153,6 +153,19 @@ for name, (make_tokenizer, config_class, extra, pooling, registry_name, query_pr
     }, open(out / "reference.json", "w"), indent=0)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"{name}: {size / 1024:.0f} KB, vocab {tok.get_vocab_size()}, min cosine between chunks {off_diagonal.min():.3f}")
+    if name == "roberta":
+        # The same model as older hub checkpoints ship it (codebert-base and
+        # unixcoder-base among them): PyTorch's pickle with a task head's
+        # `roberta.` prefix, and the tokenizer as vocab.json + merges.txt.
+        legacy = out.parent / "roberta-legacy"
+        shutil.rmtree(legacy, ignore_errors=True)
+        legacy.mkdir()
+        for p in out.iterdir():
+            if p.name not in ("model.safetensors", "tokenizer.json"):
+                shutil.copytree(p, legacy / p.name) if p.is_dir() else shutil.copy(p, legacy / p.name)
+        torch.save({f"roberta.{k}": v.contiguous() for k, v in model.state_dict().items()}, legacy / "pytorch_model.bin")
+        tok.model.save(str(legacy))
+        print(f"roberta-legacy: {sum(p.stat().st_size for p in legacy.rglob('*') if p.is_file()) / 1024:.0f} KB")
 
 
 # NomicBert: transformers' own implementation (5.x) computes the reference; the

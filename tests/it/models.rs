@@ -99,6 +99,13 @@ fn roberta_matches_sentence_transformers() {
     check("roberta");
 }
 
+/// The same RoBERTa as older hub checkpoints ship it: `pytorch_model.bin`
+/// (with a `roberta.` prefix) and `vocab.json` + `merges.txt`.
+#[test]
+fn roberta_from_pytorch_weights_and_a_bpe_vocabulary_matches_too() {
+    check("roberta-legacy");
+}
+
 #[test]
 fn xlm_roberta_matches_sentence_transformers() {
     check("xlm-roberta");

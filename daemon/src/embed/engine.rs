@@ -89,6 +89,52 @@ pub struct CandleEmbedder {
     document_prefix: String,
 }
 
+/// The model's tokenizer: `tokenizer.json`, or for checkpoints that ship
+/// RoBERTa's original files, `vocab.json` + `merges.txt` assembled as
+/// transformers' converter does (byte-level BPE, no prefix space, `<s> … </s>`).
+fn load_tokenizer(
+    model: &'static str,
+    dir: &ModelDir,
+) -> Result<(Tokenizer, std::path::PathBuf), EmbedError> {
+    let json = dir.file("tokenizer.json");
+    if json.is_file() {
+        let t = Tokenizer::from_file(&json).map_err(|e| EmbedError::bad_file(model, &json, e))?;
+        return Ok((t, json));
+    }
+    let (vocab, merges) = (dir.file("vocab.json"), dir.file("merges.txt"));
+    let bad = |e: &dyn std::fmt::Display| EmbedError::bad_file(model, &vocab, e);
+    let bpe = tokenizers::models::bpe::BPE::from_file(
+        &vocab.display().to_string(),
+        &merges.display().to_string(),
+    )
+    .build()
+    .map_err(|e| bad(&e))?;
+    let id = |token: &str| {
+        tokenizers::Model::token_to_id(&bpe, token)
+            .ok_or_else(|| bad(&format!("no `{token}` in the vocabulary")))
+    };
+    let (cls, sep) = (id("<s>")?, id("</s>")?);
+    let mut t = Tokenizer::new(bpe);
+    t.with_pre_tokenizer(Some(
+        tokenizers::pre_tokenizers::byte_level::ByteLevel::default().add_prefix_space(false),
+    ));
+    t.with_post_processor(Some(
+        tokenizers::processors::roberta::RobertaProcessing::new(
+            ("</s>".to_owned(), sep),
+            ("<s>".to_owned(), cls),
+        )
+        .add_prefix_space(false),
+    ));
+    t.with_decoder(Some(tokenizers::decoders::byte_level::ByteLevel::default()));
+    let specials: Vec<tokenizers::AddedToken> = ["<s>", "</s>", "<pad>", "<unk>", "<mask>"]
+        .into_iter()
+        .filter(|s| tokenizers::Model::token_to_id(t.get_model(), s).is_some())
+        .map(|s| tokenizers::AddedToken::from(s, true))
+        .collect();
+    t.add_special_tokens(specials).map_err(|e| bad(&e))?;
+    Ok((t, vocab))
+}
+
 /// The encoder a `config.json` describes, by its `model_type`.
 enum Family {
     /// BERT, RoBERTa, XLM-RoBERTa: one layout.
@@ -236,9 +282,7 @@ impl CandleEmbedder {
         let query_prefix = prompt("query", spec.query_prefix);
         let document_prefix = prompt("document", spec.document_prefix);
 
-        let tokenizer_path = dir.file("tokenizer.json");
-        let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
-            .map_err(|e| EmbedError::bad_file(model, &tokenizer_path, e))?;
+        let (mut tokenizer, tokenizer_path) = load_tokenizer(model, dir)?;
         // The shipped tokenizer.json may pad to a fixed length; we pad per batch.
         tokenizer.with_padding(None);
         tokenizer
@@ -257,15 +301,25 @@ impl CandleEmbedder {
                 Precision::F16
             })
             .dtype();
-        let weights_path = dir.file("model.safetensors");
-        let bytes = std::fs::read(&weights_path)
-            .map_err(|e| EmbedError::bad_file(model, &weights_path, e))?;
         let compute = |source| EmbedError::Compute {
             model,
             device: describe(&device),
             source,
         };
-        let vb = VarBuilder::from_buffered_safetensors(bytes, dtype, &device).map_err(compute)?;
+        let safetensors = dir.file("model.safetensors");
+        let (vb, weights_path) = if safetensors.is_file() {
+            let bytes = std::fs::read(&safetensors)
+                .map_err(|e| EmbedError::bad_file(model, &safetensors, e))?;
+            let vb =
+                VarBuilder::from_buffered_safetensors(bytes, dtype, &device).map_err(compute)?;
+            (vb, safetensors)
+        } else {
+            // Older hub checkpoints: PyTorch's pickle (zip) format.
+            let pth = dir.file("pytorch_model.bin");
+            let vb = VarBuilder::from_pth(&pth, dtype, &device)
+                .map_err(|e| EmbedError::bad_file(model, &pth, e))?;
+            (vb, pth)
+        };
         let bert = match &family {
             Family::Bert(cfg) => Bert::load(vb, cfg),
             Family::Nomic(cfg) => super::nomic::load(vb, cfg),

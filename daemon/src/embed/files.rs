@@ -10,10 +10,41 @@ use std::path::{Path, PathBuf};
 use super::EmbedError;
 use super::registry::ModelSpec;
 
-/// Files every supported model needs.
-const REQUIRED: &[&str] = &["config.json", "tokenizer.json", "model.safetensors"];
+/// Files every supported model needs: each entry is satisfied by any one of
+/// its sets of files (the first preferred). Older checkpoints on the hub ship
+/// PyTorch's `pytorch_model.bin` instead of safetensors, and RoBERTa's
+/// tokenizer as `vocab.json` + `merges.txt` instead of `tokenizer.json`.
+const REQUIRED: &[&[&[&str]]] = &[
+    &[&["config.json"]],
+    &[&["tokenizer.json"], &["vocab.json", "merges.txt"]],
+    &[&["model.safetensors"], &["pytorch_model.bin"]],
+];
+
+/// How `REQUIRED` reads in a message: "config.json, tokenizer.json (or
+/// vocab.json + merges.txt), model.safetensors (or pytorch_model.bin)".
+fn required_names(entries: &[&[&[&str]]]) -> String {
+    entries
+        .iter()
+        .map(|choices| {
+            let mut names = choices.iter().map(|set| set.join(" + "));
+            let first = names.next().unwrap_or_default();
+            let others: Vec<String> = names.collect();
+            if others.is_empty() {
+                first
+            } else {
+                format!("{first} (or {})", others.join(", or "))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 /// Files that refine the defaults when present (sentence-transformers metadata).
-const OPTIONAL: &[&str] = &["1_Pooling/config.json", "sentence_bert_config.json"];
+const OPTIONAL: &[&str] = &[
+    "1_Pooling/config.json",
+    "sentence_bert_config.json",
+    "tokenizer_config.json",
+    "config_sentence_transformers.json",
+];
 
 /// The folder that holds one model's files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +100,7 @@ impl ModelLocator {
                     missing,
                     hint: format!(
                         "point model_path at a folder holding {}",
-                        REQUIRED.join(", ")
+                        required_names(REQUIRED)
                     ),
                 }),
             };
@@ -115,9 +146,25 @@ impl ModelLocator {
         let api = builder.build()?;
         let repo = api.model(spec.hf_repo.to_owned());
         let mut dir = None;
-        for name in REQUIRED {
-            let path = repo.get(name)?;
-            dir = path.parent().map(Path::to_owned);
+        for choices in REQUIRED {
+            // The first set the repository has; the last one's error if none.
+            let mut last_err = None;
+            for set in *choices {
+                match set.iter().try_for_each(|name| {
+                    let path = repo.get(name)?;
+                    dir = path.parent().map(Path::to_owned);
+                    Ok::<_, hf_hub::api::sync::ApiError>(())
+                }) {
+                    Ok(()) => {
+                        last_err = None;
+                        break;
+                    }
+                    Err(e) => last_err = Some(e),
+                }
+            }
+            if let Some(e) = last_err {
+                return Err(e);
+            }
         }
         for name in OPTIONAL {
             // Absent metadata only means the registry's defaults apply.
@@ -168,12 +215,16 @@ fn find_snapshot(repo_dir: &Path) -> Option<PathBuf> {
 
 /// `None` when every required file is there, else the names of those that are not.
 fn missing_files(dir: &Path) -> Option<String> {
-    let missing: Vec<&str> = REQUIRED
+    let missing: Vec<&[&[&str]]> = REQUIRED
         .iter()
         .copied()
-        .filter(|f| !dir.join(f).is_file())
+        .filter(|choices| {
+            !choices
+                .iter()
+                .any(|set| set.iter().all(|f| dir.join(f).is_file()))
+        })
         .collect();
-    (!missing.is_empty()).then(|| format!("missing {}", missing.join(", ")))
+    (!missing.is_empty()).then(|| format!("missing {}", required_names(&missing)))
 }
 
 fn fetch_hint(spec: &ModelSpec) -> String {
@@ -197,9 +248,30 @@ mod tests {
 
     fn touch_model(dir: &Path) {
         std::fs::create_dir_all(dir).unwrap();
-        for f in REQUIRED {
-            std::fs::write(dir.join(f), b"x").unwrap();
+        for choices in REQUIRED {
+            for f in choices[0] {
+                std::fs::write(dir.join(f), b"x").unwrap();
+            }
         }
+    }
+
+    #[test]
+    fn older_checkpoints_with_pytorch_weights_and_a_bpe_vocabulary_are_complete() {
+        let tmp = tempfile::tempdir().unwrap();
+        for f in [
+            "config.json",
+            "vocab.json",
+            "merges.txt",
+            "pytorch_model.bin",
+        ] {
+            std::fs::write(tmp.path().join(f), b"x").unwrap();
+        }
+        assert_eq!(missing_files(tmp.path()), None);
+        std::fs::remove_file(tmp.path().join("merges.txt")).unwrap();
+        assert_eq!(
+            missing_files(tmp.path()).as_deref(),
+            Some("missing tokenizer.json (or vocab.json + merges.txt)")
+        );
     }
 
     #[test]
@@ -256,7 +328,12 @@ mod tests {
             .locate(lookup("minilm").unwrap(), Some(&partial))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("tokenizer.json, model.safetensors"), "{err}");
+        assert!(
+            err.contains(
+                "tokenizer.json (or vocab.json + merges.txt), model.safetensors (or pytorch_model.bin)"
+            ),
+            "{err}"
+        );
         assert!(err.contains("model_path"), "{err}");
     }
 }
