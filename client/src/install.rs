@@ -155,8 +155,10 @@ fn unit_dir(manager: Manager) -> anyhow::Result<PathBuf> {
     })
 }
 
-/// `codesearchd`'s absolute path: next to this binary, else on PATH.
-fn daemon_path() -> anyhow::Result<PathBuf> {
+/// `codesearchd`'s absolute path: next to this binary, else on PATH. The one
+/// place the client looks for the daemon, to start it (`rpc::start_daemon`)
+/// or to name it in service files.
+pub fn daemon_path() -> anyhow::Result<PathBuf> {
     let beside = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|d| d.join("codesearchd")))

@@ -215,7 +215,7 @@ pub fn start_daemon(home: &Path, args: &[String]) -> anyhow::Result<PathBuf> {
         .append(true)
         .open(&log_path)
         .with_context(|| format!("cannot open {}", log_path.display()))?;
-    let daemon = daemon_binary();
+    let daemon = crate::install::daemon_path()?;
     Command::new(&daemon)
         .arg("serve")
         .args(args)
@@ -225,22 +225,8 @@ pub fn start_daemon(home: &Path, args: &[String]) -> anyhow::Result<PathBuf> {
         .stderr(log)
         .process_group(0)
         .spawn()
-        .with_context(|| {
-            format!(
-                "cannot start {}; install it next to codesearch or on PATH",
-                daemon.display()
-            )
-        })?;
+        .with_context(|| format!("cannot start {}", daemon.display()))?;
     Ok(log_path)
-}
-
-/// `codesearchd` next to this binary, else from PATH.
-fn daemon_binary() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join("codesearchd")))
-        .filter(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from("codesearchd"))
 }
 
 #[cfg(test)]
