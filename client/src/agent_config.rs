@@ -149,13 +149,27 @@ fn codex(old: Option<&str>, command: &str, file: &Path) -> anyhow::Result<String
     let old = old.unwrap_or("");
     let header = format!("[mcp_servers.{NAME}]");
     let lines: Vec<&str> = old.split_inclusive('\n').collect();
-    let Some(start) = lines.iter().position(|l| l.trim() == header) else {
-        if old.contains(&format!("mcp_servers.{NAME}")) {
-            bail!(
-                "{} names mcp_servers.{NAME} in a form this command does not edit; left as it is. Make it:\n{table}",
-                file.display()
-            );
-        }
+    let start = lines.iter().position(|l| l.trim() == header);
+    // Any other spelling of the same server (`[mcp_servers."codesearch"]`, a
+    // `codesearch = {…}` under `[mcp_servers]`, an inline `mcp_servers = {…}`)
+    // would make a second table a duplicate key, which Codex refuses: leave
+    // the file to the user then.
+    let own_table = start.map_or(0..0, |s| s..table_end(&lines, s));
+    let elsewhere = lines.iter().enumerate().any(|(i, l)| {
+        let t = l.trim();
+        !own_table.contains(&i)
+            && (t.starts_with('[') && t.contains("mcp_servers") && t.contains(NAME)
+                || t.contains("mcp_servers") && t.contains(NAME)
+                || (t.starts_with(NAME) || t.starts_with(&format!("\"{NAME}\"")))
+                    && t.contains('='))
+    });
+    if elsewhere {
+        bail!(
+            "{} names the {NAME} server in a form this command does not edit; left as it is. Make it:\n{table}",
+            file.display()
+        );
+    }
+    let Some(start) = start else {
         let mut text = old.to_owned();
         if !text.is_empty() && !text.ends_with('\n') {
             text.push('\n');
@@ -166,14 +180,7 @@ fn codex(old: Option<&str>, command: &str, file: &Path) -> anyhow::Result<String
         text.push_str(&table);
         return Ok(text);
     };
-    // The table runs to the next table header (its own sub-tables included).
-    let end = lines[start + 1..]
-        .iter()
-        .position(|l| {
-            let l = l.trim_start();
-            l.starts_with('[') && !l.starts_with(&format!("[mcp_servers.{NAME}."))
-        })
-        .map_or(lines.len(), |i| start + 1 + i);
+    let end = table_end(&lines, start);
     let mut text: String = lines[..start].concat();
     text.push_str(&table);
     if end < lines.len() {
@@ -183,17 +190,45 @@ fn codex(old: Option<&str>, command: &str, file: &Path) -> anyhow::Result<String
     Ok(text)
 }
 
+/// The line after our table: the next table header that is not one of its
+/// own sub-tables (`[mcp_servers.codesearch.env]`), or the end.
+fn table_end(lines: &[&str], start: usize) -> usize {
+    lines[start + 1..]
+        .iter()
+        .position(|l| {
+            let l = l.trim_start();
+            l.starts_with('[') && !l.starts_with(&format!("[mcp_servers.{NAME}."))
+        })
+        .map_or(lines.len(), |i| start + 1 + i)
+}
+
+/// Writes `text` over `file` through a temp file and a rename, keeping the
+/// old file's permissions (settings files may hold keys, mode 0600) and
+/// writing through a symlink to its target (dotfiles are often links).
 fn write(file: &Path, text: &str) -> anyhow::Result<()> {
+    let file = match std::fs::canonicalize(file) {
+        Ok(target) => target,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => file.to_owned(),
+        Err(e) => return Err(e).with_context(|| format!("cannot resolve {}", file.display())),
+    };
     let dir = file
         .parent()
         .with_context(|| format!("{} has no folder", file.display()))?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut tmp = tempfile_in(dir)?;
-    tmp.1
-        .write_all(text.as_bytes())
-        .and_then(|()| tmp.1.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.0.display()))?;
-    std::fs::rename(&tmp.0, file).with_context(|| format!("cannot write {}", file.display()))
+    let (tmp_path, mut tmp) = tempfile_in(dir)?;
+    let written = (|| {
+        tmp.write_all(text.as_bytes())?;
+        if let Ok(old) = std::fs::metadata(&file) {
+            tmp.set_permissions(old.permissions())?;
+        }
+        tmp.sync_all()?;
+        std::fs::rename(&tmp_path, &file)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp_path);
+        return Err(e).with_context(|| format!("cannot write {}", file.display()));
+    }
+    Ok(())
 }
 
 /// A new file beside the target, for the atomic rename.
@@ -307,6 +342,56 @@ mod tests {
             "{err}"
         );
         assert_eq!(std::fs::read_to_string(&file).unwrap(), jsonc);
+    }
+
+    #[test]
+    fn codex_files_naming_the_server_another_way_are_left_alone() {
+        let t = Tmp::new();
+        let file = t.home.path().join(".codex/config.toml");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        for other in [
+            "[mcp_servers]\ncodesearch = { command = \"x\" }\n",
+            "[mcp_servers.\"codesearch\"]\ncommand = \"x\"\n",
+            "mcp_servers = { codesearch = { command = \"x\" } }\n",
+        ] {
+            std::fs::write(&file, other).unwrap();
+            let err = format!("{:#}", t.install(Client::Codex).unwrap_err());
+            assert!(err.contains("does not edit"), "{err}");
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), other);
+        }
+    }
+
+    #[test]
+    fn permissions_are_kept_and_a_symlink_is_written_through() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let t = Tmp::new();
+        let real = t.home.path().join("dotfiles/cursor-mcp.json");
+        std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+        std::fs::write(&real, "{}").unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::create_dir_all(t.home.path().join(".cursor")).unwrap();
+        let link = t.home.path().join(".cursor/mcp.json");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        t.install(Client::Cursor).unwrap();
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        let meta = std::fs::metadata(&real).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert!(
+            std::fs::read_to_string(&real)
+                .unwrap()
+                .contains("codesearch")
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(real.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty());
     }
 
     #[test]

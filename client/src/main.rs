@@ -238,7 +238,12 @@ fn connect(p: &Paths) -> anyhow::Result<rpc::Client> {
         .iter()
         .filter(|a| a.starts_with("--"))
         .map(String::as_str)
-        .filter(|flag| std::env::args().any(|a| a == *flag || a.starts_with(&format!("{flag}="))))
+        .filter(|flag| {
+            std::env::args_os().any(|a| {
+                a.to_str()
+                    .is_some_and(|a| a == *flag || a.starts_with(&format!("{flag}=")))
+            })
+        })
         .collect();
     if !c.started && !typed.is_empty() {
         let _ = writeln!(

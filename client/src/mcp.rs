@@ -37,7 +37,7 @@ pub const MAX_MAX_TOKENS: usize = 100_000;
 
 /// Tokens kept for the answer's first and last lines (counts and notes), so
 /// the whole answer, not only the code, keeps to `max_tokens`.
-const FRAME_TOKENS: usize = 64;
+const FRAME_TOKENS: usize = 96;
 
 /// How long one request to the daemon may take (a search waits for the model
 /// to load after a start, a few seconds on a CPU).
@@ -369,7 +369,11 @@ impl Bridge {
             );
         }
         text.push_str(&body);
-        if packed.files.is_empty() {
+        if packed.files.is_empty() && !hits_readable(&result.results) {
+            text.push_str(
+                "The hits' files cannot be read now (moved or deleted since they were indexed?); call `index` to refresh the index.\n",
+            );
+        } else if packed.files.is_empty() {
             text.push_str(&format!(
                 "The best hit does not fit in max_tokens={max_tokens}; raise max_tokens.\n"
             ));
@@ -442,7 +446,11 @@ impl Bridge {
             text = "Definitions, best first:\n\n".to_owned();
         }
         text.push_str(&packed.render(pack::Format::Text));
-        if packed.files.is_empty() {
+        if packed.files.is_empty() && !hits_readable(&found) {
+            text.push_str(
+                "The definitions' files cannot be read now (moved or deleted since they were indexed?); call `index` to refresh the index.\n",
+            );
+        } else if packed.files.is_empty() {
             text.push_str(&format!(
                 "The first definition does not fit in max_tokens={max_tokens}; raise max_tokens.\n"
             ));
@@ -465,7 +473,19 @@ impl Bridge {
             Some(p) if !p.trim().is_empty() => self.absolute(p),
             _ => match self.working_directory_repo(&mut c)? {
                 Some(r) => r,
-                None => self.cwd.display().to_string(),
+                None => {
+                    // The git repository the agent works in; never a whole
+                    // home folder or file system by default (keys live there).
+                    let root = git_root(&self.cwd).unwrap_or_else(|| self.cwd.clone());
+                    let home = std::env::var_os("HOME").map(PathBuf::from);
+                    if root.parent().is_none() || home.is_some_and(|h| h == root) {
+                        return Ok(invalid(format!(
+                            "the working directory {} is not inside a project; give `path`, the repository's root",
+                            root.display()
+                        )));
+                    }
+                    root.display().to_string()
+                }
             },
         };
         let full = args.full.unwrap_or(false);
@@ -524,6 +544,20 @@ fn defines(symbol: &str, name: &str) -> bool {
     };
     let (symbol, name) = (parts(symbol), parts(name));
     !name.is_empty() && symbol.ends_with(&name)
+}
+
+/// Whether the first hit's file can be read (else nothing was packed for
+/// another reason than the budget).
+fn hits_readable(hits: &[Hit]) -> bool {
+    hits.first()
+        .is_none_or(|h| pack::read_file(&Path::new(&h.repo).join(&h.path)).is_some())
+}
+
+/// The nearest folder from `dir` up that holds `.git`.
+fn git_root(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .find(|d| d.join(".git").exists())
+        .map(Path::to_owned)
 }
 
 /// The longest registered root that contains `dir`.

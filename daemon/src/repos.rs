@@ -431,8 +431,12 @@ impl Repo {
     /// batch), so `repo.list` counts up while a pass runs instead of showing
     /// the numbers from before it until the end.
     fn show_committed_counts(&self) {
-        let counts = self.readers.get().and_then(|r| r.counts());
-        if let Ok((files, chunks)) = counts {
+        // Not worth waiting for a reader that searches hold: the next report counts.
+        let counts = self
+            .readers
+            .try_get()
+            .and_then(|r| r.map(|r| r.counts()).transpose());
+        if let Ok(Some((files, chunks))) = counts {
             self.update(|s| (s.files, s.chunks) = (files, chunks));
         }
     }

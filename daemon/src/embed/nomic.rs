@@ -59,6 +59,21 @@ pub struct NomicConfig {
     /// Id of the padding token.
     #[serde(default)]
     pub pad_token_id: Option<u32>,
+    /// Biases on Wqkv, fc11/fc12 and fc2: nomic-embed-text has none; a
+    /// checkpoint with them is refused rather than run without them (missing
+    /// flags mean true, as in nomic's own config class).
+    #[serde(default = "yes")]
+    pub qkv_proj_bias: bool,
+    /// See `qkv_proj_bias`.
+    #[serde(default = "yes")]
+    pub mlp_fc1_bias: bool,
+    /// See `qkv_proj_bias`.
+    #[serde(default = "yes")]
+    pub mlp_fc2_bias: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn two() -> usize {
@@ -95,6 +110,12 @@ impl NomicConfig {
         }
         if self.rotary_emb_interleaved {
             return Some("rotary_emb_interleaved (only the GPT-NeoX layout is supported)".into());
+        }
+        if self.qkv_proj_bias || self.mlp_fc1_bias || self.mlp_fc2_bias {
+            return Some(
+                "biases on the projections (qkv_proj_bias, mlp_fc1_bias, mlp_fc2_bias must be false)"
+                    .into(),
+            );
         }
         if self.prenorm {
             return Some("prenorm (only post-norm layers are supported)".into());

@@ -78,6 +78,13 @@ pub struct Manifest {
 /// Store failures, each naming the file or index involved.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// A full re-index was swapped in while a search was opening a reader of
+    /// the index it replaced (see [`StoreReader::reopen`]).
+    #[error("the index {path} was replaced by a full re-index just now; search again", path = path.display())]
+    Replaced {
+        /// The index file.
+        path: PathBuf,
+    },
     /// The index was built with another model, dims or schema.
     #[error(
         "index {dir} was built with {have}, not {want}; to build it again with the new one, `codesearch remove` the repository (repo.remove) or delete {dir}, then index it",
@@ -875,10 +882,14 @@ impl Store {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| self.sql(e))?;
+        // The writer swaps index files (a full re-index) only through this
+        // Store, so the file at the path now is the one its HNSW belongs to.
+        let file = file_identity(&path).map_err(|e| StoreError::io(&path, e))?;
         Ok(StoreReader {
             path,
             db,
             hnsw: self.hnsw.clone(),
+            file,
         })
     }
 
@@ -925,11 +936,23 @@ pub struct StoreReader {
     path: PathBuf,
     db: Connection,
     hnsw: Arc<RwLock<Hnsw>>,
+    /// The SQLite file's (device, inode) that `hnsw` belongs to.
+    file: (u64, u64),
+}
+
+/// A file's (device, inode): which file a path names right now.
+fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
 }
 
 impl StoreReader {
     /// Another reader of the same index: its own SQLite connection, the same
-    /// HNSW index.
+    /// HNSW index. Fails with [`StoreError::Replaced`] when the file at the
+    /// path is no longer this reader's (a full re-index was swapped in and
+    /// the pool has not moved to it yet): a connection to the new file with
+    /// the old HNSW graph would map vectors to the wrong chunks.
     pub fn reopen(&self) -> Result<StoreReader, StoreError> {
         let db = Connection::open_with_flags(
             &self.path,
@@ -939,10 +962,18 @@ impl StoreReader {
             path: self.path.clone(),
             source: e,
         })?;
+        // Checked after opening: a swap in between shows as a change.
+        let now = file_identity(&self.path).map_err(|e| StoreError::io(&self.path, e))?;
+        if now != self.file {
+            return Err(StoreError::Replaced {
+                path: self.path.clone(),
+            });
+        }
         Ok(StoreReader {
             path: self.path.clone(),
             db,
             hnsw: self.hnsw.clone(),
+            file: self.file,
         })
     }
 

@@ -58,7 +58,9 @@ impl Readers {
     /// As many readers as this machine runs searches at once.
     pub fn for_this_machine(template: StoreReader) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        Self::new(template, cores.clamp(2, 8))
+        // At most 4: each connection holds three files open (database, WAL,
+        // shared memory), and a daemon serves many repositories.
+        Self::new(template, cores.clamp(2, 4))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -69,11 +71,22 @@ impl Readers {
     /// limit are open, or the next one handed back. Blocking: call it from a
     /// blocking thread.
     pub fn get(&self) -> Result<Lent<'_>, StoreError> {
+        self.take(true)
+            .map(|lent| lent.expect("a waiting take always lends"))
+    }
+
+    /// A reader if one is free or may be opened now; `None` when every
+    /// reader is lent (for work that can skip a turn, such as progress counts).
+    pub fn try_get(&self) -> Result<Option<Lent<'_>>, StoreError> {
+        self.take(false)
+    }
+
+    fn take(&self, wait: bool) -> Result<Option<Lent<'_>>, StoreError> {
         let mut state = self.lock();
         loop {
             let generation = state.generation;
             if let Some(reader) = state.idle.pop() {
-                return Ok(self.lend(reader, generation));
+                return Ok(Some(self.lend(reader, generation)));
             }
             if state.open < self.max {
                 state.open += 1;
@@ -81,7 +94,10 @@ impl Readers {
                 if opened.is_err() {
                     state.open -= 1;
                 }
-                return opened.map(|reader| self.lend(reader, generation));
+                return opened.map(|reader| Some(self.lend(reader, generation)));
+            }
+            if !wait {
+                return Ok(None);
             }
             state = self.freed.wait(state).unwrap_or_else(|p| p.into_inner());
         }

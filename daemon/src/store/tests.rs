@@ -420,9 +420,14 @@ fn searches_borrow_readers_side_by_side_and_move_to_a_swapped_in_index() {
 
     // A full re-index swapped in: new searches read it; the one still
     // running finishes on the old index.
+    let before_swap = s.reader().unwrap();
     let mut side = s.rebuild_beside().unwrap();
     side.apply(vec![indexed("a.rs", &[1, 2])]).unwrap();
     s.replace_with(side).unwrap();
+    // Between the swap and the pool's move to the new index, no reader pairs
+    // the new file with the old HNSW graph.
+    let err = before_swap.reopen().unwrap_err().to_string();
+    assert!(err.contains("replaced by a full re-index"), "{err}");
     readers.replace(s.reader().unwrap());
     assert_eq!(two.counts().unwrap(), (2, 3), "the running search's index");
     drop(two);
