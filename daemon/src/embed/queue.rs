@@ -175,7 +175,23 @@ impl Drop for EmbedWorker {
     }
 }
 
+/// Closes the queue when the model thread ends, also by a panic: the jobs
+/// waiting then get "no longer running" instead of waiting forever.
+struct CloseOnExit<'a>(&'a Shared);
+
+impl Drop for CloseOnExit<'_> {
+    fn drop(&mut self) {
+        let mut q = self.0.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.closed = true;
+        q.queries.clear();
+        q.documents.clear();
+        drop(q);
+        self.0.ready.notify_all();
+    }
+}
+
 fn run(mut embedder: Box<dyn Embedder>, shared: &Shared) {
+    let _close = CloseOnExit(shared);
     loop {
         let job = {
             let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -483,6 +499,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no longer running"), "{err}");
+    }
+
+    /// Panics on every call, as a model bug would.
+    struct Panics;
+
+    impl Embedder for Panics {
+        fn model_name(&self) -> &str {
+            "panics"
+        }
+        fn dims(&self) -> usize {
+            1
+        }
+        fn max_tokens(&self) -> usize {
+            8
+        }
+        fn device_name(&self) -> String {
+            "cpu".into()
+        }
+        fn embed(&mut self, _: &[&str], _: InputKind) -> Result<Vec<Vec<f32>>, EmbedError> {
+            panic!("a bug in the model")
+        }
+    }
+
+    #[test]
+    fn a_panic_on_the_model_thread_fails_the_waiting_jobs_instead_of_hanging_them() {
+        let worker = EmbedWorker::spawn(Box::new(Panics)).unwrap();
+        let mut h = worker.handle();
+        assert!(h.embed(&["q"], InputKind::Query).is_err());
+        let err = h
+            .embed(&["again"], InputKind::Document)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no longer running"), "{err}");
+        drop(worker);
     }
 
     type Calls = Arc<Mutex<Vec<Vec<String>>>>;
