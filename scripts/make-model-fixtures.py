@@ -84,6 +84,27 @@ def unigram():
     return t, transformers.XLMRobertaTokenizerFast
 
 
+def write_reference(out, name, registry_name, query_prefix, docs, queries, vocab_size):
+    """Checks that the chunks' vectors differ (else a test comparing them could
+    not fail) and writes reference.json."""
+    sims = docs @ docs.T
+    off_diagonal = sims[~np.eye(len(TEXTS), dtype=bool)]
+    assert off_diagonal.min() < 0.9, f"{name}: the chunks' vectors are too alike to test with ({off_diagonal.min():.3f})"
+    json.dump({
+        "made_with": {"torch": torch.__version__, "transformers": transformers.__version__,
+                      "sentence-transformers": sentence_transformers.__version__},
+        "model": registry_name,
+        "max_seq_length": MAX_SEQ,
+        "texts": TEXTS,
+        "queries": QUERIES,
+        "query_prefix": query_prefix,
+        "documents": [[round(float(x), 7) for x in v] for v in docs],
+        "query_vectors": [[round(float(x), 7) for x in v] for v in queries],
+    }, open(out / "reference.json", "w"), indent=0)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"{name}: {size / 1024:.0f} KB, vocab {vocab_size}, min cosine between chunks {off_diagonal.min():.3f}")
+
+
 # name: (tokenizer, transformers config class, extra config, pooling, registry model whose spec the test uses, query prefix)
 FIXTURES = {
     "bert-cls": (wordpiece, transformers.BertConfig, {"pad_token_id": 0}, "cls", "bge-small", BGE_QUERY),
@@ -137,22 +158,8 @@ for name, (make_tokenizer, config_class, extra, pooling, registry_name, query_pr
         else:
             queries = st.encode([query_prefix + q for q in QUERIES], batch_size=4, normalize_embeddings=True,
                                 convert_to_numpy=True)
-    sims = docs @ docs.T
-    off_diagonal = sims[~np.eye(len(TEXTS), dtype=bool)]
-    assert off_diagonal.min() < 0.9, f"{name}: the chunks' vectors are too alike to test with ({off_diagonal.min():.3f})"
-    json.dump({
-        "made_with": {"torch": torch.__version__, "transformers": transformers.__version__,
-                      "sentence-transformers": sentence_transformers.__version__},
-        "model": registry_name,
-        "max_seq_length": MAX_SEQ,
-        "texts": TEXTS,
-        "queries": QUERIES,
-        "query_prefix": OWN_QUERY_PROMPT if prompts else query_prefix,
-        "documents": [[round(float(x), 7) for x in v] for v in docs],
-        "query_vectors": [[round(float(x), 7) for x in v] for v in queries],
-    }, open(out / "reference.json", "w"), indent=0)
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    print(f"{name}: {size / 1024:.0f} KB, vocab {tok.get_vocab_size()}, min cosine between chunks {off_diagonal.min():.3f}")
+    write_reference(out, name, registry_name, OWN_QUERY_PROMPT if prompts else query_prefix, docs, queries,
+                    tok.get_vocab_size())
     if name == "roberta":
         # The same model as older hub checkpoints ship it (codebert-base and
         # unixcoder-base among them): PyTorch's pickle with a task head's
@@ -235,19 +242,4 @@ json.dump({
     "rotary_emb_base": 1000, "rotary_emb_fraction": 1.0, "rotary_emb_interleaved": False, "prenorm": False,
     "qkv_proj_bias": False, "mlp_fc1_bias": False, "mlp_fc2_bias": False, "pad_token_id": 0,
 }, open(out / "config.json", "w"), indent=2)
-sims = docs @ docs.T
-off_diagonal = sims[~np.eye(len(TEXTS), dtype=bool)]
-assert off_diagonal.min() < 0.9, f"{name}: the chunks' vectors are too alike to test with ({off_diagonal.min():.3f})"
-json.dump({
-    "made_with": {"torch": torch.__version__, "transformers": transformers.__version__,
-                  "sentence-transformers": sentence_transformers.__version__},
-    "model": "nomic",
-    "max_seq_length": MAX_SEQ,
-    "texts": TEXTS,
-    "queries": QUERIES,
-    "query_prefix": NOMIC_PROMPTS["query"],
-    "documents": [[round(float(x), 7) for x in v] for v in docs],
-    "query_vectors": [[round(float(x), 7) for x in v] for v in queries],
-}, open(out / "reference.json", "w"), indent=0)
-size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-print(f"{name}: {size / 1024:.0f} KB, vocab {tok.get_vocab_size()}, min cosine between chunks {off_diagonal.min():.3f}")
+write_reference(out, name, "nomic", NOMIC_PROMPTS["query"], docs, queries, tok.get_vocab_size())

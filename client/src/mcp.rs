@@ -284,13 +284,10 @@ impl Bridge {
         if !(1..=100).contains(&k) {
             return Ok(invalid(format!("`k` is {k}; give 1 to 100")));
         }
-        let max_tokens = args.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
-        if !(FRAME_TOKENS * 2..=MAX_MAX_TOKENS).contains(&max_tokens) {
-            return Ok(invalid(format!(
-                "`max_tokens` is {max_tokens}; give {} to {MAX_MAX_TOKENS}",
-                FRAME_TOKENS * 2
-            )));
-        }
+        let max_tokens = match budget(args.max_tokens) {
+            Ok(n) => n,
+            Err(why) => return Ok(invalid(why)),
+        };
         for (name, list) in [
             ("repos", &args.repos),
             ("languages", &args.languages),
@@ -394,13 +391,10 @@ impl Bridge {
                 args.name
             )));
         }
-        let max_tokens = args.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
-        if !(FRAME_TOKENS * 2..=MAX_MAX_TOKENS).contains(&max_tokens) {
-            return Ok(invalid(format!(
-                "`max_tokens` is {max_tokens}; give {} to {MAX_MAX_TOKENS}",
-                FRAME_TOKENS * 2
-            )));
-        }
+        let max_tokens = match budget(args.max_tokens) {
+            Ok(n) => n,
+            Err(why) => return Ok(invalid(why)),
+        };
         self.definition_daemon(&name, args.repos, max_tokens)
             .or_else(tool_error)
     }
@@ -544,6 +538,20 @@ fn defines(symbol: &str, name: &str) -> bool {
     };
     let (symbol, name) = (parts(symbol), parts(name));
     !name.is_empty() && symbol.ends_with(&name)
+}
+
+/// The answer's token budget: `max_tokens`, or the default; out of range is
+/// an error that says the range.
+fn budget(max_tokens: Option<usize>) -> Result<usize, String> {
+    let n = max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+    if (FRAME_TOKENS * 2..=MAX_MAX_TOKENS).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "`max_tokens` is {n}; give {} to {MAX_MAX_TOKENS}",
+            FRAME_TOKENS * 2
+        ))
+    }
 }
 
 /// Whether the first hit's file can be read (else nothing was packed for

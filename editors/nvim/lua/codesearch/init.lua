@@ -397,14 +397,23 @@ function M.index(path)
       else
         follow_run(sub, target)
       end
-      rpc.request("repo.add", { path = target, wait = false }, function(err, status)
-        if err then
+      -- Whether `method` answered with a status; says why not, and stops
+      -- following the run, otherwise.
+      local function answered(method, err, status)
+        if err or type(status) ~= "table" then
           unfollow(sub)
-          return report(err)
+          if err then
+            report(err)
+          else
+            unexpected(method)
+          end
+          return false
         end
-        if type(status) ~= "table" then
-          unfollow(sub)
-          return unexpected("repo.add")
+        return true
+      end
+      rpc.request("repo.add", { path = target, wait = false }, function(err, status)
+        if not answered("repo.add", err, status) then
+          return
         end
         if status.state == "error" then
           unfollow(sub)
@@ -425,13 +434,8 @@ function M.index(path)
           return
         end
         rpc.request("repo.reindex", { path = target }, function(rerr, rstatus)
-          if rerr then
-            unfollow(sub)
-            return report(rerr)
-          end
-          if type(rstatus) ~= "table" then
-            unfollow(sub)
-            return unexpected("repo.reindex")
+          if not answered("repo.reindex", rerr, rstatus) then
+            return
           end
           if rstatus.state == "indexing" then
             notify(("indexing %s again"):format(target))
