@@ -159,7 +159,11 @@ impl ModelLocator {
                         last_err = None;
                         break;
                     }
-                    Err(e) => last_err = Some(e),
+                    // Only a file the repository lacks moves on to the next
+                    // set: a network failure is not a reason to download
+                    // gigabytes of another format.
+                    Err(e) if is_not_found(&e) => last_err = Some(e),
+                    Err(e) => return Err(e),
                 }
             }
             if let Some(e) = last_err {
@@ -174,6 +178,15 @@ impl ModelLocator {
         }
         Ok(ModelDir(dir.unwrap_or_default()))
     }
+}
+
+/// Whether the hub answered that the file is not there (HTTP 404).
+fn is_not_found(e: &hf_hub::api::sync::ApiError) -> bool {
+    matches!(
+        e,
+        hf_hub::api::sync::ApiError::RequestError(inner)
+            if matches!(**inner, ureq::Error::StatusCode(404))
+    )
 }
 
 /// `sentence-transformers/all-MiniLM-L6-v2` → `models--sentence-transformers--all-MiniLM-L6-v2`.
@@ -253,6 +266,17 @@ mod tests {
                 std::fs::write(dir.join(f), b"x").unwrap();
             }
         }
+    }
+
+    #[test]
+    fn only_a_missing_file_moves_a_download_to_the_next_format() {
+        use hf_hub::api::sync::ApiError;
+        let status = |code| ApiError::RequestError(Box::new(ureq::Error::StatusCode(code)));
+        assert!(is_not_found(&status(404)));
+        assert!(!is_not_found(&status(503)));
+        assert!(!is_not_found(&ApiError::IoError(std::io::Error::other(
+            "connection reset"
+        ))));
     }
 
     #[test]
