@@ -158,8 +158,7 @@ fn codex(old: Option<&str>, command: &str, file: &Path) -> anyhow::Result<String
     let elsewhere = lines.iter().enumerate().any(|(i, l)| {
         let t = l.trim();
         !own_table.contains(&i)
-            && (t.starts_with('[') && t.contains("mcp_servers") && t.contains(NAME)
-                || t.contains("mcp_servers") && t.contains(NAME)
+            && (t.contains("mcp_servers") && t.contains(NAME)
                 || (t.starts_with(NAME) || t.starts_with(&format!("\"{NAME}\"")))
                     && t.contains('='))
     });

@@ -270,6 +270,19 @@ impl Bridge {
         std::path::absolute(&p).unwrap_or(p).display().to_string()
     }
 
+    /// The repositories a tool call searches: those the agent named, else
+    /// the indexed one that contains the working directory, else all (`None`).
+    fn scope(
+        &self,
+        c: &mut rpc::Client,
+        named: Option<Vec<String>>,
+    ) -> anyhow::Result<Option<Vec<String>>> {
+        Ok(match named {
+            Some(r) if !r.is_empty() => Some(r.iter().map(|p| self.absolute(p)).collect()),
+            _ => self.working_directory_repo(c)?.map(|r| vec![r]),
+        })
+    }
+
     /// The indexed repository that contains the working directory, if any.
     fn working_directory_repo(&self, c: &mut rpc::Client) -> anyhow::Result<Option<String>> {
         let repos = c.request::<method::RepoList>(&NoParams)?;
@@ -314,10 +327,7 @@ impl Bridge {
         max_tokens: usize,
     ) -> anyhow::Result<CallToolResult> {
         let mut c = self.connect()?;
-        let repos = match args.repos {
-            Some(r) if !r.is_empty() => Some(r.iter().map(|p| self.absolute(p)).collect()),
-            _ => self.working_directory_repo(&mut c)?.map(|r| vec![r]),
-        };
+        let repos = self.scope(&mut c, args.repos)?;
         let scope = match &repos {
             Some(r) => r.join(", "),
             None => "every indexed repository".to_owned(),
@@ -343,44 +353,18 @@ impl Bridge {
             };
             return Ok(CallToolResult::success(vec![ContentBlock::text(text)]));
         }
-        let packed = pack::pack(
+        let total = result.results.len();
+        Ok(packed_answer(
             &result.results,
             args.context.unwrap_or(0),
-            max_tokens - FRAME_TOKENS,
-            pack::Format::Text,
-            pack::read_file,
-        );
-        let body = packed.render(pack::Format::Text);
-        let shown = result.results.len() - packed.omitted;
-        let mut text = format!(
-            "{shown} of {} hits in {} files from {scope}, best first:\n\n",
-            result.results.len(),
-            packed.files.len()
-        );
-        // The scope names folders the agent chose: keep the frame in budget.
-        if estimate_tokens(&text) > FRAME_TOKENS / 2 {
-            text = format!(
-                "{shown} of {} hits in {} files, best first:\n\n",
-                result.results.len(),
-                packed.files.len()
-            );
-        }
-        text.push_str(&body);
-        if packed.files.is_empty() && !hits_readable(&result.results) {
-            text.push_str(
-                "The hits' files cannot be read now (moved or deleted since they were indexed?); call `index` to refresh the index.\n",
-            );
-        } else if packed.files.is_empty() {
-            text.push_str(&format!(
-                "The best hit does not fit in max_tokens={max_tokens}; raise max_tokens.\n"
-            ));
-        } else if packed.omitted > 0 {
-            text.push_str(&format!(
-                "\n({} more hits left out to keep within max_tokens={max_tokens}; raise it, lower k, or narrow the query.)\n",
-                packed.omitted
-            ));
-        }
-        Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
+            max_tokens,
+            |shown, files| {
+                (
+                    format!("{shown} of {total} hits in {files} files from {scope}, best first:"),
+                    format!("{shown} of {total} hits in {files} files, best first:"),
+                )
+            },
+        ))
     }
 
     fn definition_blocking(&self, args: DefinitionArgs) -> Result<CallToolResult, McpError> {
@@ -406,10 +390,7 @@ impl Bridge {
         max_tokens: usize,
     ) -> anyhow::Result<CallToolResult> {
         let mut c = self.connect()?;
-        let repos = match repos {
-            Some(r) if !r.is_empty() => Some(r.iter().map(|p| self.absolute(p)).collect()),
-            _ => self.working_directory_repo(&mut c)?.map(|r| vec![r]),
-        };
+        let repos = self.scope(&mut c, repos)?;
         let result = c.request::<method::Search>(&SearchParams {
             query: name.to_owned(),
             k: DEFINITION_CANDIDATES,
@@ -428,33 +409,13 @@ impl Bridge {
                 "No definition named `{name}` is indexed in this scope. `search` finds code by what it does, or by a part of a name."
             ))]));
         }
-        let packed = pack::pack(
-            &found,
-            0,
-            max_tokens - FRAME_TOKENS,
-            pack::Format::Text,
-            pack::read_file,
-        );
-        let mut text = format!("{} definition(s) of `{name}`, best first:\n\n", found.len());
-        if estimate_tokens(&text) > FRAME_TOKENS / 2 {
-            text = "Definitions, best first:\n\n".to_owned();
-        }
-        text.push_str(&packed.render(pack::Format::Text));
-        if packed.files.is_empty() && !hits_readable(&found) {
-            text.push_str(
-                "The definitions' files cannot be read now (moved or deleted since they were indexed?); call `index` to refresh the index.\n",
-            );
-        } else if packed.files.is_empty() {
-            text.push_str(&format!(
-                "The first definition does not fit in max_tokens={max_tokens}; raise max_tokens.\n"
-            ));
-        } else if packed.omitted > 0 {
-            text.push_str(&format!(
-                "\n({} more left out to keep within max_tokens={max_tokens}.)\n",
-                packed.omitted
-            ));
-        }
-        Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
+        let n = found.len();
+        Ok(packed_answer(&found, 0, max_tokens, |_, _| {
+            (
+                format!("{n} definition(s) of `{name}`, best first:"),
+                "Definitions, best first:".to_owned(),
+            )
+        }))
     }
 
     fn index_blocking(&self, args: IndexArgs) -> Result<CallToolResult, McpError> {
@@ -538,6 +499,48 @@ fn defines(symbol: &str, name: &str) -> bool {
     };
     let (symbol, name) = (parts(symbol), parts(name));
     !name.is_empty() && symbol.ends_with(&name)
+}
+
+/// `hits` packed into `max_tokens` under a heading, with what was left out
+/// and why. `heading(shown, files)` gives the heading and a shorter one for
+/// when the first would take more than its share of the frame (it may name
+/// folders the agent chose).
+fn packed_answer(
+    hits: &[Hit],
+    context: u32,
+    max_tokens: usize,
+    heading: impl Fn(usize, usize) -> (String, String),
+) -> CallToolResult {
+    let packed = pack::pack(
+        hits,
+        context,
+        max_tokens - FRAME_TOKENS,
+        pack::Format::Text,
+        pack::read_file,
+    );
+    let (long, short) = heading(hits.len() - packed.omitted, packed.files.len());
+    let mut text = if estimate_tokens(&long) + 1 > FRAME_TOKENS / 2 {
+        short
+    } else {
+        long
+    };
+    text.push_str("\n\n");
+    text.push_str(&packed.render(pack::Format::Text));
+    if packed.files.is_empty() && !hits_readable(hits) {
+        text.push_str(
+            "The hits' files cannot be read now (moved or deleted since they were indexed?); call `index` to refresh the index.\n",
+        );
+    } else if packed.files.is_empty() {
+        text.push_str(&format!(
+            "The best hit does not fit in max_tokens={max_tokens}; raise max_tokens.\n"
+        ));
+    } else if packed.omitted > 0 {
+        text.push_str(&format!(
+            "\n({} more hits left out to keep within max_tokens={max_tokens}; raise it, lower k, or narrow the query.)\n",
+            packed.omitted
+        ));
+    }
+    CallToolResult::success(vec![ContentBlock::text(text)])
 }
 
 /// The answer's token budget: `max_tokens`, or the default; out of range is

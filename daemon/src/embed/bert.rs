@@ -108,9 +108,10 @@ pub(super) struct Rotary {
 }
 
 impl Rotary {
-    /// Rotates the query and key parts of `qkv` (`[b * len, 3 * hidden]`) by
-    /// each token's position in its row.
-    fn apply(&self, qkv: &Tensor, b: usize, len: usize, heads: usize) -> Result<Tensor> {
+    /// `cos` and `sin` of every position below `len` and every head
+    /// dimension, `[1, len, 1, 1, head_dim]` in `dtype`: made once per pass,
+    /// shared by its layers.
+    fn tables(&self, len: usize, device: &Device, dtype: DType) -> Result<RotaryTables> {
         let half = self.inv_freq.len();
         let hd = half * 2;
         let (mut cos, mut sin) = (Vec::with_capacity(len * hd), Vec::with_capacity(len * hd));
@@ -121,17 +122,34 @@ impl Rotary {
                 sin.push(angle.sin());
             }
         }
-        let table = |v: Vec<f32>| {
-            Tensor::from_vec(v, (1, len, 1, 1, hd), qkv.device())?.to_dtype(qkv.dtype())
-        };
-        let (cos, sin) = (table(cos)?, table(sin)?);
+        let table = |v: Vec<f32>| Tensor::from_vec(v, (1, len, 1, 1, hd), device)?.to_dtype(dtype);
+        Ok(RotaryTables {
+            cos: table(cos)?,
+            sin: table(sin)?,
+        })
+    }
+}
+
+/// A pass's rotary tables ([`Rotary::tables`]).
+#[derive(Debug)]
+struct RotaryTables {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl RotaryTables {
+    /// Rotates the query and key parts of `qkv` (`[b * len, 3 * hidden]`) by
+    /// each token's position in its row.
+    fn apply(&self, qkv: &Tensor, b: usize, len: usize, heads: usize) -> Result<Tensor> {
+        let hd = self.cos.dim(4)?;
+        let half = hd / 2;
         let x = qkv.reshape((b, len, 3, heads, hd))?;
         let qk = x.narrow(2, 0, 2)?;
         let rotated = Tensor::cat(
             &[&qk.narrow(4, half, half)?.neg()?, &qk.narrow(4, 0, half)?],
             4,
         )?;
-        let qk = (qk.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?;
+        let qk = (qk.broadcast_mul(&self.cos)? + rotated.broadcast_mul(&self.sin)?)?;
         Tensor::cat(&[&qk, &x.narrow(2, 2, 1)?], 2)?.reshape((b * len, 3 * heads * hd))
     }
 }
@@ -297,6 +315,10 @@ impl Bert {
         // dtype, so `0 * fill` never makes NaN and softmax gives padding zero weight.
         let bias =
             ((mask.ones_like()? - mask)? * fill_value(self.dtype))?.reshape((b, 1, 1, len))?;
+        let rotary = match &self.rotary {
+            Some(r) => Some(r.tables(len, &self.device, self.dtype)?),
+            None => None,
+        };
         Ok(Pass {
             x,
             bias: Some(bias),
@@ -306,6 +328,7 @@ impl Bert {
             len,
             next_layer: 0,
             attended: false,
+            rotary,
         })
     }
 
@@ -339,6 +362,7 @@ impl Bert {
                     b: pass.b,
                     len: pass.len,
                     scale: 1.0 / (self.head_dim as f64).sqrt(),
+                    rotary: pass.rotary.as_ref(),
                 };
                 pass.x = self.self_attention(layer, &pass.x, &batch)?;
             }
@@ -368,7 +392,7 @@ impl Bert {
 
     fn self_attention(&self, layer: &Layer, x: &Tensor, batch: &Batch) -> Result<Tensor> {
         let mut qkv = self.linear(&layer.qkv, x)?;
-        if let Some(rotary) = &self.rotary {
+        if let Some(rotary) = batch.rotary {
             qkv = rotary.apply(&qkv, batch.b, batch.len, self.heads)?;
         }
         let ctx = if self.fused_cpu {
@@ -456,6 +480,8 @@ pub struct Pass {
     next_layer: usize,
     /// The attention half of `next_layer` has run.
     attended: bool,
+    /// The rotary tables of this pass's length (NomicBert).
+    rotary: Option<RotaryTables>,
 }
 
 /// The shape of one forward pass, shared by every layer.
@@ -468,6 +494,8 @@ struct Batch<'a> {
     len: usize,
     /// `1/√head_dim`.
     scale: f64,
+    /// Rotates queries and keys (NomicBert).
+    rotary: Option<&'a RotaryTables>,
 }
 
 fn fill_value(dtype: DType) -> f64 {
@@ -611,6 +639,8 @@ impl Bert {
             len,
             next_layer: 0,
             attended: false,
+            // The fused kernels run only with absolute positions.
+            rotary: None,
         })
     }
 

@@ -145,16 +145,23 @@ enum Family {
 
 impl Family {
     fn read(model: &'static str, path: &Path) -> Result<Self, EmbedError> {
-        #[derive(Deserialize)]
-        struct ModelType {
-            #[serde(default)]
-            model_type: Option<String>,
+        let config: serde_json::Value = read_json(model, path)?;
+        fn parse<T: serde::de::DeserializeOwned>(
+            model: &'static str,
+            path: &Path,
+            v: serde_json::Value,
+        ) -> Result<T, EmbedError> {
+            serde_json::from_value(v).map_err(|e| EmbedError::bad_file(model, path, e))
         }
-        match read_json::<ModelType>(model, path)?.model_type.as_deref() {
+        let model_type = config
+            .get("model_type")
+            .and_then(|t| t.as_str())
+            .map(str::to_owned);
+        match model_type.as_deref() {
             None | Some("bert" | "roberta" | "xlm-roberta") => {
-                read_json(model, path).map(Family::Bert)
+                parse(model, path, config).map(Family::Bert)
             }
-            Some("nomic_bert") => read_json(model, path).map(Family::Nomic),
+            Some("nomic_bert") => parse(model, path, config).map(Family::Nomic),
             Some(t) => Err(EmbedError::bad_file(
                 model,
                 path,

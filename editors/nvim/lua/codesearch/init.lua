@@ -68,6 +68,19 @@ local valid = {
 
 --- Sets the options (see `defaults` above); a bad value is reported and its
 --- default kept.
+--- Calls `fn(repos)` with `repo.list`'s answer; says why when there is none.
+local function with_repos(fn)
+  rpc.request("repo.list", nil, function(err, repos)
+    if err then
+      return report(err)
+    end
+    if type(repos) ~= "table" then
+      return unexpected("repo.list")
+    end
+    fn(repos)
+  end)
+end
+
 function M.setup(opts)
   opts = opts or {}
   local config = vim.deepcopy(defaults)
@@ -290,13 +303,7 @@ function M.search(query, opts)
     run(nil)
     return
   end
-  rpc.request("repo.list", nil, function(err, repos)
-    if err then
-      return report(err)
-    end
-    if type(repos) ~= "table" then
-      return unexpected("repo.list")
-    end
+  with_repos(function(repos)
     if #repos == 0 then
       notify("no repository is indexed yet; :CodesearchIndex indexes the one you are in", levels.WARN)
       return
@@ -446,15 +453,7 @@ function M.index(path)
       end)
     end)
   end
-  rpc.request("repo.list", nil, function(err, repos)
-    if err then
-      return report(err)
-    end
-    if type(repos) ~= "table" then
-      return unexpected("repo.list")
-    end
-    go(repos)
-  end)
+  with_repos(go)
 end
 
 local function duration(s)
