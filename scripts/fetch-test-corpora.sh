@@ -9,7 +9,8 @@
 # systemd-socket-activate, from Debian's systemd package; python3 for plistlib),
 # and the real clients the agent and editor tests drive: the official MCP SDK
 # for Python (`mcp` from PyPI, pinned, in a venv under target/test-tools/mcp)
-# and Neovim (Debian's `neovim`).
+# and Neovim (Debian's `neovim`); and infinity-emb (PyPI, in a venv under
+# target/test-tools/infinity), the OpenAI-compatible server the remote embedder's test runs.
 #
 #   scripts/fetch-test-corpora.sh [DEST]     # default: target/test-corpora
 #
@@ -101,6 +102,20 @@ if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.vers
   python3 -m venv "$venv" || die "cannot make a venv at $venv (Debian: apt-get install python3-venv)"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "mcp==$mcp_version" \
     || die "cannot install mcp==$mcp_version from PyPI"
+fi
+
+# The remote embedder's test serves the local MiniLM through infinity-emb, a real
+# OpenAI-compatible embedding server. It pins an old huggingface_hub that
+# transformers 5 cannot use, hence transformers 4.51; PyPI's Linux torch is the
+# CUDA build (about 5.8 GB with its nvidia-* wheels; it runs on the CPU here).
+infinity_pins=("infinity-emb[server,torch]==0.0.78" "transformers==4.51.3" "torch==2.15.0")
+venv="$(cd "$dest/.." && pwd)/test-tools/infinity"
+if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('infinity_emb') != '0.0.78')" 2>/dev/null \
+    || [[ ! -x "$venv/bin/infinity_emb" ]]; then
+  echo "installing infinity-emb (an OpenAI-compatible embedding server, with torch: several GB) into $venv"
+  python3 -m venv "$venv" || die "cannot make a venv at $venv (Debian: apt-get install python3-venv)"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${infinity_pins[@]}" \
+    || die "cannot install ${infinity_pins[*]} from PyPI"
 fi
 
 # The Neovim plugin's test runs Debian's Neovim (0.7), the oldest the plugin supports.

@@ -150,16 +150,44 @@ pub fn duration(d: std::time::Duration) -> String {
     }
 }
 
-/// The model table.
+/// The model table: each model, whether it can run here and where.
 pub fn models(out: &mut impl Write, models: &[ModelInfo]) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<12} {:>5} {:>10}  {:<12} {:<10} where",
+        "model", "dims", "max tokens", "status", "device"
+    )?;
     for m in models {
+        let dims = if m.dims == 0 {
+            "?".to_owned()
+        } else {
+            m.dims.to_string()
+        };
+        // Daemons before protocol 3 say nothing of availability.
+        let status = m.availability.as_deref().unwrap_or("-");
+        let place = match (status, &m.location, &m.remote_model) {
+            ("remote", Some(url), Some(model)) => format!("{model} at {url}"),
+            (_, Some(dir), _) => dir.clone(),
+            ("download", None, _) => format!("{} (fetched on first use)", m.hf_repo),
+            ("missing", None, _) => format!(
+                "{} (not in the Hugging Face cache; `hf download {}`, or set model_path)",
+                m.hf_repo, m.hf_repo
+            ),
+            _ => m.hf_repo.clone(),
+        };
+        let aliases = if m.aliases.is_empty() {
+            String::new()
+        } else {
+            format!("  [{}]", m.aliases.join(", "))
+        };
         writeln!(
             out,
-            "{:<10} {:>5} dims  {:<40} {}",
+            "{:<12} {:>5} {:>10}  {:<12} {:<10} {place}{aliases}",
             m.name,
-            m.dims,
-            m.hf_repo,
-            m.aliases.join(", ")
+            dims,
+            m.max_tokens,
+            status,
+            m.device.as_deref().unwrap_or("-"),
         )?;
     }
     Ok(())

@@ -14,7 +14,7 @@ use crate::chunk::{self, Chunker};
 use crate::embed::Embedder;
 use crate::index::{self, IndexError, IndexOptions};
 use crate::search::{self, Mode, SearchError};
-use crate::store::{Manifest, SCHEMA_VERSION, Store, StoreError};
+use crate::store::{Manifest, Store, StoreError};
 
 /// Queries timed when no labelled ones are given: short, long, code-like.
 const PROBES: &[&str] = &[
@@ -61,12 +61,7 @@ pub fn run(
     mode: Mode,
 ) -> Result<BenchmarkResult, BenchmarkError> {
     reset_peak_rss();
-    let manifest = Manifest {
-        schema_version: SCHEMA_VERSION,
-        model: embedder.model_name().to_owned(),
-        dims: embedder.dims(),
-        root: root.to_owned(),
-    };
+    let manifest = Manifest::of(embedder, root);
     let dir = Store::dir_for(scratch, root);
     let mut store = Store::open(&dir, &manifest)?;
     let start = Instant::now();

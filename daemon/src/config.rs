@@ -7,13 +7,34 @@
 //!   device: auto         # auto, cpu, cuda, metal (mlx)
 //!   batch_size: 32       # texts per forward pass at most (default: 32 on CPU, 512 on GPU)
 //!   model_path: ~/models/minilm   # optional: a folder instead of the HF cache
+//! remote:                # models behind an HTTP API; the key names are what --model takes
+//!   local-nomic:
+//!     api: openai        # openai (any OpenAI-compatible /v1/embeddings) or voyage
+//!     base_url: http://localhost:11434/v1
+//!     model: nomic-embed-text
+//!     dimensions: 768    # optional: asked of the server, else learnt from one request
+//!     api_key_env: MY_KEY   # optional: the variable that holds the key
+//!     batch_size: 64     # texts per request
+//!     concurrency: 4     # requests in flight
+//!     requests_per_minute: 600
+//!     timeout_s: 60
+//!     max_retries: 5     # after 429 / 5xx answers
+//!     max_tokens: 8192
+//!     query_prefix: "search_query: "
+//!     document_prefix: "search_document: "
 //! ```
+//!
+//! `openai` and `voyage` are remote models without any of this (their keys in
+//! `OPENAI_API_KEY` and `VOYAGE_API_KEY`); an entry of the same name changes them.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::embed::{self, DeviceChoice};
+use crate::embed::remote::{self, Api};
+use crate::embed::{self, DeviceChoice, RemoteSpec};
 
 /// `CODESEARCH_MODEL`: the embedding model (the original codesearch's name).
 pub const ENV_MODEL: &str = "CODESEARCH_MODEL";
@@ -36,6 +57,9 @@ pub struct Config {
     pub socket: PathBuf,
     /// Embedding settings.
     pub embedding: EmbeddingConfig,
+    /// Remote models by name: the built-in `openai` and `voyage`, and those of
+    /// `config.yaml`'s `remote:`.
+    pub remote: Vec<RemoteSpec>,
 }
 
 /// The `embedding:` section.
@@ -102,6 +126,26 @@ pub enum ConfigError {
 struct FileConfig {
     #[serde(default)]
     embedding: FileEmbedding,
+    #[serde(default)]
+    remote: BTreeMap<String, FileRemote>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRemote {
+    api: Option<String>,
+    base_url: Option<String>,
+    model: Option<String>,
+    dimensions: Option<usize>,
+    api_key_env: Option<String>,
+    batch_size: Option<usize>,
+    concurrency: Option<usize>,
+    requests_per_minute: Option<u32>,
+    timeout_s: Option<f64>,
+    max_retries: Option<u32>,
+    max_tokens: Option<usize>,
+    query_prefix: Option<String>,
+    document_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -133,6 +177,7 @@ pub fn resolve_with(
     let path = home.join(CONFIG_FILE);
     let file = read_file(&path)?;
     let file_src = |key: &str| format!("{}: embedding.{key}", path.display());
+    let remote = remote_models(file.remote, &path)?;
 
     // Each setting: the first layer that has it, with the layer's name for errors.
     let pick = |flag: Option<String>,
@@ -152,12 +197,12 @@ pub fn resolve_with(
         "model",
     )
     .unwrap_or_else(|| (embed::DEFAULT_MODEL.to_owned(), "default".to_owned()));
-    let model = embed::registry::lookup(&model_name)
+    let model = embed::resolve(&model_name, &remote)
         .map_err(|e| ConfigError::Invalid {
             source_name: model_src,
             reason: e.to_string(),
         })?
-        .name
+        .name()
         .to_owned();
     let device = match pick(
         flags.device.clone(),
@@ -194,7 +239,134 @@ pub fn resolve_with(
             batch_size,
             model_path,
         },
+        remote,
     })
+}
+
+/// The built-in remote models with `config.yaml`'s `remote:` entries laid over
+/// them, each checked; sorted by name.
+fn remote_models(
+    entries: BTreeMap<String, FileRemote>,
+    path: &Path,
+) -> Result<Vec<RemoteSpec>, ConfigError> {
+    let mut out: Vec<RemoteSpec> = remote::BUILTIN
+        .iter()
+        .filter(|name| !entries.contains_key(**name))
+        .filter_map(|name| RemoteSpec::builtin(name))
+        .collect();
+    for (name, entry) in entries {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            source_name: format!("{}: remote.{name}{key}", path.display()),
+            reason,
+        };
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-:/".contains(c))
+        {
+            return Err(invalid(
+                "",
+                "a remote model's name takes letters, digits and . _ - : / only".to_owned(),
+            ));
+        }
+        if embed::registry::lookup(&name).is_ok() {
+            return Err(invalid(
+                "",
+                "the name is a local model's (`codesearch models`); pick another".to_owned(),
+            ));
+        }
+        let api = match &entry.api {
+            Some(a) => Some(a.parse::<Api>().map_err(|e| invalid(".api", e))?),
+            None => None,
+        };
+        let mut spec = match (RemoteSpec::builtin(&name), api) {
+            (Some(builtin), None) => builtin,
+            (Some(builtin), Some(api)) if builtin.api == api => builtin,
+            (_, Some(api)) => RemoteSpec::defaults(&name, api),
+            (None, None) => {
+                return Err(invalid(
+                    ".api",
+                    "say which API the server speaks: `openai` (any OpenAI-compatible /v1/embeddings) or `voyage`".to_owned(),
+                ));
+            }
+        };
+        if let Some(url) = entry.base_url {
+            let url = url.trim().trim_end_matches('/').to_owned();
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    ".base_url",
+                    format!("`{url}` is not an http:// or https:// URL"),
+                ));
+            }
+            spec.base_url = url;
+        }
+        if let Some(model) = entry.model {
+            spec.model = model.trim().to_owned();
+        }
+        if spec.model.is_empty() {
+            return Err(invalid(
+                ".model",
+                "name the model the server should run (its own name for it)".to_owned(),
+            ));
+        }
+        let in_range = |key: &str, v: usize, lo: usize, hi: usize| {
+            if (lo..=hi).contains(&v) {
+                Ok(v)
+            } else {
+                Err(invalid(
+                    key,
+                    format!("{v} is out of range; use {lo} to {hi}"),
+                ))
+            }
+        };
+        if let Some(d) = entry.dimensions {
+            spec.dimensions = Some(in_range(".dimensions", d, 1, 65_536)?);
+        }
+        if let Some(var) = entry.api_key_env {
+            let var = var.trim().to_owned();
+            if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(invalid(
+                    ".api_key_env",
+                    "give the name of an environment variable (letters, digits, _), not the key itself".to_owned(),
+                ));
+            }
+            spec.api_key_env = Some(var);
+        }
+        if let Some(n) = entry.batch_size {
+            spec.batch_size = in_range(".batch_size", n, 1, 2048)?;
+        }
+        if let Some(n) = entry.concurrency {
+            spec.concurrency = in_range(".concurrency", n, 1, 64)?;
+        }
+        if let Some(n) = entry.requests_per_minute {
+            spec.requests_per_minute =
+                Some(in_range(".requests_per_minute", n as usize, 1, 1_000_000)? as u32);
+        }
+        if let Some(t) = entry.timeout_s {
+            if !(t.is_finite() && t > 0.0 && t <= 3600.0) {
+                return Err(invalid(
+                    ".timeout_s",
+                    format!("{t} is out of range; use more than 0 and at most 3600 seconds"),
+                ));
+            }
+            spec.timeout = Duration::from_secs_f64(t);
+        }
+        if let Some(n) = entry.max_retries {
+            spec.max_retries = in_range(".max_retries", n as usize, 0, 20)? as u32;
+        }
+        if let Some(n) = entry.max_tokens {
+            spec.max_tokens = in_range(".max_tokens", n, 16, 1_000_000)?;
+        }
+        if let Some(p) = entry.query_prefix {
+            spec.query_prefix = p;
+        }
+        if let Some(p) = entry.document_prefix {
+            spec.document_prefix = p;
+        }
+        out.push(spec);
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
 }
 
 fn invalid_batch(source_name: String) -> ConfigError {
@@ -302,6 +474,86 @@ mod tests {
             ),
             ("minilm", DeviceChoice::Cuda, Some(16))
         );
+    }
+
+    #[test]
+    fn remote_models_come_from_the_file_over_the_built_in_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = resolve_in(tmp.path(), &[(ENV_MODEL, "voyage")], &Overrides::default()).unwrap();
+        assert_eq!(c.embedding.model, "voyage");
+        let names: Vec<&str> = c.remote.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["openai", "voyage"]);
+
+        std::fs::write(
+            tmp.path().join(CONFIG_FILE),
+            "embedding:\n  model: local-infinity\nremote:\n  local-infinity:\n    api: openai\n    base_url: http://127.0.0.1:7997/v1/\n    model: all-MiniLM-L6-v2\n    batch_size: 16\n    timeout_s: 2.5\n  openai:\n    model: text-embedding-3-large\n    dimensions: 3072\n",
+        )
+        .unwrap();
+        let c = resolve_in(tmp.path(), &[], &Overrides::default()).unwrap();
+        assert_eq!(c.embedding.model, "local-infinity");
+        let local = c
+            .remote
+            .iter()
+            .find(|r| r.name == "local-infinity")
+            .unwrap();
+        assert_eq!(local.base_url, "http://127.0.0.1:7997/v1");
+        assert_eq!(
+            (
+                local.batch_size,
+                local.dimensions,
+                local.api_key_env.as_deref()
+            ),
+            (16, None, None)
+        );
+        assert_eq!(local.timeout, Duration::from_millis(2500));
+        let openai = c.remote.iter().find(|r| r.name == "openai").unwrap();
+        assert_eq!(openai.model, "text-embedding-3-large");
+        assert_eq!(openai.dimensions, Some(3072));
+        assert_eq!(
+            openai.api_key_env.as_deref(),
+            Some("OPENAI_API_KEY"),
+            "the rest is the built-in's"
+        );
+    }
+
+    #[test]
+    fn bad_remote_entries_are_named_with_the_fix() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (entry, want) in [
+            ("  x:\n    model: m\n", "remote.x.api: say which API"),
+            (
+                "  x:\n    api: cohere\n    model: m\n",
+                "unknown api `cohere`",
+            ),
+            ("  x:\n    api: openai\n", "remote.x.model: name the model"),
+            (
+                "  x:\n    api: openai\n    model: m\n    base_url: ftp://h\n",
+                "not an http:// or https:// URL",
+            ),
+            (
+                "  x:\n    api: openai\n    model: m\n    batch_size: 0\n",
+                "remote.x.batch_size: 0 is out of range",
+            ),
+            (
+                "  x:\n    api: openai\n    model: m\n    api_key_env: sk-abc123\n",
+                "not the key itself",
+            ),
+            (
+                "  minilm:\n    api: openai\n    model: m\n",
+                "a local model's",
+            ),
+            (
+                "  x:\n    api: openai\n    model: m\n    key: 1\n",
+                "unknown field `key`",
+            ),
+        ] {
+            std::fs::write(tmp.path().join(CONFIG_FILE), format!("remote:\n{entry}")).unwrap();
+            let err = resolve_in(tmp.path(), &[], &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{entry}: {err}");
+            assert!(!err.contains("sk-abc123"), "{err}");
+        }
     }
 
     #[test]

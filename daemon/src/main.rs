@@ -248,7 +248,7 @@ fn bench_embed(args: BenchArgs) -> anyhow::Result<()> {
 fn bench_index(args: BenchIndexArgs) -> anyhow::Result<()> {
     use codesearchd::chunk::Chunker;
     use codesearchd::index::{self, IndexOptions};
-    use codesearchd::store::{Manifest, SCHEMA_VERSION, Store};
+    use codesearchd::store::{Manifest, Store};
 
     let options = args.embedding.resolve(None, None)?;
     let mut embedder = embed::load(&options, &ModelLocator::from_env())?;
@@ -291,12 +291,7 @@ fn bench_index(args: BenchIndexArgs) -> anyhow::Result<()> {
             std::fs::remove_dir_all(&dir)
                 .with_context(|| format!("cannot clear {}", dir.display()))?;
         }
-        let manifest = Manifest {
-            schema_version: SCHEMA_VERSION,
-            model: embedder.model_name().to_owned(),
-            dims: embedder.dims(),
-            root: root.clone(),
-        };
+        let manifest = Manifest::of(&embedder, &root);
         let mut store = Store::open(&dir, &manifest)?;
         // The model is loaded and the store open: what indexing adds is above this.
         let rss_before = bench::rss_bytes();

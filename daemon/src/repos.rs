@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::chunk::Chunker;
-use crate::embed::{EmbedHandle, Embedder as _};
+use crate::embed::EmbedHandle;
 use crate::index::{self, IndexOptions};
-use crate::store::{Manifest, Readers, SCHEMA_VERSION, Store, StoreError};
+use crate::store::{Manifest, Readers, Store, StoreError};
 use crate::walk;
 use crate::watch::{Batch, Changes};
 
@@ -96,12 +96,7 @@ impl Repo {
         events: tokio::sync::broadcast::Sender<RepoProgress>,
         cancel: CancellationToken,
     ) -> Result<Self, StoreError> {
-        let manifest = Manifest {
-            schema_version: SCHEMA_VERSION,
-            model: embedder.model_name().to_owned(),
-            dims: embedder.dims(),
-            root: root.to_owned(),
-        };
+        let manifest = Manifest::of(embedder, root);
         let store = Store::open(&Store::dir_for(indexes, root), &manifest)?;
         let reader = store.reader()?;
         let status = RepoStatus {

@@ -15,7 +15,8 @@ use codesearch_proto::{Hit, RepoProgress, RepoStatus, SearchParams, SearchResult
 use crate::chunk::Chunker;
 use crate::config::Config;
 use crate::embed::{
-    self, EmbedError, EmbedHandle, EmbedOptions, EmbedWorker, InputKind, ModelLocator,
+    self, EmbedError, EmbedHandle, EmbedOptions, EmbedWorker, InputKind, ModelChoice, ModelLocator,
+    RemoteEmbedder,
 };
 use crate::repos::{self, Registered, Repo};
 use crate::store::StoreError;
@@ -176,12 +177,12 @@ impl Service {
         let root = canonical_dir(path)?;
         if let Some(repo) = self.repos.read().await.get(&root).cloned() {
             if let Some(asked) = model {
-                let asked =
-                    embed::registry::lookup(asked).map_err(|e| ServiceError::Model(Box::new(e)))?;
-                if asked.name != repo.model {
+                let asked = self.resolve_model(asked)?;
+                if asked.name() != repo.model {
                     return Err(ServiceError::InvalidParams(format!(
                         "{path} is indexed with model `{}`; to use `{}`, `codesearch remove {path}` first, then index it again",
-                        repo.model, asked.name
+                        repo.model,
+                        asked.name()
                     )));
                 }
             }
@@ -423,10 +424,11 @@ impl Service {
         let mode = parse_mode(p.mode.as_deref())?;
         check_queries(&p.queries)?;
         let _one_at_a_time = self.benchmarking.lock().await;
-        let name =
-            embed::registry::lookup(p.model.as_deref().unwrap_or(&self.config.embedding.model))
-                .map_err(|e| ServiceError::Model(Box::new(e)))?
-                .name;
+        let name = self
+            .resolve_model(p.model.as_deref().unwrap_or(&self.config.embedding.model))?
+            .name()
+            .to_owned();
+        let name = name.as_str();
         let was_loaded = self.is_loaded(name);
         let handle = self.embedder(Some(name)).await?;
         let scratch = tempfile::Builder::new()
@@ -506,13 +508,69 @@ impl Service {
         self.workers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A model name (or alias) as the registry and the remote models know it.
+    pub fn resolve_model(&self, name: &str) -> Result<ModelChoice<'_>, ServiceError> {
+        embed::resolve(name, &self.config.remote).map_err(|e| ServiceError::Model(Box::new(e)))
+    }
+
+    /// The `models.list` rows: every registered model with whether its weights
+    /// are here, then the remote ones; loaded models say their device.
+    pub fn models(&self) -> Vec<codesearch_proto::ModelInfo> {
+        let locator = ModelLocator::from_env();
+        // Name → (device, dims) of each loaded model: a remote model's dims
+        // are known once it has answered, if its config does not give them.
+        let loaded: HashMap<String, (String, usize)> = self
+            .workers()
+            .values()
+            .filter_map(|slot| slot.get())
+            .map(|w| {
+                let h = w.handle();
+                (
+                    embed::Embedder::model_name(&h).to_owned(),
+                    (embed::Embedder::device_name(&h), embed::Embedder::dims(&h)),
+                )
+            })
+            .collect();
+        let e = &self.config.embedding;
+        let local = embed::registry::MODELS.iter().map(|spec| {
+            let mut info = spec.info();
+            let model_path = e.model_path.as_deref().filter(|_| spec.name == e.model);
+            let (availability, location) = if !spec.arch.is_supported() {
+                ("unsupported", None)
+            } else {
+                match locator.find_local(spec, model_path) {
+                    Some(dir) => ("local", Some(dir.display().to_string())),
+                    None if locator.offline || model_path.is_some() => ("missing", None),
+                    None => ("download", None),
+                }
+            };
+            info.availability = Some(availability.to_owned());
+            info.location = location;
+            info
+        });
+        let remote = self.config.remote.iter().map(|spec| spec.info());
+        local
+            .chain(remote)
+            .map(|mut info| {
+                if let Some((device, dims)) = loaded.get(&info.name) {
+                    info.device = Some(device.clone());
+                    info.dims = *dims;
+                }
+                info
+            })
+            .collect()
+    }
+
     /// The model `name` (or the default), loading it on first use.
     ///
     /// Callers of one model that is loading wait for that load (and a failed
     /// load is tried again by the next caller); nobody else waits.
     pub async fn embedder(&self, name: Option<&str>) -> Result<EmbedHandle, ServiceError> {
         let wanted = name.unwrap_or(&self.config.embedding.model);
-        let spec = embed::registry::lookup(wanted).map_err(|e| ServiceError::Model(Box::new(e)))?;
+        let spec = match self.resolve_model(wanted)? {
+            ModelChoice::Local(spec) => spec,
+            ModelChoice::Remote(remote) => return self.remote_embedder(remote).await,
+        };
         let slot = self
             .workers()
             .entry(spec.name.to_owned())
@@ -543,6 +601,27 @@ impl Service {
             })
             .await?;
         // Indexing passes block on this handle: at shutdown they stop waiting.
+        Ok(worker.handle().cancelled_by(self.cancel.clone()))
+    }
+
+    /// A remote model's worker: one thread for documents and one for queries,
+    /// each with its own connection to the server.
+    async fn remote_embedder(&self, spec: &embed::RemoteSpec) -> Result<EmbedHandle, ServiceError> {
+        let slot = self.workers().entry(spec.name.clone()).or_default().clone();
+        let worker = slot
+            .get_or_try_init(|| async {
+                tracing::info!(model = %spec.name, url = %spec.display_url(), "connecting to remote model");
+                let spec = spec.clone();
+                let documents = tokio::task::spawn_blocking(move || RemoteEmbedder::connect(&spec))
+                    .await
+                    .map_err(|e| ServiceError::Internal(format!("model loader panicked: {e}")))?
+                    .map_err(|e| ServiceError::Model(Box::new(e)))?;
+                let queries = documents.clone();
+                EmbedWorker::spawn_lanes(Box::new(documents), Box::new(queries)).map_err(|e| {
+                    ServiceError::Internal(format!("cannot start the model thread: {e}"))
+                })
+            })
+            .await?;
         Ok(worker.handle().cancelled_by(self.cancel.clone()))
     }
 

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 /// `protocol_version`. Raised when a method, field or code is added, so a
 /// client can tell what a daemon offers; nothing design.md names is ever
 /// renamed or dropped.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// One request-answer method of the protocol: its name, and the shapes of its
 /// params and result. The daemon registers, and every client calls, methods
@@ -153,6 +153,8 @@ pub enum Pooling {
     Mean,
     /// The vector of the first (`[CLS]`) token.
     Cls,
+    /// Done by a remote server, whose pooling is its own (since protocol 3).
+    Server,
 }
 
 /// One row of `models.list`.
@@ -170,6 +172,20 @@ pub struct ModelInfo {
     pub max_tokens: usize,
     /// How token vectors become one vector.
     pub pooling: Pooling,
+    /// `local` (weights found), `download` (fetched on first use), `missing`
+    /// (not found, and `HF_HUB_OFFLINE` forbids a download), `remote` (an
+    /// HTTP API) or `unsupported` (this build cannot run it). Since protocol 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability: Option<String>,
+    /// The weights' folder, or a remote model's endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// The device it runs on once loaded (`cpu`, `cuda:0`, …); absent until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// A remote model's name on its server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_model: Option<String>,
 }
 
 /// Longest request line the daemon reads; longer ones get `INVALID_REQUEST`.

@@ -89,6 +89,28 @@ fn serves_models_embeddings_and_status_and_survives_bad_input() {
     let models = d.call("models.list", json!({}));
     assert_eq!(models["result"][0]["name"], "minilm", "{models}");
     assert_eq!(models["result"][0]["dims"], 384);
+    // The real model is in the cache (CI fetched it); jina-code cannot run;
+    // the built-in remote models are listed with their endpoint.
+    assert_eq!(models["result"][0]["availability"], "local", "{models}");
+    assert!(
+        models["result"][0]["location"]
+            .as_str()
+            .unwrap()
+            .contains("all-MiniLM-L6-v2")
+    );
+    let row = |name: &str| {
+        models["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} missing: {models}"))
+    };
+    assert_eq!(row("jina-code")["availability"], "unsupported");
+    assert_eq!(row("voyage")["availability"], "remote");
+    assert_eq!(row("voyage")["location"], "https://api.voyageai.com/v1");
+    assert_eq!(row("voyage")["remote_model"], "voyage-code-3");
 
     let bad_params = d.call("embed", json!({"texts": 5}));
     assert_eq!(bad_params["error"]["code"], -32602, "{bad_params}");

@@ -78,6 +78,7 @@ impl Repo {
             schema_version: SCHEMA_VERSION,
             model: "minilm".into(),
             dims: 384,
+            source: None,
             root: self.root.clone(),
         };
         Store::open(self.index_dir.path(), &manifest).unwrap()

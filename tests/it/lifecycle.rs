@@ -292,6 +292,7 @@ fn manifest(root: &Path) -> Manifest {
         schema_version: SCHEMA_VERSION,
         model: "minilm".into(),
         dims: 384,
+        source: None,
         root: root.to_owned(),
     }
 }

@@ -11,6 +11,7 @@
 //! - `daemon`: the real daemon over its socket: methods, bad input, permissions, one per home.
 //! - `embed`: the candle engine against sentence-transformers' reference vectors.
 //! - `models`: BERT with CLS pooling, RoBERTa and XLM-RoBERTa against transformers on tiny checked-in checkpoints.
+//! - `remote`: the `openai` remote embedder against infinity-emb (a real OpenAI-compatible server): same hits as the local engine, 429s retried, a killed server.
 //! - `fault`: a fuzzing client, pseudo-filesystems, 32 concurrent clients, a hostile tree.
 //! - `client`: the `codesearch` client end to end, exit codes and output formats.
 //! - `cli`: the `codesearchd` binary's benchmark and its error messages.
@@ -30,6 +31,7 @@ mod lifecycle;
 mod mcp;
 mod models;
 mod nvim;
+mod remote;
 mod service;
 mod util;
 mod watch;

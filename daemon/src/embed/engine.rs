@@ -417,7 +417,8 @@ impl CandleEmbedder {
         let hidden = self.model.finish(pass)?.to_dtype(DType::F32)?;
         let pooled = match self.pooling {
             Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
-            Pooling::Mean => {
+            // `Server` is a remote model's; a local one reads `Mean` or `Cls`.
+            Pooling::Mean | Pooling::Server => {
                 let m = mask.unsqueeze(2)?;
                 let sum = hidden.broadcast_mul(&m)?.sum(1)?;
                 sum.broadcast_div(&m.sum(1)?.clamp(1e-9, f64::MAX)?)?

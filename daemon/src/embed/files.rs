@@ -84,6 +84,15 @@ impl ModelLocator {
         Self { hub_cache, offline }
     }
 
+    /// The folder of `spec`'s files if they are here (`model_path`, else the
+    /// cache); never downloads.
+    pub fn find_local(&self, spec: &ModelSpec, model_path: Option<&Path>) -> Option<PathBuf> {
+        match model_path {
+            Some(dir) => missing_files(dir).is_none().then(|| dir.to_owned()),
+            None => find_snapshot(&self.hub_cache.join(repo_folder(spec.hf_repo))),
+        }
+    }
+
     /// The folder of `spec`'s files: `model_path` if given, else the cache, else a download.
     pub fn locate(
         &self,

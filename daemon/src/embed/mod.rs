@@ -13,6 +13,7 @@
 //! - `cuda_ops` (feature `cuda`): fused CUDA kernels (`kernels.cu`) the encoder uses on NVIDIA GPUs.
 //! - `engine`: tokenizer + batches + encoder + pooling = [`CandleEmbedder`].
 //! - `queue`: the model's thread and its two-priority queue ([`EmbedWorker`], [`EmbedHandle`]).
+//! - `remote`: models behind an HTTP API (OpenAI-compatible servers, Voyage).
 
 mod batch;
 mod bert;
@@ -27,6 +28,7 @@ mod files;
 mod nomic;
 mod queue;
 pub mod registry;
+pub mod remote;
 
 use std::path::{Path, PathBuf};
 
@@ -36,6 +38,7 @@ pub use engine::{CandleEmbedder, EmbedStats, Precision};
 pub use files::{ModelDir, ModelLocator};
 pub use queue::{EmbedHandle, EmbedWorker};
 pub use registry::{DEFAULT_MODEL, ModelSpec};
+pub use remote::{RemoteEmbedder, RemoteSpec};
 
 /// Whether a text is something to find or something to search with.
 ///
@@ -59,6 +62,11 @@ pub trait Embedder: Send {
     fn max_tokens(&self) -> usize;
     /// Where the model runs, e.g. `cpu` or `cuda:0`.
     fn device_name(&self) -> String;
+    /// What makes vectors comparable besides the name, when the name alone
+    /// does not say it (a remote name can point at another server model).
+    fn identity(&self) -> Option<String> {
+        None
+    }
     /// Texts one forward pass takes at most: callers with many texts hand over
     /// several batches' worth per call, so a GPU is not fed a CPU's portions.
     fn batch_size(&self) -> usize {
@@ -100,6 +108,46 @@ pub struct EmbedOptions {
 /// Threads candle's CPU kernels use (for reports; only `embed` touches candle).
 pub fn cpu_threads() -> usize {
     candle_core::utils::get_num_threads()
+}
+
+/// A model name resolved: one of the registry's, or a remote one.
+#[derive(Debug, Clone, Copy)]
+pub enum ModelChoice<'a> {
+    /// Weights run here.
+    Local(&'static ModelSpec),
+    /// An HTTP API (`config.yaml`'s `remote:`, or a built-in name).
+    Remote(&'a RemoteSpec),
+}
+
+impl ModelChoice<'_> {
+    /// The canonical name.
+    pub fn name(&self) -> &str {
+        match self {
+            ModelChoice::Local(spec) => spec.name,
+            ModelChoice::Remote(spec) => &spec.name,
+        }
+    }
+}
+
+/// Finds `name` among the registry's models (names, aliases, Hugging Face
+/// repositories, without regard to case) and then the remote ones.
+pub fn resolve<'a>(name: &str, remote: &'a [RemoteSpec]) -> Result<ModelChoice<'a>, EmbedError> {
+    let wanted = name.trim();
+    if let Some(spec) = remote.iter().find(|r| r.name.eq_ignore_ascii_case(wanted)) {
+        return Ok(ModelChoice::Remote(spec));
+    }
+    registry::lookup(wanted)
+        .map(ModelChoice::Local)
+        .map_err(|err| match err {
+            EmbedError::UnknownModel { name, valid } if !remote.is_empty() => {
+                let names: Vec<&str> = remote.iter().map(|r| r.name.as_str()).collect();
+                EmbedError::UnknownModel {
+                    name,
+                    valid: format!("{valid}; remote: {}", names.join(", ")),
+                }
+            }
+            other => other,
+        })
 }
 
 /// Loads the model `options` name, on the device it asks for.
@@ -221,6 +269,24 @@ pub enum EmbedError {
     Cancelled {
         /// Canonical name.
         model: String,
+    },
+    /// A remote model's settings cannot be used (its key variable is not set).
+    #[error("model `{model}`: {reason}")]
+    RemoteSetup {
+        /// The configured name.
+        model: String,
+        /// What is missing and where to set it.
+        reason: String,
+    },
+    /// The embedding server did not answer usably (after its retries).
+    #[error("model `{model}` at {url}: {reason}")]
+    Remote {
+        /// The configured name.
+        model: String,
+        /// The endpoint, without credentials.
+        url: String,
+        /// What the server said, or why it could not be reached.
+        reason: String,
     },
     /// The forward pass failed.
     #[error("model `{model}` on {device}: {source}")]

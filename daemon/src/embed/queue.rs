@@ -12,6 +12,10 @@
 //! Queries that wait together are embedded together, in one forward pass (many
 //! agents or an editor's keystrokes at once cost about as much as one query),
 //! and the vectors of recent queries are kept: a repeated query needs no pass.
+//!
+//! A remote model is no single resource: [`EmbedWorker::spawn_lanes`] gives
+//! its queries a thread of their own, so a query never waits for an indexing
+//! request that is out on the network (or waiting out a 429).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
@@ -78,8 +82,19 @@ impl RecentQueries {
 /// (unless [`EmbedWorker::close_without_waiting`] let it go first).
 pub struct EmbedWorker {
     shared: Arc<Shared>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
     handle: EmbedHandle,
+}
+
+/// Which jobs a thread takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// Both, queries first (one model, one thread).
+    Both,
+    /// Only queries.
+    Queries,
+    /// Only documents.
+    Documents,
 }
 
 impl std::fmt::Debug for EmbedWorker {
@@ -101,6 +116,7 @@ pub struct EmbedHandle {
     max_tokens: usize,
     device: String,
     batch_size: usize,
+    identity: Option<String>,
 }
 
 impl std::fmt::Debug for EmbedHandle {
@@ -114,6 +130,22 @@ impl std::fmt::Debug for EmbedHandle {
 impl EmbedWorker {
     /// Moves `embedder` onto a thread of its own.
     pub fn spawn(embedder: Box<dyn Embedder>) -> std::io::Result<Self> {
+        Self::spawn_threads(vec![(embedder, Lane::Both)])
+    }
+
+    /// Two threads: one embeds the documents, the other the queries; for
+    /// models that can serve both at once (a remote API).
+    pub fn spawn_lanes(
+        documents: Box<dyn Embedder>,
+        queries: Box<dyn Embedder>,
+    ) -> std::io::Result<Self> {
+        Self::spawn_threads(vec![(documents, Lane::Documents), (queries, Lane::Queries)])
+    }
+
+    fn spawn_threads(embedders: Vec<(Box<dyn Embedder>, Lane)>) -> std::io::Result<Self> {
+        let Some((embedder, _)) = embedders.first() else {
+            return Err(std::io::Error::other("no embedder to run"));
+        };
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
@@ -127,18 +159,27 @@ impl EmbedWorker {
             max_tokens: embedder.max_tokens(),
             device: embedder.device_name(),
             batch_size: embedder.batch_size(),
+            identity: embedder.identity(),
         };
-        let thread = std::thread::Builder::new()
-            .name(format!("embed-{}", handle.model))
-            .spawn({
-                let shared = shared.clone();
-                move || run(embedder, &shared)
-            })?;
-        Ok(Self {
-            shared,
-            thread: Mutex::new(Some(thread)),
+        let worker = Self {
+            shared: shared.clone(),
+            threads: Mutex::new(Vec::new()),
             handle,
-        })
+        };
+        for (embedder, lane) in embedders {
+            let thread = std::thread::Builder::new()
+                .name(format!("embed-{}", worker.handle.model))
+                .spawn({
+                    let shared = shared.clone();
+                    move || run(embedder, &shared, lane)
+                })?;
+            worker.threads().push(thread);
+        }
+        Ok(worker)
+    }
+
+    fn threads(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.threads.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A handle to the model thread.
@@ -151,8 +192,8 @@ impl EmbedWorker {
     /// exits without it, since one call of an indexing pass can take seconds.
     pub fn close_without_waiting(&self) {
         self.close();
-        // Dropping the handle detaches the thread; `Drop` then has nothing to join.
-        drop(self.thread.lock().unwrap_or_else(|p| p.into_inner()).take());
+        // Dropping the handles detaches the threads; `Drop` then has nothing to join.
+        self.threads().clear();
     }
 
     fn close(&self) {
@@ -169,7 +210,7 @@ impl EmbedWorker {
 impl Drop for EmbedWorker {
     fn drop(&mut self) {
         self.close();
-        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        for t in std::mem::take(&mut *self.threads()) {
             let _ = t.join();
         }
     }
@@ -190,16 +231,18 @@ impl Drop for CloseOnExit<'_> {
     }
 }
 
-fn run(mut embedder: Box<dyn Embedder>, shared: &Shared) {
+fn run(mut embedder: Box<dyn Embedder>, shared: &Shared, lane: Lane) {
     let _close = CloseOnExit(shared);
     loop {
         let job = {
             let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
             loop {
-                if !q.queries.is_empty() {
+                if lane != Lane::Documents && !q.queries.is_empty() {
                     break Work::Queries(q.queries.drain(..).collect());
                 }
-                if let Some(job) = q.documents.pop_front() {
+                if lane != Lane::Queries
+                    && let Some(job) = q.documents.pop_front()
+                {
                     break Work::Documents(job);
                 }
                 if q.closed {
@@ -217,7 +260,10 @@ fn run(mut embedder: Box<dyn Embedder>, shared: &Shared) {
                 }
                 let texts: Vec<&str> = job.texts.iter().map(String::as_str).collect();
                 let answer = embedder.embed_pausable(&texts, job.kind, &mut |model| {
-                    serve_queries(model, shared);
+                    // With a query lane, that thread has them already.
+                    if lane == Lane::Both {
+                        serve_queries(model, shared);
+                    }
                 });
                 // A caller that gave up (dropped its receiver) just loses the answer.
                 let _ = job.reply.send(answer);
@@ -337,7 +383,9 @@ impl EmbedHandle {
             InputKind::Document => q.documents.push_back(job),
         }
         drop(q);
-        self.shared.ready.notify_one();
+        // All: with lanes, the thread that takes this kind may not be the one
+        // `notify_one` would wake.
+        self.shared.ready.notify_all();
         Ok(rx)
     }
 
@@ -381,6 +429,10 @@ impl Embedder for EmbedHandle {
 
     fn batch_size(&self) -> usize {
         self.batch_size
+    }
+
+    fn identity(&self) -> Option<String> {
+        self.identity.clone()
     }
 
     fn embed(&mut self, texts: &[&str], kind: InputKind) -> Result<Vec<Vec<f32>>, EmbedError> {
@@ -499,6 +551,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no longer running"), "{err}");
+    }
+
+    #[test]
+    fn with_lanes_a_query_is_answered_while_a_document_job_is_stuck() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (open, gate) = std::sync::mpsc::channel();
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let documents = Recorder {
+            log: log.clone(),
+            entered: entered_tx.clone(),
+            gate: Some(gate),
+        };
+        let queries = Recorder {
+            log: log.clone(),
+            entered: entered_tx,
+            gate: None,
+        };
+        let worker = EmbedWorker::spawn_lanes(Box::new(documents), Box::new(queries)).unwrap();
+        let mut docs = worker.handle();
+        let docs = std::thread::spawn(move || docs.embed(&["a", "bb"], InputKind::Document));
+        entered.recv().unwrap();
+        // The document job holds its thread (a request out on the network);
+        // the query is answered without waiting for it.
+        assert_eq!(
+            worker.handle().embed(&["qq"], InputKind::Query).unwrap(),
+            [[2.0]]
+        );
+        assert_eq!(*log.lock().unwrap(), [["qq"]]);
+        open.send(()).unwrap();
+        assert_eq!(docs.join().unwrap().unwrap(), [[1.0], [2.0]]);
+        assert_eq!(*log.lock().unwrap(), [["qq"], ["a"], ["bb"]]);
     }
 
     /// Panics on every call, as a model bug would.

@@ -78,6 +78,10 @@ impl ModelSpec {
             dims: self.dims,
             max_tokens: self.max_tokens,
             pooling: self.pooling,
+            availability: None,
+            location: None,
+            device: None,
+            remote_model: None,
         }
     }
 }

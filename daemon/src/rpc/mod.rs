@@ -8,8 +8,7 @@ pub mod transport;
 use std::sync::Arc;
 
 use codesearch_proto::{
-    DaemonStatus, EmbedKind, EmbedResult, LoadedModel, Method, ModelInfo, RepoSubscribeParams,
-    code, method,
+    DaemonStatus, EmbedKind, EmbedResult, LoadedModel, Method, RepoSubscribeParams, code, method,
 };
 use jsonrpsee::types::{ErrorObjectOwned, Params};
 use jsonrpsee::{PendingSubscriptionSink, RpcModule, SubscriptionMessage};
@@ -29,11 +28,11 @@ pub fn module(service: Arc<Service>) -> RpcModule<Arc<Service>> {
 }
 
 fn register(m: &mut RpcModule<Arc<Service>>) {
-    typed::<method::ModelsList, _, _>(m, |_, _| async {
-        Ok(embed::registry::MODELS
-            .iter()
-            .map(|s| s.info())
-            .collect::<Vec<ModelInfo>>())
+    typed::<method::ModelsList, _, _>(m, |_, svc| async move {
+        // Looking for weights reads the disk.
+        tokio::task::spawn_blocking(move || svc.models())
+            .await
+            .map_err(|e| to_rpc(ServiceError::Internal(format!("models.list panicked: {e}"))))
     });
     typed::<method::DaemonStatus, _, _>(m, |_, svc| async move {
         let models = svc

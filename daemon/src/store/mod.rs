@@ -71,8 +71,26 @@ pub struct Manifest {
     pub model: String,
     /// Vector length.
     pub dims: usize,
+    /// What else makes the vectors what they are, where the name does not
+    /// say it: a remote model's API and server model (`openai API model
+    /// \`text-embedding-3-small\``). Absent for local models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// The repository root.
     pub root: PathBuf,
+}
+
+impl Manifest {
+    /// The manifest of an index of `root` built with `embedder`, in this schema.
+    pub fn of(embedder: &dyn crate::embed::Embedder, root: &Path) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            model: embedder.model_name().to_owned(),
+            dims: embedder.dims(),
+            source: embedder.identity(),
+            root: root.to_owned(),
+        }
+    }
 }
 
 /// Store failures, each naming the file or index involved.
@@ -322,6 +340,7 @@ impl Store {
                 if have.schema_version != want.schema_version
                     || have.model != want.model
                     || have.dims != want.dims
+                    || have.source != want.source
                 {
                     return Err(StoreError::Mismatch {
                         dir: dir.to_owned(),
@@ -1315,8 +1334,12 @@ fn keep_vectors(db: &Connection, vectors: &[(Vec<u8>, Vec<u8>)]) -> rusqlite::Re
 }
 
 fn describe(m: &Manifest) -> String {
+    let source = m
+        .source
+        .as_ref()
+        .map_or(String::new(), |s| format!(", {s}"));
     format!(
-        "model `{}` ({} dims, schema {})",
+        "model `{}` ({} dims{source}, schema {})",
         m.model, m.dims, m.schema_version
     )
 }

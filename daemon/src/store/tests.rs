@@ -9,6 +9,7 @@ fn manifest(model: &str) -> Manifest {
         schema_version: SCHEMA_VERSION,
         model: model.to_owned(),
         dims: DIMS,
+        source: None,
         root: PathBuf::from("/repo"),
     }
 }
@@ -118,6 +119,27 @@ fn another_model_is_a_clear_error() {
     assert!(err.contains("model `minilm`"), "{err}");
     assert!(err.contains("model `bge-small`"), "{err}");
     assert!(err.contains("codesearch remove"), "{err}");
+
+    // One remote name, another server model or length: not the same vectors.
+    let remote = |model: &str, dims: usize| Manifest {
+        dims,
+        source: Some(format!("openai API model `{model}`")),
+        ..manifest("openai")
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    drop(Store::open(tmp.path(), &remote("text-embedding-3-small", DIMS)).unwrap());
+    drop(Store::open(tmp.path(), &remote("text-embedding-3-small", DIMS)).unwrap());
+    let err = Store::open(tmp.path(), &remote("text-embedding-3-large", DIMS))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`text-embedding-3-small`") && err.contains("`text-embedding-3-large`"),
+        "{err}"
+    );
+    let err = Store::open(tmp.path(), &remote("text-embedding-3-small", 2 * DIMS))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("8 dims") && err.contains("16 dims"), "{err}");
 }
 
 #[test]
