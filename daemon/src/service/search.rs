@@ -1,0 +1,145 @@
+//! The `search` method: one query vector per model, every selected repository
+//! searched, hits merged by score.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use codesearch_proto::{Hit, SearchParams, SearchResult};
+
+use super::{Service, ServiceError, parse_mode};
+use crate::embed::InputKind;
+use crate::repos::Repo;
+use crate::store::StoreError;
+
+impl Service {
+    /// `search`: one query embedding per model, the nearest chunks of every
+    /// selected repository, filtered, merged by score.
+    pub async fn search(&self, p: SearchParams) -> Result<SearchResult, ServiceError> {
+        let started = Instant::now();
+        self.restored().await;
+        let mode = parse_mode(p.mode.as_deref())?;
+        check_search(&p)?;
+        let paths = match &p.paths {
+            Some(globs) => Some(build_globs(globs)?),
+            None => None,
+        };
+        let selected: Vec<Arc<Repo>> = {
+            let repos = self.repos.read().await;
+            match &p.repos {
+                Some(wanted) => wanted
+                    .iter()
+                    .map(|w| self.find(&repos, w).map(|k| repos[&k].clone()))
+                    .collect::<Result<_, _>>()?,
+                None => repos.values().cloned().collect(),
+            }
+        };
+        let mut vectors: HashMap<String, Vec<f32>> = HashMap::new();
+        let mut hits: Vec<Hit> = Vec::new();
+        for repo in selected {
+            if mode != crate::search::Mode::Lexical && !vectors.contains_key(&repo.model) {
+                let handle = self.embedder(Some(&repo.model)).await?;
+                let v = handle
+                    .embed_async(vec![p.query.clone()], InputKind::Query)
+                    .await
+                    .map_err(|e| ServiceError::Model(Box::new(e)))?
+                    .pop()
+                    .unwrap_or_default();
+                vectors.insert(repo.model.clone(), v);
+            }
+            let query = vectors.get(&repo.model).cloned().unwrap_or_default();
+            let text = p.query.clone();
+            let (k, languages, paths) = (p.k, p.languages.clone(), paths.clone());
+            let filtered = languages.is_some() || paths.is_some();
+            let found = tokio::task::spawn_blocking(move || {
+                let reader = repo.readers.get()?;
+                let keep = |r: &crate::store::ChunkRow| {
+                    languages
+                        .as_ref()
+                        .is_none_or(|l| l.iter().any(|x| x == &r.language))
+                        && paths.as_ref().is_none_or(|g| g.is_match(&r.path))
+                };
+                let req = crate::search::Request {
+                    text: &text,
+                    vector: (mode != crate::search::Mode::Lexical).then_some(query.as_slice()),
+                    k,
+                    mode,
+                    keep: filtered
+                        .then_some(&keep as &(dyn Fn(&crate::store::ChunkRow) -> bool + Sync)),
+                };
+                let rows = crate::search::ranked(&*reader, &req)?;
+                let root = repo.root.display().to_string();
+                Ok::<_, StoreError>(
+                    crate::search::hits(&repo.root, rows, k)
+                        .into_iter()
+                        .map(|h| Hit {
+                            repo: root.clone(),
+                            path: h.path,
+                            start_line: h.start_line,
+                            end_line: h.end_line,
+                            symbol: h.symbol,
+                            kind: h.kind,
+                            language: h.language,
+                            score: h.score,
+                            snippet: h.snippet,
+                            stale: h.stale,
+                        })
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .await
+            .map_err(|e| ServiceError::Internal(format!("search panicked: {e}")))??;
+            hits.extend(found);
+        }
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+        hits.truncate(p.k);
+        Ok(SearchResult {
+            results: hits,
+            took_ms: started.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+}
+
+/// The limits of `search` params (`codesearch_proto::limits`), before any work.
+fn check_search(p: &SearchParams) -> Result<(), ServiceError> {
+    use codesearch_proto::limits::{MAX_FILTER_ITEMS, MAX_K, MAX_QUERY_BYTES};
+    if p.k == 0 || p.k > MAX_K {
+        return Err(ServiceError::InvalidParams(format!(
+            "k must be between 1 and {MAX_K}, not {}",
+            p.k
+        )));
+    }
+    if p.query.len() > MAX_QUERY_BYTES {
+        return Err(ServiceError::InvalidParams(format!(
+            "the query is {} bytes; send at most {MAX_QUERY_BYTES}",
+            p.query.len()
+        )));
+    }
+    for (name, list) in [
+        ("repos", &p.repos),
+        ("languages", &p.languages),
+        ("paths", &p.paths),
+    ] {
+        if let Some(list) = list
+            && list.len() > MAX_FILTER_ITEMS
+        {
+            return Err(ServiceError::InvalidParams(format!(
+                "`{name}` has {} entries; send at most {MAX_FILTER_ITEMS}",
+                list.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn build_globs(globs: &[String]) -> Result<globset::GlobSet, ServiceError> {
+    let mut b = globset::GlobSetBuilder::new();
+    for g in globs {
+        b.add(
+            globset::Glob::new(g)
+                .map_err(|e| ServiceError::InvalidParams(format!("bad path glob `{g}`: {e}")))?,
+        );
+    }
+    b.build()
+        .map_err(|e| ServiceError::InvalidParams(format!("bad path globs: {e}")))
+}
