@@ -14,8 +14,13 @@
 //! crash anywhere leaves either a current file or one that is rebuilt on open.
 //! A store has exactly one writer: the `&mut self` methods.
 
+mod folder;
 mod hnsw;
+mod manifest;
+mod read;
 mod readers;
+mod recall;
+mod schema;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -24,8 +29,21 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+use folder::{
+    OLD, REBUILD, exchange, recover_swap, remove_dir, remove_temporaries, sibling, sync_dir,
+    write_atomic,
+};
 pub use hnsw::{Hnsw, quantize};
+pub use manifest::Manifest;
+use manifest::describe;
+pub use read::{Retrieve, StoreReader};
+use read::{file_identity, hnsw_read, lexical, nearest};
 pub use readers::{Lent, Readers};
+pub use recall::Recall;
+use schema::{
+    PRUNE_ORPHANS, SCHEMA, decode_vector, drop_chunks, encode_vector, file_row, keep_vectors,
+    live_vectors, meta_int, old_vectors, upsert_file,
+};
 
 /// Bumped when the layout of the files below changes (3: the full-text index
 /// stems words with Porter's stemmer; 8: it holds the camelCase parts of
@@ -61,37 +79,6 @@ pub const KEY_BYTES: usize = 12;
 
 /// A content key: blake3 of a chunk's embedded text, first 96 bits.
 pub type Key = [u8; KEY_BYTES];
-
-/// What an index was built with. Opening it with anything else is an error.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
-    /// Layout version.
-    pub schema_version: u32,
-    /// Canonical model name.
-    pub model: String,
-    /// Vector length.
-    pub dims: usize,
-    /// What else makes the vectors what they are, where the name does not
-    /// say it: a remote model's API and server model (`openai API model
-    /// \`text-embedding-3-small\``). Absent for local models.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
-    /// The repository root.
-    pub root: PathBuf,
-}
-
-impl Manifest {
-    /// The manifest of an index of `root` built with `embedder`, in this schema.
-    pub fn of(embedder: &dyn crate::embed::Embedder, root: &Path) -> Self {
-        Self {
-            schema_version: SCHEMA_VERSION,
-            model: embedder.model_name().to_owned(),
-            dims: embedder.dims(),
-            source: embedder.identity(),
-            root: root.to_owned(),
-        }
-    }
-}
 
 /// Store failures, each naming the file or index involved.
 #[derive(Debug, thiserror::Error)]
@@ -244,21 +231,6 @@ pub struct ChunkRow {
     pub file_size: u64,
     /// See `file_size`.
     pub file_mtime_ns: i64,
-}
-
-/// What [`Store::hnsw_recall`] measured: recall@k of the HNSW index, per kind of probe.
-#[derive(Debug, Clone, Copy)]
-pub struct Recall {
-    /// For the query vectors given, if any.
-    pub queries: Option<f64>,
-    /// For stored chunks as probes, if any.
-    pub chunks: Option<f64>,
-    /// Probes in all.
-    pub probes: usize,
-    /// Median time of one HNSW search (probes run in parallel, one per core).
-    pub search_ms_median: f64,
-    /// Vectors scanned exactly.
-    pub vectors: usize,
 }
 
 /// A repository's index.
@@ -793,105 +765,6 @@ impl Store {
         self.hnsw_mut().set_expansion_search(ef);
     }
 
-    /// How well the HNSW index finds the `k` nearest neighbours, against an
-    /// exact scan of the stored vectors: for `queries`, and for `chunk_probes`
-    /// stored chunks spread over the index, each asking for its neighbours (itself
-    /// left out of both lists). For `bench-index --recall`; it reads every vector.
-    pub fn hnsw_recall(
-        &self,
-        queries: &[Vec<f32>],
-        chunk_probes: usize,
-        k: usize,
-    ) -> Result<Recall, StoreError> {
-        use rayon::prelude::*;
-        let unit = |v: &[i8]| -> Vec<f32> {
-            let n = v
-                .iter()
-                .map(|&x| f32::from(x).powi(2))
-                .sum::<f32>()
-                .sqrt()
-                .max(1e-9);
-            v.iter().map(|&x| f32::from(x) / n).collect()
-        };
-        // Sorted by id, so a vector is found by binary search.
-        let mut matrix: Vec<(u64, Vec<f32>)> = live_vectors(&self.db)
-            .map_err(|e| self.sql(e))?
-            .into_iter()
-            .map(|(id, v)| (id, unit(&v)))
-            .collect();
-        matrix.sort_unstable_by_key(|(id, _)| *id);
-        let step = (matrix.len() / chunk_probes.max(1)).max(1);
-        let probes: Vec<(Option<u64>, Vec<f32>)> = queries
-            .iter()
-            .map(|q| (None, unit(&hnsw::quantize(q))))
-            .chain(
-                matrix
-                    .iter()
-                    .step_by(step)
-                    .take(chunk_probes)
-                    .map(|(id, v)| (Some(*id), v.clone())),
-            )
-            .collect();
-        let hnsw = hnsw_read(&self.hnsw);
-        let found: Vec<(bool, usize, f64)> = probes
-            .par_iter()
-            .map(|(own, q)| -> Result<(bool, usize, f64), StoreError> {
-                let skip = |id: &u64| Some(*id) != *own;
-                let mut exact: Vec<(u64, f32)> = matrix
-                    .iter()
-                    .filter(|(id, _)| skip(id))
-                    .map(|(id, v)| (*id, v.iter().zip(q).map(|(a, b)| a * b).sum()))
-                    .collect();
-                let cut = k.min(exact.len());
-                if cut == 0 {
-                    return Ok((own.is_none(), 0, 0.0));
-                }
-                exact.select_nth_unstable_by(cut - 1, |a, b| b.1.total_cmp(&a.1));
-                // A hit is any vector as close as the k-th exact one: chunks of
-                // equal text share a vector, and which of a tie comes first is arbitrary.
-                let kth = exact[cut - 1].1 - 1e-5;
-                let score = |id: &u64| {
-                    matrix
-                        .binary_search_by_key(id, |(i, _)| *i)
-                        .map_or(f32::MIN, |i| {
-                            matrix[i].1.iter().zip(q).map(|(a, b)| a * b).sum()
-                        })
-                };
-                let t = std::time::Instant::now();
-                let got = hnsw.search(q, k + 1)?;
-                let ms = t.elapsed().as_secs_f64() * 1e3;
-                let hits = got
-                    .iter()
-                    .map(|(id, _)| id)
-                    .filter(|id| skip(id))
-                    .take(k)
-                    .filter(|id| score(id) >= kth)
-                    .count();
-                Ok((own.is_none(), hits, ms))
-            })
-            .collect::<Result<_, _>>()?;
-        let rate = |queries: bool| {
-            let n = found.iter().filter(|(q, _, _)| *q == queries).count();
-            (n > 0).then(|| {
-                found
-                    .iter()
-                    .filter(|(q, _, _)| *q == queries)
-                    .map(|(_, h, _)| *h)
-                    .sum::<usize>() as f64
-                    / (n * k) as f64
-            })
-        };
-        let mut ms: Vec<f64> = found.iter().map(|(_, _, ms)| *ms).collect();
-        ms.sort_by(f64::total_cmp);
-        Ok(Recall {
-            queries: rate(true),
-            chunks: rate(false),
-            search_ms_median: ms.get(ms.len() / 2).copied().unwrap_or(0.0),
-            probes: probes.len(),
-            vectors: matrix.len(),
-        })
-    }
-
     /// A read-only view with its own SQLite connection and the shared HNSW index,
     /// for searches that must not wait for this writer.
     pub fn reader(&self) -> Result<StoreReader, StoreError> {
@@ -949,236 +822,6 @@ impl Store {
     }
 }
 
-/// Searches a store while its writer works (WAL lets SQLite readers run beside it).
-#[derive(Debug)]
-pub struct StoreReader {
-    path: PathBuf,
-    db: Connection,
-    hnsw: Arc<RwLock<Hnsw>>,
-    /// The SQLite file's (device, inode) that `hnsw` belongs to.
-    file: (u64, u64),
-}
-
-/// A file's (device, inode): which file a path names right now.
-fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt as _;
-    let m = std::fs::metadata(path)?;
-    Ok((m.dev(), m.ino()))
-}
-
-impl StoreReader {
-    /// Another reader of the same index: its own SQLite connection, the same
-    /// HNSW index. Fails with [`StoreError::Replaced`] when the file at the
-    /// path is no longer this reader's (a full re-index was swapped in and
-    /// the pool has not moved to it yet): a connection to the new file with
-    /// the old HNSW graph would map vectors to the wrong chunks.
-    pub fn reopen(&self) -> Result<StoreReader, StoreError> {
-        let db = Connection::open_with_flags(
-            &self.path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| StoreError::Sqlite {
-            path: self.path.clone(),
-            source: e,
-        })?;
-        // Checked after opening: a swap in between shows as a change.
-        let now = file_identity(&self.path).map_err(|e| StoreError::io(&self.path, e))?;
-        if now != self.file {
-            return Err(StoreError::Replaced {
-                path: self.path.clone(),
-            });
-        }
-        Ok(StoreReader {
-            path: self.path.clone(),
-            db,
-            hnsw: self.hnsw.clone(),
-            file: self.file,
-        })
-    }
-
-    /// The `k` nearest chunks to `query`, with cosine similarity, best first.
-    pub fn nearest(&self, query: &[f32], k: usize) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
-        nearest(&self.db, &self.path, &self.hnsw, query, k)
-    }
-
-    /// The `k` best full-text matches of `query` (BM25, higher is better).
-    pub fn lexical(&self, query: &str, k: usize) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
-        lexical(&self.db, &self.path, query, k)
-    }
-
-    /// Files indexed (not skipped) and chunks, as committed so far: what
-    /// `repo.list` shows while a pass runs.
-    pub fn counts(&self) -> Result<(u64, u64), StoreError> {
-        let count = |sql: &str| {
-            self.db
-                .query_row(sql, [], |r| r.get::<_, i64>(0))
-                .map(|n| n as u64)
-                .map_err(|e| StoreError::Sqlite {
-                    path: self.path.clone(),
-                    source: e,
-                })
-        };
-        Ok((
-            count("SELECT count(*) FROM files WHERE skip IS NULL")?,
-            count("SELECT count(*) FROM chunks")?,
-        ))
-    }
-}
-
-/// What a search reads from an index: the writer's [`Store`] and a
-/// [`StoreReader`] answer alike, so every search runs one code path.
-pub trait Retrieve {
-    /// The `k` nearest chunks to `query`, with cosine similarity, best first.
-    fn nearest(&self, query: &[f32], k: usize) -> Result<Vec<(ChunkRow, f32)>, StoreError>;
-    /// The `k` best full-text matches of `query` (BM25, higher is better).
-    fn lexical(&self, query: &str, k: usize) -> Result<Vec<(ChunkRow, f32)>, StoreError>;
-    /// Chunks whose symbol mentions one of `names` (full-text match on the
-    /// symbol column, at most `k`); the caller decides which are definitions.
-    fn symbols(&self, names: &[String], k: usize) -> Result<Vec<ChunkRow>, StoreError>;
-}
-
-impl Retrieve for Store {
-    fn nearest(&self, query: &[f32], k: usize) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
-        Store::nearest(self, query, k)
-    }
-    fn lexical(&self, query: &str, k: usize) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
-        Store::lexical(self, query, k)
-    }
-    fn symbols(&self, names: &[String], k: usize) -> Result<Vec<ChunkRow>, StoreError> {
-        symbols(&self.db, &self.dir.join(SQLITE), names, k)
-    }
-}
-
-impl Retrieve for StoreReader {
-    fn nearest(&self, query: &[f32], k: usize) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
-        StoreReader::nearest(self, query, k)
-    }
-    fn lexical(&self, query: &str, k: usize) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
-        StoreReader::lexical(self, query, k)
-    }
-    fn symbols(&self, names: &[String], k: usize) -> Result<Vec<ChunkRow>, StoreError> {
-        symbols(&self.db, &self.path, names, k)
-    }
-}
-
-/// Chunks whose symbol column matches any of `names` as a phrase.
-fn symbols(
-    db: &Connection,
-    db_path: &Path,
-    names: &[String],
-    k: usize,
-) -> Result<Vec<ChunkRow>, StoreError> {
-    let phrases: Vec<String> = names
-        .iter()
-        .map(|n| n.replace('"', ""))
-        .filter(|n| !n.trim().is_empty())
-        .map(|n| format!("\"{n}\""))
-        .collect();
-    if phrases.is_empty() {
-        return Ok(Vec::new());
-    }
-    let expr = format!("symbol : ({})", phrases.join(" OR "));
-    let sql = |source| StoreError::Sqlite {
-        path: db_path.to_owned(),
-        source,
-    };
-    let found: Vec<(u64, f32)> = (|| {
-        let mut stmt = db.prepare_cached(
-            "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ?1 ORDER BY rank LIMIT ?2",
-        )?;
-        stmt.query_map(params![expr, k as i64], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, 0.0))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()
-    })()
-    .map_err(sql)?;
-    Ok(rows_for(db, found)
-        .map_err(sql)?
-        .into_iter()
-        .map(|(r, _)| r)
-        .collect())
-}
-
-/// BM25 over the chunk text, its path and its symbol (weighted 1, 2 and 4: a
-/// word in a name says more than one in a body). Words are stemmed (Porter) on
-/// both sides, so "remaining" finds `remain` and "deserializes" `deserialize`.
-fn lexical(
-    db: &Connection,
-    db_path: &Path,
-    query: &str,
-    k: usize,
-) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
-    let Some(expr) = crate::lexical::match_query(query) else {
-        return Ok(Vec::new());
-    };
-    let sql = |source| StoreError::Sqlite {
-        path: db_path.to_owned(),
-        source,
-    };
-    let found: Vec<(u64, f32)> = (|| {
-        let mut stmt = db.prepare_cached(
-            "SELECT rowid, -bm25(chunks_fts, 1.0, 2.0, 4.0) AS score FROM chunks_fts
-             WHERE chunks_fts MATCH ?1 ORDER BY score DESC LIMIT ?2",
-        )?;
-        stmt.query_map(params![expr, k as i64], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, f64>(1)? as f32))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()
-    })()
-    .map_err(sql)?;
-    rows_for(db, found).map_err(sql)
-}
-
-fn hnsw_read(hnsw: &RwLock<Hnsw>) -> RwLockReadGuard<'_, Hnsw> {
-    hnsw.read().unwrap_or_else(|p| p.into_inner())
-}
-
-/// HNSW candidates joined with their rows. An id the HNSW still has but SQLite
-/// dropped (a reader between a commit and the HNSW update) is skipped.
-fn nearest(
-    db: &Connection,
-    db_path: &Path,
-    hnsw: &RwLock<Hnsw>,
-    query: &[f32],
-    k: usize,
-) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
-    let found = hnsw_read(hnsw).search(query, k)?;
-    let sql = |source| StoreError::Sqlite {
-        path: db_path.to_owned(),
-        source,
-    };
-    rows_for(db, found).map_err(sql)
-}
-
-fn rows_for(db: &Connection, found: Vec<(u64, f32)>) -> rusqlite::Result<Vec<(ChunkRow, f32)>> {
-    let mut stmt = db.prepare_cached(
-        "SELECT c.id, f.path, c.start_line, c.end_line, c.symbol, c.kind, c.language, f.size, f.mtime_ns
-         FROM chunks c JOIN files f ON f.id = c.file_id WHERE c.id = ?1",
-    )?;
-    let mut out = Vec::with_capacity(found.len());
-    for (id, score) in found {
-        let row = stmt
-            .query_row([id as i64], |r| {
-                Ok(ChunkRow {
-                    id: r.get::<_, i64>(0)? as u64,
-                    path: r.get(1)?,
-                    start_line: r.get(2)?,
-                    end_line: r.get(3)?,
-                    symbol: r.get(4)?,
-                    kind: r.get(5)?,
-                    language: r.get(6)?,
-                    file_size: r.get::<_, i64>(7)? as u64,
-                    file_mtime_ns: r.get(8)?,
-                })
-            })
-            .optional()?;
-        if let Some(row) = row {
-            out.push((row, score));
-        }
-    }
-    Ok(out)
-}
-
 impl Drop for Store {
     fn drop(&mut self) {
         if let Err(err) = self.save_hnsw() {
@@ -1187,270 +830,10 @@ impl Drop for Store {
     }
 }
 
-const SCHEMA: &str = "
-PRAGMA auto_vacuum = INCREMENTAL;
-PRAGMA journal_mode = WAL;
-PRAGMA synchronous = NORMAL;
-PRAGMA foreign_keys = ON;
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS files (
-    id INTEGER PRIMARY KEY,
-    path TEXT NOT NULL UNIQUE,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    hash BLOB NOT NULL,
-    skip TEXT
-);
--- A rowid table, appended to in order, packs its pages full; keyed by content
--- hash instead (random order) its pages were a quarter empty.
-CREATE TABLE IF NOT EXISTS vectors (
-    id INTEGER PRIMARY KEY,
-    key BLOB NOT NULL UNIQUE,
-    vector BLOB NOT NULL,
-    orphaned_at INTEGER
-);
-CREATE INDEX IF NOT EXISTS vectors_orphaned ON vectors(orphaned_at) WHERE orphaned_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS chunks (
-    id INTEGER PRIMARY KEY,
-    file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
-    vector_id INTEGER NOT NULL REFERENCES vectors(id),
-    start_line INTEGER NOT NULL,
-    end_line INTEGER NOT NULL,
-    symbol TEXT,
-    kind TEXT NOT NULL,
-    language TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS chunks_file ON chunks(file_id);
-CREATE INDEX IF NOT EXISTS chunks_vector ON chunks(vector_id);
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
-    text, path, symbol, content = '', contentless_delete = 1,
-    tokenize = 'porter unicode61'
-);
-";
-
-fn meta_int(db: &Connection, key: &str) -> rusqlite::Result<i64> {
-    db.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-        .optional()
-        .map(|v| v.unwrap_or(0))
-}
-
-fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
-    let hash: Vec<u8> = r.get(3)?;
-    let mut key = [0u8; 32];
-    if hash.len() == 32 {
-        key.copy_from_slice(&hash);
-    }
-    Ok(FileRow {
-        path: r.get(0)?,
-        size: r.get::<_, i64>(1)? as u64,
-        mtime_ns: r.get(2)?,
-        hash: key,
-        skip: r.get(4)?,
-    })
-}
-
-fn upsert_file(tx: &rusqlite::Transaction<'_>, f: &FileRow) -> rusqlite::Result<i64> {
-    tx.query_row(
-        "INSERT INTO files(path, size, mtime_ns, hash, skip) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,
-             hash = excluded.hash, skip = excluded.skip
-         RETURNING id",
-        params![f.path, f.size as i64, f.mtime_ns, &f.hash[..], f.skip],
-        |r| r.get(0),
-    )
-}
-
-/// Deletes a file's chunks (and their full-text rows); returns their ids and marks
-/// vectors no chunk uses any more as orphans.
-fn drop_chunks(tx: &rusqlite::Transaction<'_>, path: &str, now: i64) -> rusqlite::Result<Vec<u64>> {
-    let mut stmt = tx.prepare_cached(
-        "SELECT c.id, c.vector_id FROM chunks c JOIN files f ON f.id = c.file_id WHERE f.path = ?1",
-    )?;
-    let old: Vec<(i64, i64)> = stmt
-        .query_map([path], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    for (id, _) in &old {
-        tx.execute("DELETE FROM chunks_fts WHERE rowid = ?1", [id])?;
-        tx.execute("DELETE FROM chunks WHERE id = ?1", [id])?;
-    }
-    for (_, vector_id) in &old {
-        tx.execute(
-            "UPDATE vectors SET orphaned_at = ?2
-             WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM chunks WHERE vector_id = ?1)",
-            params![vector_id, now],
-        )?;
-    }
-    Ok(old.into_iter().map(|(id, _)| id as u64).collect())
-}
-
-fn encode_vector(v: &[f32]) -> Vec<u8> {
-    quantize(v).into_iter().map(|x| x as u8).collect()
-}
-
-fn decode_vector(bytes: &[u8]) -> Vec<f32> {
-    bytes.iter().map(|&b| f32::from(b as i8)).collect()
-}
-
-/// The vector of every chunk, by chunk id, as stored.
-fn live_vectors(db: &Connection) -> rusqlite::Result<HashMap<u64, Vec<i8>>> {
-    let mut stmt =
-        db.prepare("SELECT c.id, v.vector FROM chunks c JOIN vectors v ON v.id = c.vector_id")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, i64>(0)? as u64,
-            r.get::<_, Vec<u8>>(1)?
-                .into_iter()
-                .map(|b| b as i8)
-                .collect(),
-        ))
-    })?;
-    rows.collect()
-}
-
-/// Every `(key, vector)` of an index file of an older schema, as stored.
-fn old_vectors(path: &Path) -> rusqlite::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let db = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    // Keys are prefixes of one hash: an older, longer key cut is today's key.
-    let mut stmt = db.prepare(&format!(
-        "SELECT substr(key, 1, {KEY_BYTES}), vector FROM vectors"
-    ))?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    rows.collect()
-}
-
-/// Carried vectors go in as orphans: the first pass finds them by content key.
-fn keep_vectors(db: &Connection, vectors: &[(Vec<u8>, Vec<u8>)]) -> rusqlite::Result<()> {
-    let tx = db.unchecked_transaction()?;
-    {
-        let now = unix_now();
-        let mut stmt = tx.prepare(
-            "INSERT INTO vectors(key, vector, orphaned_at) VALUES (?1, ?2, ?3) ON CONFLICT(key) DO NOTHING",
-        )?;
-        for (key, vector) in vectors {
-            stmt.execute(params![key, vector, now])?;
-        }
-    }
-    tx.commit()
-}
-
-fn describe(m: &Manifest) -> String {
-    let source = m
-        .source
-        .as_ref()
-        .map_or(String::new(), |s| format!(", {s}"));
-    format!(
-        "model `{}` ({} dims{source}, schema {})",
-        m.model, m.dims, m.schema_version
-    )
-}
-
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
-}
-
-/// Deletes all but the newest `?1` vectors no chunk uses.
-const PRUNE_ORPHANS: &str = "DELETE FROM vectors WHERE id IN (
-    SELECT id FROM vectors WHERE orphaned_at IS NOT NULL
-    ORDER BY orphaned_at DESC LIMIT -1 OFFSET ?1)";
-
-/// Suffix of the index a full re-index builds beside the live one.
-const REBUILD: &str = "rebuild";
-/// Suffix the live index takes for a moment while a rebuilt one replaces it.
-const OLD: &str = "old";
-
-/// `<dir>.<suffix>`, beside `dir`.
-fn sibling(dir: &Path, suffix: &str) -> PathBuf {
-    let mut name = dir.file_name().unwrap_or_default().to_owned();
-    name.push(".");
-    name.push(suffix);
-    dir.with_file_name(name)
-}
-
-/// Trades the names of two folders in one atomic step; `Ok(false)` where the
-/// platform or file system has no such call (the caller then renames twice).
-fn exchange(a: &Path, b: &Path) -> Result<bool, StoreError> {
-    #[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
-    {
-        use rustix::fs::{CWD, RenameFlags, renameat_with};
-        use rustix::io::Errno;
-        match renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE) {
-            Ok(()) => Ok(true),
-            // No exchange here (ENOTSUP and EOPNOTSUPP are one code on Linux).
-            Err(e)
-                if [Errno::INVAL, Errno::NOSYS, Errno::NOTSUP, Errno::OPNOTSUPP].contains(&e) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(StoreError::io(a, e.into())),
-        }
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
-    {
-        let _ = (a, b);
-        Ok(false)
-    }
-}
-
-/// Removes a folder and everything in it; a missing one is fine.
-fn remove_dir(dir: &Path) -> Result<(), StoreError> {
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::io(dir, e)),
-        _ => Ok(()),
-    }
-}
-
-/// Makes a rename inside `dir`'s parent durable.
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    let parent = dir.parent().unwrap_or(Path::new("."));
-    std::fs::File::open(parent)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| StoreError::io(parent, e))
-}
-
-/// Deletes what a crash left of an atomic write (`*.tmp`, `*.tmp.<pid>`): a
-/// half-saved graph would otherwise take disk for ever. One daemon owns a home.
-fn remove_temporaries(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.ends_with(".tmp") || name.contains(".tmp.") {
-            tracing::debug!(file = %entry.path().display(), "removing a leftover temporary file");
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
-}
-
-/// Finishes what a crash left of a full re-index: a swap stopped between its
-/// two renames gets the live index back; an unfinished rebuild and a replaced
-/// index are dropped.
-fn recover_swap(dir: &Path) -> Result<(), StoreError> {
-    let old = sibling(dir, OLD);
-    if !dir.exists() && old.is_dir() {
-        tracing::warn!(dir = %dir.display(), "a full re-index was interrupted while swapping; keeping the index from before it");
-        std::fs::rename(&old, dir).map_err(|e| StoreError::io(&old, e))?;
-    }
-    remove_dir(&old)?;
-    // Not the rebuild's own open (`dir` is never a `.rebuild` of itself).
-    let side = sibling(dir, REBUILD);
-    if side.is_dir() {
-        tracing::info!(dir = %side.display(), "dropping an unfinished full re-index");
-        remove_dir(&side)?;
-    }
-    Ok(())
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| StoreError::io(&tmp, e))?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| StoreError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))
 }
 
 #[cfg(test)]
