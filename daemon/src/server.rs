@@ -84,9 +84,6 @@ pub async fn run(
         }
         None => bind(&socket)?,
     };
-    // The lock file was just created or opened by this process in its own home:
-    // its owner is our uid (the socket may belong to a service manager).
-    let uid = std::fs::metadata(&home).map_err(io(&home))?.uid();
     let listening = listener
         .local_addr()
         .ok()
@@ -102,6 +99,29 @@ pub async fn run(
         .map(|m| m.as_str().to_owned())
         .or_else(|| std::env::var(codesearch_proto::paths::STARTED_BY_ENV).ok());
     let service = Arc::new(Service::new(config, chunker).started_by(started_by));
+    // A service manager's socket stays: it starts the next daemon.
+    let remove_on_close = managed.is_none().then_some(socket);
+    serve(listener, service, shutdown, remove_on_close).await
+}
+
+/// Serves `service` on `listener` until `shutdown` resolves or a client calls
+/// `daemon.shutdown`, then shuts down in order (below); `remove_on_close` is
+/// the socket file to delete once no longer accepting. Clients of other users
+/// than the owner of the codesearch home are refused. The repositories of
+/// `repos.json` are restored in the background.
+///
+/// `run` binds and calls this; tests call it with a listener on a temporary
+/// socket, in their own runtime.
+pub async fn serve(
+    listener: UnixListener,
+    service: Arc<Service>,
+    shutdown: impl std::future::Future<Output = ()>,
+    remove_on_close: Option<PathBuf>,
+) -> Result<(), ServerError> {
+    let home = service.config().home.clone();
+    // The home was made (or checked) by this process's user: its owner is our
+    // uid (the socket may belong to a service manager).
+    let uid = std::fs::metadata(&home).map_err(io(&home))?.uid();
     // In the background: status answers at once; repository methods wait for it.
     service.spawn({
         let service = service.clone();
@@ -150,8 +170,7 @@ pub async fn run(
     service.request_shutdown();
     // 2. No new connections.
     drop(listener);
-    if managed.is_none() {
-        // A service manager's socket stays: it starts the next daemon.
+    if let Some(socket) = remove_on_close {
         let _ = std::fs::remove_file(&socket);
     }
     // 3. The background tasks, a bounded time: a model call in flight can take

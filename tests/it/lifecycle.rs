@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use codesearchd::chunk::Chunker;
+use codesearchd::embed::hash::HashEmbedder;
 use codesearchd::embed::{EmbedError, Embedder, InputKind};
 use codesearchd::index::{self, IndexError, IndexOptions};
 use codesearchd::store::{Manifest, SCHEMA_VERSION, Store};
@@ -252,39 +253,10 @@ fn left_by_a_cold_kill(dir: &Path) -> Indexed {
     if tables < 5 { nothing() } else { indexed(dir) }
 }
 
-/// A deterministic stand-in for the model (vectors from blake3 of the text):
-/// files and chunks do not depend on the vectors, so it gives the clean index
-/// they must equal in no time.
-struct HashEmbedder;
-
-impl Embedder for HashEmbedder {
-    fn model_name(&self) -> &str {
-        "minilm"
-    }
-    fn dims(&self) -> usize {
-        384
-    }
-    fn max_tokens(&self) -> usize {
-        256
-    }
-    fn device_name(&self) -> String {
-        "cpu".into()
-    }
-    fn embed(&mut self, texts: &[&str], _: InputKind) -> Result<Vec<Vec<f32>>, EmbedError> {
-        Ok(texts
-            .iter()
-            .map(|t| {
-                let mut bytes = [0u8; 384];
-                blake3::Hasher::new()
-                    .update(t.as_bytes())
-                    .finalize_xof()
-                    .fill(&mut bytes);
-                let v: Vec<f32> = bytes.iter().map(|&b| f32::from(b) - 127.5).collect();
-                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-                v.into_iter().map(|x| x / norm).collect()
-            })
-            .collect())
-    }
+/// A deterministic stand-in for the model: files and chunks do not depend on
+/// the vectors, so it gives the clean index they must equal in no time.
+fn hash_embedder() -> HashEmbedder {
+    HashEmbedder::new("minilm", 384)
 }
 
 fn manifest(root: &Path) -> Manifest {
@@ -304,7 +276,7 @@ fn clean_index(root: &Path) -> Indexed {
     index::index(
         root,
         &mut store,
-        &mut HashEmbedder,
+        &mut hash_embedder(),
         &Chunker::new().unwrap(),
         &IndexOptions::default(),
         |_| {},
@@ -395,7 +367,7 @@ fn daemon_shutdown_mid_pass_exits_within_2s_and_a_restart_converges() {
     });
 }
 
-/// [`HashEmbedder`] that fires `cancel` once it has embedded `after` calls.
+/// The hash embedder that fires `cancel` once it has embedded `after` calls.
 struct CancelAfter {
     calls: usize,
     after: usize,
@@ -420,7 +392,7 @@ impl Embedder for CancelAfter {
         if self.calls == self.after {
             self.cancel.cancel();
         }
-        HashEmbedder.embed(texts, kind)
+        hash_embedder().embed(texts, kind)
     }
 }
 
@@ -471,7 +443,7 @@ fn a_cancelled_pass_commits_what_it_embedded_saves_the_hnsw_and_resumes() {
     index::index(
         &root,
         &mut store,
-        &mut HashEmbedder,
+        &mut hash_embedder(),
         &chunker,
         &IndexOptions::default(),
         |_| {},

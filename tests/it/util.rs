@@ -68,6 +68,10 @@ pub fn bin(name: &str) -> PathBuf {
             "codesearchd",
             "-p",
             "codesearch",
+            // The tests' own build of the daemon's library has it (the
+            // offline tier's embedder): the same features compile nothing twice.
+            "--features",
+            "codesearchd/test-support",
         ]);
         if dir.file_name().is_some_and(|p| p == "release") {
             cargo.arg("--release");

@@ -14,6 +14,7 @@
 //! - `engine`: tokenizer + batches + encoder + pooling = [`CandleEmbedder`].
 //! - `queue`: the model's thread and its two-priority queue ([`EmbedWorker`], [`EmbedHandle`]).
 //! - `remote`: models behind an HTTP API (OpenAI-compatible servers, Voyage).
+//! - `hash` (feature `test-support`): a deterministic embedder for the offline test tier.
 
 mod batch;
 mod bert;
@@ -25,6 +26,8 @@ mod cuda_ops;
 mod device;
 mod engine;
 mod files;
+#[cfg(any(test, feature = "test-support"))]
+pub mod hash;
 mod nomic;
 mod queue;
 pub mod registry;

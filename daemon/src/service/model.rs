@@ -127,6 +127,17 @@ impl Service {
         Ok(worker.handle().cancelled_by(self.cancel.clone()))
     }
 
+    /// Serves `embedder` under its name from now on, as if that model had
+    /// loaded (the offline test tier runs the daemon on a deterministic embedder).
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn preload(&self, embedder: Box<dyn embed::Embedder>) -> std::io::Result<()> {
+        let name = embedder.model_name().to_owned();
+        let worker = EmbedWorker::spawn(embedder)?;
+        let slot = std::sync::Arc::new(tokio::sync::OnceCell::new_with(Some(worker)));
+        self.workers().insert(name, slot);
+        Ok(())
+    }
+
     /// Whether the model `name` (canonical) is loaded; `false` while it loads.
     pub fn is_loaded(&self, name: &str) -> bool {
         self.workers()
