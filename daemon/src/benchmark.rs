@@ -60,7 +60,7 @@ pub fn run(
     queries: &[BenchmarkQuery],
     mode: Mode,
 ) -> Result<BenchmarkResult, BenchmarkError> {
-    reset_peak_rss();
+    crate::memory::reset_peak_rss();
     let manifest = Manifest::of(embedder, root);
     let dir = Store::dir_for(scratch, root);
     let mut store = Store::open(&dir, &manifest)?;
@@ -114,7 +114,7 @@ pub fn run(
         chunks_per_s: stats.chunks_written as f64 / index_s.max(1e-9),
         storage_bytes,
         storage_mb_per_1k: storage_bytes as f64 / 1e6 / (chunks.max(1) as f64 / 1000.0),
-        peak_rss_bytes: crate::bench::peak_rss_bytes(),
+        peak_rss_bytes: crate::memory::peak_rss_bytes(),
         query_ms_median: quantile(0.5),
         query_ms_p95: quantile(0.95),
         quality: (!outcomes.is_empty()).then(|| Metrics::of(&outcomes)),
@@ -169,12 +169,4 @@ fn dir_size(dir: &Path) -> std::io::Result<u64> {
         }
     }
     Ok(total)
-}
-
-/// Starts the peak-RSS count afresh (Linux: `clear_refs` 5), so the peak is this
-/// run's; elsewhere the peak is the process's.
-fn reset_peak_rss() {
-    if let Err(err) = std::fs::write("/proc/self/clear_refs", "5") {
-        tracing::debug!(%err, "cannot reset the peak RSS; the benchmark reports the process's");
-    }
 }

@@ -167,13 +167,9 @@ pub fn resolve_with(
     env: &dyn Fn(&str) -> Option<String>,
     flags: &Overrides,
 ) -> Result<Config, ConfigError> {
-    let home = env(ENV_HOME)
-        .map(PathBuf::from)
-        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".codesearch")))
-        .ok_or(ConfigError::NoHome)?;
-    let socket = env(ENV_SOCKET)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home.join(codesearch_proto::paths::SOCKET_FILE));
+    use codesearch_proto::paths;
+    let home = paths::home_with(env).ok_or(ConfigError::NoHome)?;
+    let socket = paths::socket_with(env).unwrap_or_else(|| home.join(paths::SOCKET_FILE));
     let path = home.join(CONFIG_FILE);
     let file = read_file(&path)?;
     let file_src = |key: &str| format!("{}: embedding.{key}", path.display());

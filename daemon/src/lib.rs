@@ -13,22 +13,27 @@
 //! - [`lexical`]: the words identifiers hide, for the full-text index and its queries.
 //! - [`search`]: the one search path: query → HNSW, BM25 and symbols, ranked → hits with snippets and `stale`.
 //! - [`watch`]: one OS file watcher; each repository's changed paths, coalesced.
-//! - [`server`]: `run(config, shutdown)`: home, lock, socket, connections.
+//! - [`server`]: `run(config, activation, shutdown)`: home, lock, socket; `serve`: connections and the shutdown.
 //! - [`activation`]: a listening socket passed by systemd or launchd.
 //! - [`rpc`]: the methods on a jsonrpsee `RpcModule`, and the NDJSON transport.
 //! - [`service`]: the state the methods act on (loaded models, repositories, shutdown).
 //! - [`repos`]: a registered repository: its store's writer, a reader for searches, its status.
 //! - [`config`]: flags > environment > `config.yaml` > defaults, resolved once.
-//! - [`bench`]: the embedding benchmark behind `codesearchd bench-embed`.
+//! - `durable`: the one atomic file write (temporary file, sync, rename, sync of the folder).
+//! - [`embed_bench`]: the embedding benchmark behind `codesearchd bench-embed`.
+//! - [`benchmark`]: `benchmark.run`, a cold index and labelled queries (`codesearch benchmark`).
+//! - [`memory`]: the process's resident memory, for status and the benchmarks.
 
 pub mod activation;
-pub mod bench;
 pub mod benchmark;
 pub mod chunk;
 pub mod config;
+mod durable;
 pub mod embed;
+pub mod embed_bench;
 pub mod index;
 pub mod lexical;
+pub mod memory;
 pub mod repos;
 pub mod rpc;
 pub mod search;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use codesearchd::embed::{self, EmbedOptions, Embedder as _, ModelLocator, Precision};
-use codesearchd::{bench, config};
+use codesearchd::{config, embed_bench, memory};
 
 #[derive(Debug, Parser)]
 #[command(name = "codesearchd", version, about = "The codesearch daemon")]
@@ -70,7 +70,7 @@ impl EmbeddingFlags {
             model: e.model,
             device: e.device,
             model_path: e.model_path,
-            max_batch: e.batch_size,
+            batch_size: e.batch_size,
             token_budget,
             precision,
         })
@@ -211,14 +211,14 @@ fn bench_embed(args: BenchArgs) -> anyhow::Result<()> {
     let options = args.embedding.resolve(args.token_budget, args.precision)?;
     // Settings and the model first: a typo should not wait for the chunks to load.
     let mut embedder = embed::load(&options, &ModelLocator::from_env())?;
-    let chunks = bench::read_chunks(&args.chunks)?;
+    let chunks = embed_bench::read_chunks(&args.chunks)?;
     let reference = if args.reference.is_file() {
-        Some(bench::read_reference(&args.reference)?)
+        Some(embed_bench::read_reference(&args.reference)?)
     } else {
         tracing::warn!(path = %args.reference.display(), "no reference vectors; skipping the cosine check");
         None
     };
-    let report = bench::run(&mut embedder, &chunks, args.repeat, reference.as_ref())
+    let report = embed_bench::run(&mut embedder, &chunks, args.repeat, reference.as_ref())
         .context("benchmark failed")?;
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -294,7 +294,7 @@ fn bench_index(args: BenchIndexArgs) -> anyhow::Result<()> {
         let manifest = Manifest::of(&embedder, &root);
         let mut store = Store::open(&dir, &manifest)?;
         // The model is loaded and the store open: what indexing adds is above this.
-        let rss_before = bench::rss_bytes();
+        let rss_before = memory::rss_bytes();
         let start = std::time::Instant::now();
         let stats = index::index(
             &root,
@@ -309,7 +309,7 @@ fn bench_index(args: BenchIndexArgs) -> anyhow::Result<()> {
         let secs = start.elapsed().as_secs_f64();
         let chunks = store.chunk_count()?;
         let (hnsw_bytes, hnsw_capacity) = store.hnsw_memory();
-        let rss_after = bench::rss_bytes();
+        let rss_after = memory::rss_bytes();
         drop(store);
         let bytes: u64 = std::fs::read_dir(&dir)?
             .flatten()
@@ -333,7 +333,7 @@ fn bench_index(args: BenchIndexArgs) -> anyhow::Result<()> {
         writeln!(
             out,
             "  memory: peak RSS (VmHWM) {}, RSS before indexing {}, after {}; HNSW {} ({} vectors of room)",
-            mb(bench::peak_rss_bytes()),
+            mb(memory::peak_rss_bytes()),
             mb(rss_before),
             mb(rss_after),
             mb(Some(hnsw_bytes as u64)),

@@ -79,7 +79,7 @@ pub struct Repo {
 
 /// What `repos.json` holds for one repository.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Registered {
+pub struct RepoEntry {
     /// Canonical root.
     pub path: PathBuf,
     /// Canonical model name.
@@ -494,7 +494,7 @@ fn skipped(skips: &walk::Skips) -> codesearch_proto::Skipped {
 }
 
 /// Reads `repos.json`; a missing file is an empty list.
-pub fn load_registry(path: &Path) -> std::io::Result<Vec<Registered>> {
+pub fn load_repo_list(path: &Path) -> std::io::Result<Vec<RepoEntry>> {
     match walk::read_small_file(path, walk::SMALL_FILE_LIMIT) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
@@ -504,10 +504,7 @@ pub fn load_registry(path: &Path) -> std::io::Result<Vec<Registered>> {
 }
 
 /// Writes `repos.json` atomically.
-pub fn save_registry(path: &Path, repos: &[Registered]) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
+pub fn save_repo_list(path: &Path, repos: &[RepoEntry]) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(repos).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, bytes)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path)
+    crate::durable::write_atomic(path, |f| std::io::Write::write_all(f, &bytes))
 }

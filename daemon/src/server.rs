@@ -98,7 +98,7 @@ pub async fn run(
     let started_by = managed
         .map(|m| m.as_str().to_owned())
         .or_else(|| std::env::var(codesearch_proto::paths::STARTED_BY_ENV).ok());
-    let service = Arc::new(Service::new(config, chunker).started_by(started_by));
+    let service = Arc::new(Service::new(config, chunker).with_starter(started_by));
     // A service manager's socket stays: it starts the next daemon.
     let remove_on_close = managed.is_none().then_some(socket);
     serve(listener, service, shutdown, remove_on_close).await

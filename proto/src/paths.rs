@@ -18,16 +18,27 @@ pub const SOCKET_FILE: &str = "codesearchd.sock";
 /// Returns `None` only when neither variable is set, which a caller reports as
 /// "set CODESEARCH_HOME".
 pub fn home() -> Option<PathBuf> {
-    non_empty_env(ENV_HOME)
+    home_with(&non_empty_env)
+}
+
+/// [`home`] with `env` standing in for the environment (its empty values
+/// count as unset, as the caller decides).
+pub fn home_with(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    env(ENV_HOME)
         .map(PathBuf::from)
-        .or_else(|| non_empty_env("HOME").map(|h| PathBuf::from(h).join(".codesearch")))
+        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".codesearch")))
 }
 
 /// The socket path: `$CODESEARCH_SOCKET`, else `<home>/codesearchd.sock`.
 pub fn socket() -> Option<PathBuf> {
-    non_empty_env(ENV_SOCKET)
+    socket_with(&non_empty_env)
+}
+
+/// [`socket`] with `env` standing in for the environment.
+pub fn socket_with(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    env(ENV_SOCKET)
         .map(PathBuf::from)
-        .or_else(|| home().map(|h| h.join(SOCKET_FILE)))
+        .or_else(|| home_with(env).map(|h| h.join(SOCKET_FILE)))
 }
 
 fn non_empty_env(name: &str) -> Option<String> {

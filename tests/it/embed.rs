@@ -1,6 +1,6 @@
 //! The candle engine on the real all-MiniLM-L6-v2.
 
-use codesearchd::bench::{self, cosine};
+use codesearchd::embed_bench::{self, cosine};
 use std::time::{Duration, Instant};
 
 use codesearchd::embed::{self, EmbedOptions, EmbedWorker, Embedder, InputKind, ModelLocator};
@@ -10,11 +10,12 @@ use crate::util::{minilm, shared_dir};
 #[test]
 fn vectors_match_sentence_transformers() {
     let shared = shared_dir();
-    let chunks = bench::read_chunks(&shared.join("reference/chunks.jsonl")).unwrap();
-    let reference = bench::read_reference(&shared.join("reference/ref_first20.json")).unwrap();
+    let chunks = embed_bench::read_chunks(&shared.join("reference/chunks.jsonl")).unwrap();
+    let reference =
+        embed_bench::read_reference(&shared.join("reference/ref_first20.json")).unwrap();
     assert!(reference.ids.len() >= 20 && reference.query_embedding.is_some());
     let mut model = minilm();
-    let cosines = bench::compare_with_reference(&mut *model, &chunks, &reference).unwrap();
+    let cosines = embed_bench::compare_with_reference(&mut *model, &chunks, &reference).unwrap();
     assert_eq!(cosines.len(), reference.ids.len() + 1);
     let below: Vec<_> = cosines.iter().filter(|(_, c)| *c < 0.999).collect();
     assert!(
@@ -26,7 +27,7 @@ fn vectors_match_sentence_transformers() {
 #[test]
 fn a_text_gets_the_same_vector_alone_and_in_a_padded_batch() {
     let shared = shared_dir();
-    let chunks = bench::read_chunks(&shared.join("reference/chunks.jsonl")).unwrap();
+    let chunks = embed_bench::read_chunks(&shared.join("reference/chunks.jsonl")).unwrap();
     // Lengths from a few tokens to past the 256-token truncation, so padding and
     // truncation both happen inside one batch.
     let texts: Vec<&str> = chunks.iter().step_by(97).map(|c| c.text.as_str()).collect();
@@ -86,7 +87,7 @@ fn a_query_jumps_ahead_of_indexing() {
     };
     let model = embed::load(&options, &ModelLocator::from_env()).unwrap();
     let worker = EmbedWorker::spawn(Box::new(model)).unwrap();
-    let chunks = bench::read_chunks(&shared_dir().join("reference/chunks.jsonl")).unwrap();
+    let chunks = embed_bench::read_chunks(&shared_dir().join("reference/chunks.jsonl")).unwrap();
     let docs: Vec<String> = chunks.iter().take(320).map(|c| c.text.clone()).collect();
 
     let mut indexer = worker.handle();

@@ -13,10 +13,10 @@
 
 use std::path::PathBuf;
 
-use codesearchd::bench::cosine;
 use codesearchd::embed::{
     self, DeviceChoice, EmbedOptions, Embedder, InputKind, ModelLocator, Precision,
 };
+use codesearchd::embed_bench::cosine;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -49,7 +49,7 @@ fn check_in(fixture: &str, precision: Precision, tolerance: f32) {
         device: DeviceChoice::Cpu,
         model_path: Some(dir.clone()),
         // Several batches, each padded to its longest text.
-        max_batch: Some(5),
+        batch_size: Some(5),
         precision: Some(precision),
         ..Default::default()
     };

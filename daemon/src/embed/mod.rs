@@ -101,7 +101,7 @@ pub struct EmbedOptions {
     /// A local folder with the model's files, instead of the hub cache.
     pub model_path: Option<PathBuf>,
     /// Texts per forward pass at most; `None` takes the device's default.
-    pub max_batch: Option<usize>,
+    pub batch_size: Option<usize>,
     /// Padded tokens per forward pass at most; `None` takes the device's default.
     pub token_budget: Option<usize>,
     /// Compute precision; `None` picks F32 on the CPU and F16 on GPUs.
@@ -171,7 +171,7 @@ pub fn load(options: &EmbedOptions, locator: &ModelLocator) -> Result<CandleEmbe
     }
     let device = options.device.open()?;
     let dir = locator.locate(spec, options.model_path.as_deref())?;
-    let policy = BatchPolicy::for_device(&device, options.max_batch, options.token_budget);
+    let policy = BatchPolicy::for_device(&device, options.batch_size, options.token_budget);
     CandleEmbedder::load(spec, &dir, device, policy, options.precision)
 }
 

@@ -46,7 +46,7 @@ fn register(m: &mut RpcModule<Arc<Service>>) {
             uptime_s: svc.uptime_s(),
             models,
             repos: svc.repos_now().await,
-            rss_bytes: crate::bench::rss_bytes(),
+            rss_bytes: crate::memory::rss_bytes(),
             started_by: svc.starter().map(str::to_owned),
             protocol_version: codesearch_proto::PROTOCOL_VERSION,
         })

@@ -20,7 +20,7 @@ use codesearch_proto::RepoProgress;
 use crate::chunk::Chunker;
 use crate::config::Config;
 use crate::embed::{EmbedError, EmbedWorker};
-use crate::repos::{self, Registered, Repo};
+use crate::repos::{self, Repo, RepoEntry};
 use crate::store::StoreError;
 
 mod benchmark;
@@ -118,7 +118,7 @@ impl Service {
     }
 
     /// Records who started the daemon, for `daemon.status`.
-    pub fn started_by(mut self, by: Option<String>) -> Self {
+    pub fn with_starter(mut self, by: Option<String>) -> Self {
         self.started_by = by;
         self
     }
@@ -128,7 +128,7 @@ impl Service {
         self.started_by.as_deref()
     }
 
-    fn registry_path(&self) -> PathBuf {
+    fn repo_list_path(&self) -> PathBuf {
         self.config.home.join("repos.json")
     }
 
@@ -159,16 +159,16 @@ impl Service {
     }
 
     fn persist(&self, repos: &HashMap<PathBuf, Arc<Repo>>) {
-        let mut list: Vec<Registered> = repos
+        let mut list: Vec<RepoEntry> = repos
             .values()
-            .map(|r| Registered {
+            .map(|r| RepoEntry {
                 path: r.root.clone(),
                 model: r.model.clone(),
             })
             .collect();
         list.sort_by(|a, b| a.path.cmp(&b.path));
-        if let Err(err) = repos::save_registry(&self.registry_path(), &list) {
-            tracing::warn!(path = %self.registry_path().display(), %err, "cannot save the repository list");
+        if let Err(err) = repos::save_repo_list(&self.repo_list_path(), &list) {
+            tracing::warn!(path = %self.repo_list_path().display(), %err, "cannot save the repository list");
         }
     }
 

@@ -86,7 +86,7 @@ impl Service {
                     device: e.device,
                     // A folder given for the default model does not hold other models.
                     model_path: e.model_path.clone().filter(|_| spec.name == e.model),
-                    max_batch: e.batch_size,
+                    batch_size: e.batch_size,
                     token_budget: None,
                     precision: None,
                 };

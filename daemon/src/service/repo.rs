@@ -14,7 +14,7 @@ impl Service {
     /// Until it is done, methods that need the set of repositories wait
     /// ([`Service::restored`]); status, models and `embed` answer at once.
     pub async fn restore(self: &Arc<Self>) {
-        match repos::load_registry(&self.registry_path()) {
+        match repos::load_repo_list(&self.repo_list_path()) {
             Ok(registered) => {
                 for r in registered {
                     let path = r.path.display().to_string();
@@ -24,7 +24,7 @@ impl Service {
                 }
             }
             Err(err) => {
-                tracing::warn!(path = %self.registry_path().display(), %err, "cannot read the repository list");
+                tracing::warn!(path = %self.repo_list_path().display(), %err, "cannot read the repository list");
             }
         }
         self.restored.send_replace(true);

@@ -93,10 +93,6 @@ pub(super) fn recover_swap(dir: &Path) -> Result<(), StoreError> {
 }
 
 pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| StoreError::io(&tmp, e))?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| StoreError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))
+    crate::durable::write_atomic(path, |f| std::io::Write::write_all(f, bytes))
+        .map_err(|e| StoreError::io(path, e))
 }

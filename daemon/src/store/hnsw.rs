@@ -247,21 +247,11 @@ impl Hnsw {
                 keys.len()
             )));
         }
-        let tmp = tmp_path(path);
-        let write = || -> std::io::Result<()> {
-            let mut file = std::fs::File::create(&tmp)?;
-            std::io::Write::write_all(&mut file, MAGIC)?;
-            std::io::Write::write_all(&mut file, &graph)?;
-            file.sync_all()
-        };
-        write().map_err(|e| StoreError::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))?;
-        if let Some(dir) = path.parent() {
-            // The rename is durable once the directory is.
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
+        crate::durable::write_atomic(path, |file| {
+            std::io::Write::write_all(file, MAGIC)?;
+            std::io::Write::write_all(file, &graph)
+        })
+        .map_err(|e| StoreError::io(path, e))?;
         Ok(())
     }
 }

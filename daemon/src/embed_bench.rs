@@ -181,23 +181,7 @@ pub fn run(
         tokens_per_s: tokens as f64 / secs,
         padding_ratio: padded as f64 / tokens.max(1) as f64,
         query_ms_median: latencies[latencies.len() / 2],
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes: crate::memory::peak_rss_bytes(),
         min_cos_vs_reference: min_cos,
     })
-}
-
-/// Peak resident set size (`VmHWM`), on Linux.
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// Current resident set size (`VmRSS`), on Linux.
-pub fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
