@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use codesearch_proto::benchmark::{
-    BenchmarkParams, BenchmarkQuery, BenchmarkResult, Metrics, QueryOutcome,
+    BenchmarkParams, BenchmarkQuery, BenchmarkResult, Metrics, QueryLine, QueryOutcome,
+    parse_queries, results_lines,
 };
 use codesearch_proto::method;
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::rpc;
 
@@ -41,19 +41,6 @@ pub struct Args {
     /// One JSON document instead of tables.
     #[arg(long)]
     json: bool,
-}
-
-/// One line of a queries file (`../shared/eval/queries.jsonl`); other fields are ignored.
-#[derive(Debug, Deserialize)]
-struct QueryLine {
-    id: serde_json::Value,
-    /// The repository folder name the query is for; may be left out with one repository.
-    #[serde(default)]
-    corpus: Option<String>,
-    query: String,
-    path: String,
-    start_line: u32,
-    end_line: u32,
 }
 
 /// Everything measured: each run, and per model the sums over repositories.
@@ -189,20 +176,8 @@ fn is_model_error(err: &anyhow::Error) -> bool {
 fn read_queries(path: &Path) -> anyhow::Result<Vec<QueryLine>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read queries from {}", path.display()))?;
-    let mut lines = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let q: QueryLine = serde_json::from_str(line).with_context(|| {
-            format!(
-                "{}:{}: not a query line (want {{\"id\", \"query\", \"path\", \"start_line\", \"end_line\"}}, and \"corpus\" with several repositories)",
-                path.display(),
-                n + 1
-            )
-        })?;
-        lines.push(q);
-    }
+    let lines =
+        parse_queries(&text).map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), e.line))?;
     if lines.is_empty() {
         bail!("{} has no queries", path.display());
     }
@@ -234,16 +209,7 @@ fn assign(
             (Some(c), _) => names.iter().position(|n| n == c),
         };
         match slot {
-            Some(i) => out[i].push(BenchmarkQuery {
-                id: match &q.id {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                },
-                query: q.query.clone(),
-                path: q.path.clone(),
-                start_line: q.start_line,
-                end_line: q.end_line,
-            }),
+            Some(i) => out[i].push(q.query()),
             None => {
                 *skipped
                     .entry(q.corpus.clone().unwrap_or_default())
@@ -273,13 +239,9 @@ fn folder_name(path: &Path) -> String {
         .unwrap_or_else(|| path.display().to_string())
 }
 
-/// `{"id", "results": [{path, start_line, end_line}]}` lines, as `score.py` reads them.
+/// The results file `score.py` reads.
 fn write_results(path: &Path, runs: &[BenchmarkResult]) -> anyhow::Result<()> {
-    let mut text = String::new();
-    for q in runs.iter().flat_map(|r| &r.queries) {
-        text.push_str(&json!({"id": q.id, "results": q.results}).to_string());
-        text.push('\n');
-    }
+    let text = results_lines(runs.iter().flat_map(|r| &r.queries));
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 

@@ -21,6 +21,7 @@
 //! - [`config`]: flags > environment > `config.yaml` > defaults, resolved once.
 //! - `durable`: the one atomic file write (temporary file, sync, rename, sync of the folder).
 //! - [`embed_bench`]: the embedding benchmark behind `codesearchd bench-embed`.
+//! - [`index_bench`]: the cold-index benchmark behind `codesearchd bench-index`.
 //! - [`benchmark`]: `benchmark.run`, a cold index and labelled queries (`codesearch benchmark`).
 //! - [`memory`]: the process's resident memory, for status and the benchmarks.
 
@@ -32,6 +33,7 @@ mod durable;
 pub mod embed;
 pub mod embed_bench;
 pub mod index;
+pub mod index_bench;
 pub mod lexical;
 pub mod memory;
 pub mod repos;

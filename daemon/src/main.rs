@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use codesearchd::embed::{self, EmbedOptions, Embedder as _, ModelLocator, Precision};
-use codesearchd::{config, embed_bench, memory};
+use codesearchd::embed::{self, EmbedOptions, ModelLocator, Precision};
+use codesearchd::{config, embed_bench};
 
 #[derive(Debug, Parser)]
 #[command(name = "codesearchd", version, about = "The codesearch daemon")]
@@ -246,159 +246,17 @@ fn bench_embed(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 fn bench_index(args: BenchIndexArgs) -> anyhow::Result<()> {
-    use codesearchd::chunk::Chunker;
-    use codesearchd::index::{self, IndexOptions};
-    use codesearchd::store::{Manifest, Store};
-
     let options = args.embedding.resolve(None, None)?;
     let mut embedder = embed::load(&options, &ModelLocator::from_env())?;
-    let chunker = Chunker::new()?;
-    let tmp;
-    let index_dir = match args.index_dir {
-        Some(d) => d,
-        None => {
-            tmp = tempfile::tempdir()?;
-            tmp.path().to_owned()
-        }
+    let bench = codesearchd::index_bench::IndexBench {
+        roots: args.roots,
+        index_dir: args.index_dir,
+        warm: args.warm,
+        queries: args.queries,
+        results: args.results,
+        mode: args.mode,
+        recall: args.recall,
+        ef_search: args.ef_search,
     };
-    let queries: Vec<serde_json::Value> = match &args.queries {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read queries from {}", path.display()))?
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(serde_json::from_str)
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("{}: not a queries file", path.display()))?,
-        None => Vec::new(),
-    };
-    let mut results = String::new();
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "{:<16} {:>6} {:>7} {:>8} {:>8} {:>9} {:>10} {:>12}",
-        "corpus", "files", "chunks", "secs", "files/s", "chunks/s", "storage", "MB/1k chunks"
-    )?;
-    for root in &args.roots {
-        let root = root
-            .canonicalize()
-            .with_context(|| format!("cannot index {}", root.display()))?;
-        let name = root
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let dir = Store::dir_for(&index_dir, &root);
-        if !args.warm && dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .with_context(|| format!("cannot clear {}", dir.display()))?;
-        }
-        let manifest = Manifest::of(&embedder, &root);
-        let mut store = Store::open(&dir, &manifest)?;
-        // The model is loaded and the store open: what indexing adds is above this.
-        let rss_before = memory::rss_bytes();
-        let start = std::time::Instant::now();
-        let stats = index::index(
-            &root,
-            &mut store,
-            &mut embedder,
-            &chunker,
-            &IndexOptions::default(),
-            |s| {
-                tracing::info!(corpus = %name, files = s.files_indexed, chunks = s.chunks_written, "indexing");
-            },
-        )?;
-        let secs = start.elapsed().as_secs_f64();
-        let chunks = store.chunk_count()?;
-        let (hnsw_bytes, hnsw_capacity) = store.hnsw_memory();
-        let rss_after = memory::rss_bytes();
-        drop(store);
-        let bytes: u64 = std::fs::read_dir(&dir)?
-            .flatten()
-            .filter_map(|e| e.metadata().ok())
-            .map(|m| m.len())
-            .sum();
-        writeln!(
-            out,
-            "{:<16} {:>6} {:>7} {:>8.1} {:>8.1} {:>9.1} {:>8.2}MB {:>12.3}",
-            name,
-            stats.files_indexed,
-            chunks,
-            secs,
-            stats.files_indexed as f64 / secs,
-            stats.chunks_written as f64 / secs,
-            bytes as f64 / 1e6,
-            bytes as f64 / 1e6 / (chunks.max(1) as f64 / 1000.0),
-        )?;
-        // VmHWM is the whole process's peak, so one root per process measures one corpus.
-        let mb = |b: Option<u64>| b.map_or("n/a".to_owned(), |b| format!("{} MB", b / 1_000_000));
-        writeln!(
-            out,
-            "  memory: peak RSS (VmHWM) {}, RSS before indexing {}, after {}; HNSW {} ({} vectors of room)",
-            mb(memory::peak_rss_bytes()),
-            mb(rss_before),
-            mb(rss_after),
-            mb(Some(hnsw_bytes as u64)),
-            hnsw_capacity,
-        )?;
-        if stats.skips.total() > 0 {
-            writeln!(
-                out,
-                "  skipped: {}",
-                serde_json::to_string(&stats.skips.counts)?
-            )?;
-        }
-        let store = Store::open(&dir, &manifest)?;
-        if let Some(probes) = args.recall {
-            let texts: Vec<&str> = queries.iter().filter_map(|q| q["query"].as_str()).collect();
-            let vectors = embedder.embed(&texts, embed::InputKind::Query)?;
-            let show = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{x:.4}"));
-            let efs: Vec<Option<usize>> = if args.ef_search.is_empty() {
-                vec![None]
-            } else {
-                args.ef_search.iter().copied().map(Some).collect()
-            };
-            for ef in efs {
-                if let Some(ef) = ef {
-                    store.set_search_expansion(ef);
-                }
-                let r = store.hnsw_recall(&vectors, probes, 10)?;
-                writeln!(
-                    out,
-                    "  HNSW recall@10 vs exact over {} vectors{}: stored chunks {}, queries {} ({} probes), search median {:.2} ms",
-                    r.vectors,
-                    ef.map_or(String::new(), |ef| format!(", expansion {ef}")),
-                    show(r.chunks),
-                    show(r.queries),
-                    r.probes,
-                    r.search_ms_median
-                )?;
-            }
-        }
-        let mine: Vec<codesearch_proto::benchmark::BenchmarkQuery> = queries
-            .iter()
-            .filter(|q| q["corpus"] == name.as_str())
-            .map(|q| serde_json::from_value(json_with_string_id(q)))
-            .collect::<Result<_, _>>()
-            .context("a query line lacks id, query, path, start_line or end_line")?;
-        let (outcomes, _) =
-            codesearchd::benchmark::answer(&root, &store, &mut embedder, &mine, args.mode)?;
-        for o in outcomes {
-            results.push_str(&serde_json::json!({"id": o.id, "results": o.results}).to_string());
-            results.push('\n');
-        }
-    }
-    if args.queries.is_some() {
-        std::fs::write(&args.results, results)
-            .with_context(|| format!("cannot write {}", args.results.display()))?;
-        writeln!(out, "results written to {}", args.results.display())?;
-    }
-    Ok(())
-}
-
-/// A query line with its `id` as a string (the eval's ids are strings; others may be numbers).
-fn json_with_string_id(q: &serde_json::Value) -> serde_json::Value {
-    let mut q = q.clone();
-    if let Some(id) = q.get("id").filter(|id| !id.is_string()) {
-        q["id"] = serde_json::Value::String(id.to_string());
-    }
-    q
+    codesearchd::index_bench::run(&bench, &mut embedder, &mut std::io::stdout().lock())
 }

@@ -41,6 +41,87 @@ pub struct BenchmarkQuery {
     pub end_line: u32,
 }
 
+/// One line of a queries file (the format of `../shared/eval/queries.jsonl`;
+/// other fields are ignored). Read by `codesearch benchmark` and
+/// `codesearchd bench-index`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct QueryLine {
+    /// A string or a number; [`QueryLine::query`] makes it a string.
+    pub id: serde_json::Value,
+    /// The repository folder name the query is for; may be left out with one repository.
+    #[serde(default)]
+    pub corpus: Option<String>,
+    /// What a user would type.
+    pub query: String,
+    /// The target's path, relative to the repository root.
+    pub path: String,
+    /// The target's first line, 1-based.
+    pub start_line: u32,
+    /// The target's last line, inclusive.
+    pub end_line: u32,
+}
+
+impl QueryLine {
+    /// The labelled query, its id as a string (the eval's are strings; other files' may be numbers).
+    pub fn query(&self) -> BenchmarkQuery {
+        BenchmarkQuery {
+            id: match &self.id {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            },
+            query: self.query.clone(),
+            path: self.path.clone(),
+            start_line: self.start_line,
+            end_line: self.end_line,
+        }
+    }
+}
+
+/// A line of a queries file that is not a query line (its Display leaves
+/// the file and line number to the caller: `file:line: …`).
+#[derive(Debug)]
+pub struct BadQueryLine {
+    /// 1-based line number.
+    pub line: usize,
+    /// What the JSON parser said.
+    pub reason: String,
+}
+
+impl std::fmt::Display for BadQueryLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "not a query line ({}; want {{\"id\", \"query\", \"path\", \"start_line\", \"end_line\"}}, and \"corpus\" with several repositories)",
+            self.reason
+        )
+    }
+}
+
+/// The query lines of a queries file's text; blank lines are skipped.
+pub fn parse_queries(text: &str) -> Result<Vec<QueryLine>, BadQueryLine> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(n, l)| {
+            serde_json::from_str(l).map_err(|e| BadQueryLine {
+                line: n + 1,
+                reason: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The results file `score.py` reads: one `{"id", "results": [{path,
+/// start_line, end_line}]}` line per query.
+pub fn results_lines<'a>(outcomes: impl IntoIterator<Item = &'a QueryOutcome>) -> String {
+    let mut text = String::new();
+    for q in outcomes {
+        text.push_str(&serde_json::json!({"id": q.id, "results": q.results}).to_string());
+        text.push('\n');
+    }
+    text
+}
+
 /// `benchmark.run` result.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BenchmarkResult {
