@@ -26,11 +26,11 @@ const PROBES: &[&str] = &[
 ];
 
 /// Most labelled queries one call may carry.
-pub const MAX_QUERIES: usize = 10_000;
+pub(crate) const MAX_QUERIES: usize = 10_000;
 
 /// Benchmark failures.
 #[derive(Debug, thiserror::Error)]
-pub enum BenchmarkError {
+pub(crate) enum BenchmarkError {
     /// Indexing the repository failed.
     #[error(transparent)]
     Index(#[from] IndexError),
@@ -52,7 +52,7 @@ pub enum BenchmarkError {
 
 /// Indexes `root` into `scratch` from nothing, then answers `queries` (or times
 /// a few probes when there are none).
-pub fn run(
+pub(crate) fn run(
     root: &Path,
     scratch: &Path,
     embedder: &mut dyn Embedder,
@@ -124,7 +124,7 @@ pub fn run(
 
 /// Answers each query with the top 10 hits of `mode`, and where its target
 /// ranked; with the milliseconds each search took.
-pub fn answer(
+pub(crate) fn answer(
     root: &Path,
     store: &Store,
     embedder: &mut dyn Embedder,

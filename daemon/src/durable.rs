@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// it), syncs it, renames it over `path`, and syncs the folder so the rename
 /// itself survives a power cut. On failure the temporary file is removed and
 /// `path` is untouched.
-pub fn write_atomic(
+pub(crate) fn write_atomic(
     path: &Path,
     fill: impl FnOnce(&mut std::fs::File) -> io::Result<()>,
 ) -> io::Result<()> {

@@ -10,7 +10,7 @@
 /// An FTS5 `MATCH` expression for `query`: any of its words (and of their
 /// camelCase parts) but stop words, each quoted, so no query text is taken as
 /// FTS5 syntax. `None` when no word of two or more characters is left.
-pub fn match_query(query: &str) -> Option<String> {
+pub(crate) fn match_query(query: &str) -> Option<String> {
     let mut terms: Vec<String> = Vec::new();
     let mut add = |w: &str| {
         let w = w.to_lowercase();
@@ -41,7 +41,7 @@ pub fn match_query(query: &str) -> Option<String> {
 /// `compress Block`), so a query word "block" finds it. The tokenizer splits
 /// snake_case and paths on their separators by itself; the whole identifier
 /// stays a token of its own, so an exact name still ranks first.
-pub fn document_text(text: &str) -> String {
+pub(crate) fn document_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + text.len() / 8);
     out.push_str(text);
     let mut seen: Vec<&str> = Vec::new();
@@ -65,13 +65,13 @@ pub fn document_text(text: &str) -> String {
 
 /// A path as the full-text index sees it: its components, and the camelCase
 /// parts of each (`Source/Features/RetryPolicy.swift` → also `Retry Policy`).
-pub fn path_text(path: &str) -> String {
+pub(crate) fn path_text(path: &str) -> String {
     document_text(path)
 }
 
 /// The parts of every identifier in `text`, lowercased: `RetryPolicy.swift` →
 /// `retry`, `policy`, `swift`; `path_router` → `path`, `router`.
-pub fn identifier_parts(text: &str) -> Vec<String> {
+pub(crate) fn identifier_parts(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for word in words(text) {
         for snake in word.split('_') {
@@ -85,7 +85,7 @@ pub fn identifier_parts(text: &str) -> Vec<String> {
 
 /// Words of `query` that carry meaning (no stop words), lowercased, in order,
 /// each once.
-pub fn content_words(query: &str) -> Vec<String> {
+pub(crate) fn content_words(query: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for w in words(query) {
         let w = w.to_lowercase();

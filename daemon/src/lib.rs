@@ -25,8 +25,10 @@
 //! - [`benchmark`]: `benchmark.run`, a cold index and labelled queries (`codesearch benchmark`).
 //! - [`memory`]: the process's resident memory, for status and the benchmarks.
 
+#![warn(unreachable_pub)]
+
 pub mod activation;
-pub mod benchmark;
+mod benchmark;
 pub mod chunk;
 pub mod config;
 mod durable;
@@ -34,13 +36,13 @@ pub mod embed;
 pub mod embed_bench;
 pub mod index;
 pub mod index_bench;
-pub mod lexical;
-pub mod memory;
-pub mod repos;
-pub mod rpc;
+mod lexical;
+mod memory;
+mod repos;
+mod rpc;
 pub mod search;
 pub mod server;
 pub mod service;
 pub mod store;
-pub mod walk;
-pub mod watch;
+mod walk;
+mod watch;

@@ -17,7 +17,7 @@ use serde::Serialize;
 use std::os::unix::fs::MetadataExt as _;
 
 /// The ignore file of codesearch's own, read like `.gitignore`.
-pub const IGNORE_FILE: &str = ".codesearchignore";
+pub(crate) const IGNORE_FILE: &str = ".codesearchignore";
 
 /// Why a file is not indexed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -86,7 +86,7 @@ impl Default for WalkOptions {
 
 /// A file the walk found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileEntry {
+pub(crate) struct FileEntry {
     /// Path relative to the root, with `/` separators.
     pub rel: String,
     /// Absolute path (through the symlink if the entry is one).
@@ -142,7 +142,7 @@ impl Skips {
 
 /// What a walk found.
 #[derive(Debug, Default)]
-pub struct Walk {
+pub(crate) struct Walk {
     /// Candidate files, sorted by relative path.
     pub files: Vec<FileEntry>,
     /// Files left out by metadata alone (size, symlinks, unreadable).
@@ -153,7 +153,7 @@ pub struct Walk {
 }
 
 /// Lists the files under `root` that are candidates for indexing.
-pub fn walk(root: &Path, options: &WalkOptions) -> std::io::Result<Walk> {
+pub(crate) fn walk(root: &Path, options: &WalkOptions) -> std::io::Result<Walk> {
     let root = root.canonicalize()?;
     run(&root, builder(&root), options, true)
 }
@@ -161,7 +161,11 @@ pub fn walk(root: &Path, options: &WalkOptions) -> std::io::Result<Walk> {
 /// Lists the files directly inside each of `dirs` (relative to `root`), by the
 /// same rules as [`walk`]: the ignore files of the directories above apply. A
 /// directory that is gone lists nothing.
-pub fn walk_dirs(root: &Path, dirs: &[String], options: &WalkOptions) -> std::io::Result<Walk> {
+pub(crate) fn walk_dirs(
+    root: &Path,
+    dirs: &[String],
+    options: &WalkOptions,
+) -> std::io::Result<Walk> {
     let root = root.canonicalize()?;
     let mut all = Walk::default();
     for dir in dirs {
@@ -256,7 +260,7 @@ fn run(
 }
 
 /// The walker with codesearch's rules; also used to check single paths later.
-pub fn builder(root: &Path) -> ignore::WalkBuilder {
+pub(crate) fn builder(root: &Path) -> ignore::WalkBuilder {
     let mut b = ignore::WalkBuilder::new(root);
     b.hidden(true)
         .git_ignore(true)
@@ -318,7 +322,7 @@ fn inspect(
 }
 
 /// Decides from a file's bytes whether it is indexable text.
-pub fn classify<'a>(bytes: &'a [u8], options: &WalkOptions) -> Result<&'a str, SkipReason> {
+pub(crate) fn classify<'a>(bytes: &'a [u8], options: &WalkOptions) -> Result<&'a str, SkipReason> {
     if bytes[..bytes.len().min(8192)].contains(&0) {
         return Err(SkipReason::Binary);
     }
@@ -337,11 +341,11 @@ pub fn classify<'a>(bytes: &'a [u8], options: &WalkOptions) -> Result<&'a str, S
 /// Block size of [`read_at_most`]: whole blocks are read, whatever the size the
 /// metadata reports (procfs and sysfs files report 0 or 4096 and hold more, or
 /// never end; a file can grow while it is read).
-pub const READ_BLOCK: usize = 64 * 1024;
+pub(crate) const READ_BLOCK: usize = 64 * 1024;
 
 /// What [`read_at_most`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Bounded {
+pub(crate) enum Bounded {
     /// The whole file, at most the limit.
     Bytes(Vec<u8>),
     /// More than the limit: at most the limit and one block were read, none kept.
@@ -355,7 +359,7 @@ pub enum Bounded {
 /// The file is opened non-blocking, so a FIFO (or a device) put where a file
 /// was never blocks the caller, and anything but a regular file is refused once
 /// open (`InvalidInput`), so nothing is read from one.
-pub fn read_at_most(path: &Path, limit: u64) -> std::io::Result<Bounded> {
+pub(crate) fn read_at_most(path: &Path, limit: u64) -> std::io::Result<Bounded> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut file = std::fs::OpenOptions::new()
         .read(true)
@@ -392,11 +396,11 @@ pub fn read_at_most(path: &Path, limit: u64) -> std::io::Result<Bounded> {
 }
 
 /// Size cap of the daemon's own small files (`config.yaml`, `repos.json`).
-pub const SMALL_FILE_LIMIT: u64 = 16 * 1024 * 1024;
+pub(crate) const SMALL_FILE_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// Reads a small file the daemon owns (`config.yaml`, `repos.json`): at most
 /// `limit` bytes, or an `InvalidData` error naming the file and the limit.
-pub fn read_small_file(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_small_file(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     match read_at_most(path, limit)? {
         Bounded::Bytes(b) => Ok(b),
         Bounded::TooLarge => Err(std::io::Error::new(
@@ -409,7 +413,7 @@ pub fn read_small_file(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
 /// The name of the pseudo-filesystem `path` lies on (procfs, sysfs, devtmpfs,
 /// cgroup, …), or `None` for a filesystem that holds files (tmpfs included).
 /// Such trees are refused as repository roots and never entered by a walk.
-pub fn pseudo_filesystem(path: &Path) -> Option<&'static str> {
+pub(crate) fn pseudo_filesystem(path: &Path) -> Option<&'static str> {
     // devtmpfs reports tmpfs' magic number; /dev is known by its place.
     if path == Path::new("/dev") || path.starts_with("/dev/") {
         return Some("devfs");
@@ -452,7 +456,7 @@ fn pseudo_fs_name(magic: u32) -> Option<&'static str> {
 }
 
 /// `root`-relative path with `/` separators.
-pub fn relative(root: &Path, path: &Path) -> String {
+pub(crate) fn relative(root: &Path, path: &Path) -> String {
     let rel = path.strip_prefix(root).unwrap_or(path);
     let mut out = String::new();
     for (i, part) in rel.components().enumerate() {

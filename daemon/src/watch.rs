@@ -22,11 +22,11 @@ const QUIET: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_secs(2);
 
 /// What to tell a user whose system ran out of inotify watches.
-pub const OUT_OF_WATCHES: &str = "the system ran out of inotify watches; raise the limit with `sudo sysctl fs.inotify.max_user_watches=524288` (and a file in /etc/sysctl.d to keep it); until then this repository is rescanned every minute";
+pub(crate) const OUT_OF_WATCHES: &str = "the system ran out of inotify watches; raise the limit with `sudo sysctl fs.inotify.max_user_watches=524288` (and a file in /etc/sysctl.d to keep it); until then this repository is rescanned every minute";
 
 /// Changed paths of one repository, waiting for its writer.
 #[derive(Debug)]
-pub struct Changes {
+pub(crate) struct Changes {
     state: Mutex<Pending>,
     wake: tokio::sync::Notify,
     closed: AtomicBool,
@@ -45,7 +45,7 @@ struct Pending {
 
 /// One batch of changes, ready to apply.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Batch {
+pub(crate) struct Batch {
     /// Absolute paths that changed (created, written, removed, renamed from or to).
     pub paths: Vec<PathBuf>,
     /// Apply as a whole incremental pass rather than per folder.
@@ -63,7 +63,7 @@ impl Changes {
 
     /// Changes of a repository no OS watcher follows, for the reason `error`:
     /// only rescans will find its edits.
-    pub fn unwatched(error: String) -> Arc<Self> {
+    pub(crate) fn unwatched(error: String) -> Arc<Self> {
         let c = Self::new();
         c.lock().error = Some(error);
         Arc::new(c)
@@ -74,7 +74,7 @@ impl Changes {
     }
 
     /// Records changed paths (or, with `rescan`, that events were lost).
-    pub fn push(&self, paths: impl IntoIterator<Item = PathBuf>, rescan: bool) {
+    pub(crate) fn push(&self, paths: impl IntoIterator<Item = PathBuf>, rescan: bool) {
         let now = Instant::now();
         let mut p = self.lock();
         p.paths.extend(paths);
@@ -91,18 +91,18 @@ impl Changes {
     }
 
     /// Paths waiting.
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.lock().paths.len()
     }
 
     /// Why watching is degraded, if it is.
-    pub fn error(&self) -> Option<String> {
+    pub(crate) fn error(&self) -> Option<String> {
         self.lock().error.clone()
     }
 
     /// Waits for changes, then for the tree to be quiet ([`QUIET`], at most
     /// [`MAX_DELAY`] after the first change), and takes them. `None` once closed.
-    pub async fn next_batch(&self) -> Option<Batch> {
+    pub(crate) async fn next_batch(&self) -> Option<Batch> {
         loop {
             let notified = self.wake.notified();
             if self.closed.load(Ordering::SeqCst) {
@@ -137,7 +137,7 @@ impl Changes {
     }
 
     /// Ends [`Changes::next_batch`] for good.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.wake.notify_one();
     }
@@ -146,7 +146,7 @@ impl Changes {
 type Routes = Arc<RwLock<Vec<(PathBuf, Arc<Changes>)>>>;
 
 /// The daemon's one OS watcher, routing events to each repository's [`Changes`].
-pub struct Watcher {
+pub(crate) struct Watcher {
     os: Mutex<notify::RecommendedWatcher>,
     routes: Routes,
 }
@@ -159,7 +159,7 @@ impl std::fmt::Debug for Watcher {
 
 impl Watcher {
     /// Starts the OS watcher (no repository yet).
-    pub fn new() -> notify::Result<Self> {
+    pub(crate) fn new() -> notify::Result<Self> {
         let routes: Routes = Arc::default();
         let os = notify::recommended_watcher({
             let routes = routes.clone();
@@ -174,7 +174,7 @@ impl Watcher {
     /// Watches `root` recursively. The [`Changes`] collect its events; when the OS
     /// refuses (out of inotify watches), it is returned anyway, with the error to
     /// report, and the caller falls back to rescans.
-    pub fn watch(&self, root: &Path) -> (Arc<Changes>, Option<String>) {
+    pub(crate) fn watch(&self, root: &Path) -> (Arc<Changes>, Option<String>) {
         let changes = Arc::new(Changes::new());
         self.routes
             .write()
@@ -193,7 +193,7 @@ impl Watcher {
     }
 
     /// Stops watching `root` and closes its [`Changes`].
-    pub fn unwatch(&self, root: &Path) {
+    pub(crate) fn unwatch(&self, root: &Path) {
         let _ = self
             .os
             .lock()

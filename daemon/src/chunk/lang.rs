@@ -300,7 +300,7 @@ pub static LANGS: &[Lang] = &[
 ];
 
 /// Plain text: anything without a known extension.
-pub static TEXT: Lang = Lang {
+pub(super) static TEXT: Lang = Lang {
     name: "text",
     extensions: &[],
     grammar: None,

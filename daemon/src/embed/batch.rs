@@ -53,7 +53,7 @@ impl BatchPolicy {
 ///
 /// Returns indices into `lens`; every index appears exactly once. A text longer
 /// than the budget still gets a batch of its own.
-pub fn plan(lens: &[usize], policy: BatchPolicy) -> Vec<Vec<usize>> {
+pub(super) fn plan(lens: &[usize], policy: BatchPolicy) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..lens.len()).collect();
     // Stable, so equal lengths keep input order and results are reproducible.
     order.sort_by_key(|&i| std::cmp::Reverse(lens[i]));

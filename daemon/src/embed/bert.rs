@@ -16,7 +16,7 @@ use super::cuda_ops;
 
 /// The fields of a Hugging Face `config.json` that the encoder needs.
 #[derive(Debug, Clone, Deserialize)]
-pub struct BertConfig {
+pub(super) struct BertConfig {
     /// Vocabulary size.
     pub vocab_size: usize,
     /// Width of every hidden state.
@@ -51,7 +51,7 @@ impl BertConfig {
     /// The family's first position id: RoBERTa and XLM-RoBERTa number real
     /// tokens from `pad_token_id + 1` (their position table has that many
     /// extra rows); BERT from 0.
-    pub fn position_offset(&self) -> usize {
+    pub(super) fn position_offset(&self) -> usize {
         match self.model_type.as_deref() {
             Some("roberta" | "xlm-roberta") => self.pad_token_id as usize + 1,
             _ => 0,
@@ -59,7 +59,7 @@ impl BertConfig {
     }
 
     /// Tokens the position table covers after the offset.
-    pub fn max_tokens(&self) -> usize {
+    pub(super) fn max_tokens(&self) -> usize {
         self.max_position_embeddings
             .saturating_sub(self.position_offset())
     }
@@ -156,7 +156,7 @@ impl RotaryTables {
 
 /// A loaded BERT encoder on one device, in one dtype.
 #[derive(Debug)]
-pub struct Bert {
+pub(super) struct Bert {
     word: Embedding,
     /// Absolute positions (BERT, RoBERTa); `None` where `rotary` stands in.
     position: Option<Embedding>,
@@ -191,7 +191,7 @@ pub struct Bert {
 impl Bert {
     /// Builds the encoder from its weights (with or without a `bert.` or
     /// `roberta.` prefix, as the model's own class or a task head saves them).
-    pub fn load(vb: VarBuilder, cfg: &BertConfig) -> Result<Self> {
+    pub(super) fn load(vb: VarBuilder, cfg: &BertConfig) -> Result<Self> {
         let vb = match ["bert", "roberta"]
             .into_iter()
             .find(|p| vb.contains_tensor(&format!("{p}.embeddings.word_embeddings.weight")))
@@ -275,12 +275,12 @@ impl Bert {
     }
 
     /// The device the weights live on.
-    pub fn device(&self) -> &Device {
+    pub(super) fn device(&self) -> &Device {
         &self.device
     }
 
     /// The dtype the encoder computes in.
-    pub fn dtype(&self) -> DType {
+    pub(super) fn dtype(&self) -> DType {
         self.dtype
     }
 
@@ -291,7 +291,7 @@ impl Bert {
     /// and 0 for padding, in the model's dtype; `lens` holds each sequence's real
     /// length (the same information, for the fused CPU kernels). Real tokens come
     /// first in every row.
-    pub fn begin(&self, ids: &Tensor, mask: &Tensor, lens: &[usize]) -> Result<Pass> {
+    pub(super) fn begin(&self, ids: &Tensor, mask: &Tensor, lens: &[usize]) -> Result<Pass> {
         let (b, len) = ids.dims2()?;
         #[cfg(feature = "cuda")]
         if self.fused_cuda {
@@ -334,7 +334,7 @@ impl Bert {
 
     /// Runs the next half-layer of `pass` (attention, or the feed-forward block):
     /// the smallest steps that leave one tensor of state. True once all have run.
-    pub fn step(&self, pass: &mut Pass) -> Result<bool> {
+    pub(super) fn step(&self, pass: &mut Pass) -> Result<bool> {
         if let Some(layer) = self.layers.get(pass.next_layer) {
             #[cfg(feature = "cuda")]
             if let (Some(lens), Some((attn, out))) = (&pass.lens_dev, &layer.fused) {
@@ -372,13 +372,13 @@ impl Bert {
     }
 
     /// The output of a finished pass: `[batch, len, hidden]`.
-    pub fn finish(&self, pass: Pass) -> Result<Tensor> {
+    pub(super) fn finish(&self, pass: Pass) -> Result<Tensor> {
         pass.x.reshape((pass.b, pass.len, self.hidden))
     }
 
     /// Mean pooling and L2 normalisation of a finished pass in one kernel, as f32
     /// `[batch, hidden]`, where the fused CUDA kernels run; `None` elsewhere.
-    pub fn mean_pooled(&self, pass: &Pass) -> Result<Option<Tensor>> {
+    pub(super) fn mean_pooled(&self, pass: &Pass) -> Result<Option<Tensor>> {
         #[cfg(feature = "cuda")]
         if let Some(lens) = &pass.lens_dev {
             let hidden = pass.x.reshape((pass.b, pass.len, self.hidden))?;
@@ -467,7 +467,7 @@ impl Bert {
 /// A forward pass in progress: the hidden states after `next_layer` layers
 /// (and the attention of the next one, once `attended`).
 #[derive(Debug)]
-pub struct Pass {
+pub(super) struct Pass {
     x: Tensor,
     /// `[b, 1, 1, len]` attention bias (candle's generic ops).
     bias: Option<Tensor>,

@@ -15,7 +15,7 @@ const CHUNK: usize = 16 * 1024;
 
 /// `gelu(x) = x/2 · (1 + erf(x/√2))`, the exact GELU BERT uses.
 #[derive(Debug, Clone, Copy)]
-pub struct GeluErf;
+pub(super) struct GeluErf;
 
 impl CustomOp1 for GeluErf {
     fn name(&self) -> &'static str {
@@ -54,7 +54,7 @@ impl pulp::WithSimd for GeluKernel<'_> {
 /// no mask tensor is needed; rows of padding queries come out as zeros, which no
 /// real token ever reads. Output: `[batch·len, hidden]`.
 #[derive(Debug, Clone)]
-pub struct Attention {
+pub(super) struct Attention {
     /// Sequences in the batch.
     pub batch: usize,
     /// Padded length of every sequence.
@@ -151,7 +151,7 @@ impl pulp::WithSimd for AttentionKernel<'_> {
 }
 
 /// Inputs with at most this many rows take [`SmallLinear`] instead of GEMM.
-pub const SMALL_ROWS: usize = 32;
+pub(super) const SMALL_ROWS: usize = 32;
 
 /// `x · Wᵀ + b` for a handful of rows (a search query): one pass over the weights.
 ///
@@ -159,7 +159,7 @@ pub const SMALL_ROWS: usize = 32;
 /// costs more than the arithmetic; here each weight row is read once and dotted
 /// with every input row while it is in cache.
 #[derive(Debug, Clone, Copy)]
-pub struct SmallLinear;
+pub(super) struct SmallLinear;
 
 /// Output columns per parallel task.
 const COLUMNS_PER_TASK: usize = 128;

@@ -104,11 +104,11 @@ macro_rules! cpu_refuses {
 
 /// `[b·len, 3·H]` projection + bias `[3·H]` → `[3, b, heads, len, head_dim]`.
 #[derive(Debug)]
-pub struct QkvSplit {
-    pub b: usize,
-    pub len: usize,
-    pub heads: usize,
-    pub head_dim: usize,
+pub(crate) struct QkvSplit {
+    pub(crate) b: usize,
+    pub(crate) len: usize,
+    pub(crate) heads: usize,
+    pub(crate) head_dim: usize,
 }
 
 impl CustomOp2 for QkvSplit {
@@ -160,7 +160,7 @@ impl CustomOp2 for QkvSplit {
 /// Softmax over the last axis of `[b, heads, len, len]` scores, keys past each
 /// sequence's length (`lens`: u32 `[b]`) weighted 0.
 #[derive(Debug)]
-pub struct MaskedSoftmax;
+pub(crate) struct MaskedSoftmax;
 
 impl CustomOp2 for MaskedSoftmax {
     fn name(&self) -> &'static str {
@@ -215,7 +215,7 @@ impl CustomOp2 for MaskedSoftmax {
 
 /// `[b, heads, len, head_dim]` → `[b·len, heads·head_dim]`.
 #[derive(Debug)]
-pub struct MergeHeads;
+pub(crate) struct MergeHeads;
 
 impl CustomOp1 for MergeHeads {
     fn name(&self) -> &'static str {
@@ -253,12 +253,12 @@ impl CustomOp1 for MergeHeads {
 /// `LayerNorm(x + residual + bias)` over rows of at most 1,024; `params` is
 /// `[3, cols]`: bias, gamma, beta.
 #[derive(Debug)]
-pub struct AddNorm {
-    pub eps: f32,
+pub(crate) struct AddNorm {
+    pub(crate) eps: f32,
 }
 
 /// The widest row [`AddNorm`] takes.
-pub const MAX_NORM_COLS: usize = 1024;
+pub(crate) const MAX_NORM_COLS: usize = 1024;
 
 impl CustomOp3 for AddNorm {
     fn name(&self) -> &'static str {
@@ -321,7 +321,7 @@ impl CustomOp3 for AddNorm {
 
 /// `gelu(x + bias)` (erf form) on `[rows, cols]` with bias `[cols]`.
 #[derive(Debug)]
-pub struct BiasGelu;
+pub(crate) struct BiasGelu;
 
 impl CustomOp2 for BiasGelu {
     fn name(&self) -> &'static str {
@@ -369,7 +369,7 @@ impl CustomOp2 for BiasGelu {
 /// Mean of each sequence's first `lens[b]` rows of `[b, len, cols]`, L2-normalised,
 /// as f32 `[b, cols]`; `cols` at most 1,024.
 #[derive(Debug)]
-pub struct MeanPoolNorm;
+pub(crate) struct MeanPoolNorm;
 
 impl CustomOp2 for MeanPoolNorm {
     fn name(&self) -> &'static str {

@@ -77,7 +77,7 @@ impl DeviceChoice {
 }
 
 /// A short name for logs and status: `cpu`, `cuda:0`, `metal`.
-pub fn describe(device: &Device) -> String {
+pub(super) fn describe(device: &Device) -> String {
     match device.location() {
         candle_core::DeviceLocation::Cpu => "cpu".to_owned(),
         candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),

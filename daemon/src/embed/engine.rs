@@ -367,16 +367,6 @@ impl CandleEmbedder {
         self.policy
     }
 
-    /// The registry entry of the loaded model.
-    pub fn spec(&self) -> &'static ModelSpec {
-        self.spec
-    }
-
-    /// Token ids of `texts` after truncation, without padding.
-    pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, EmbedError> {
-        tokenize(&self.tokenizer, self.spec.name, "", texts)
-    }
-
     fn compute_err(&self, source: candle_core::Error) -> EmbedError {
         EmbedError::Compute {
             model: self.spec.name,

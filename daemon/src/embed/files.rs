@@ -199,7 +199,7 @@ fn is_not_found(e: &hf_hub::api::sync::ApiError) -> bool {
 }
 
 /// `sentence-transformers/all-MiniLM-L6-v2` → `models--sentence-transformers--all-MiniLM-L6-v2`.
-pub fn repo_folder(hf_repo: &str) -> String {
+pub(super) fn repo_folder(hf_repo: &str) -> String {
     format!("models--{}", hf_repo.replace('/', "--"))
 }
 

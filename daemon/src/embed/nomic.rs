@@ -17,7 +17,7 @@ use super::bert::{Bert, Layer, Rotary, RotaryParts};
 
 /// The fields of nomic's `config.json` that the encoder needs.
 #[derive(Debug, Clone, Deserialize)]
-pub struct NomicConfig {
+pub(super) struct NomicConfig {
     /// Vocabulary size.
     pub vocab_size: usize,
     /// Hidden width.
@@ -94,7 +94,7 @@ fn swiglu() -> String {
 
 impl NomicConfig {
     /// Tokens an input may have: what the model was trained on.
-    pub fn max_tokens(&self) -> usize {
+    pub(super) fn max_tokens(&self) -> usize {
         self.max_trained_positions
             .or(self.n_positions)
             .unwrap_or(2048)
@@ -138,7 +138,7 @@ impl NomicConfig {
 
 /// Builds the encoder from a NomicBert checkpoint (names as on the hub, with
 /// or without a `bert.` prefix).
-pub fn load(vb: VarBuilder, cfg: &NomicConfig) -> Result<Bert> {
+pub(super) fn load(vb: VarBuilder, cfg: &NomicConfig) -> Result<Bert> {
     if let Some(why) = cfg.unsupported() {
         candle_core::bail!("unsupported NomicBert configuration: {why}");
     }

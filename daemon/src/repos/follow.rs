@@ -27,7 +27,7 @@ const IGNORE_FILES: [&str; 3] = [".gitignore", ".ignore", walk::IGNORE_FILE];
 impl Repo {
     /// Applies a batch of watched changes: re-lists the folders of changed files,
     /// or runs a whole incremental pass when the batch can change more than that.
-    pub async fn apply_changes(
+    pub(crate) async fn apply_changes(
         self: &Arc<Self>,
         batch: Batch,
         embedder: EmbedHandle,
@@ -82,7 +82,7 @@ impl Repo {
 
 /// Applies `changes` to `repo` batch by batch until they are closed. Without a
 /// working watcher (`changes` has an error), a whole pass runs every minute too.
-pub async fn follow(
+pub(crate) async fn follow(
     repo: Arc<Repo>,
     changes: Arc<Changes>,
     embedder: EmbedHandle,

@@ -9,7 +9,7 @@ use crate::walk;
 
 /// What `repos.json` holds for one repository.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RepoEntry {
+pub(crate) struct RepoEntry {
     /// Canonical root.
     pub path: PathBuf,
     /// Canonical model name.
@@ -17,7 +17,7 @@ pub struct RepoEntry {
 }
 
 /// Reads `repos.json`; a missing file is an empty list.
-pub fn load_repo_list(path: &Path) -> std::io::Result<Vec<RepoEntry>> {
+pub(crate) fn load_repo_list(path: &Path) -> std::io::Result<Vec<RepoEntry>> {
     match walk::read_small_file(path, walk::SMALL_FILE_LIMIT) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
@@ -27,7 +27,7 @@ pub fn load_repo_list(path: &Path) -> std::io::Result<Vec<RepoEntry>> {
 }
 
 /// Writes `repos.json` atomically.
-pub fn save_repo_list(path: &Path, repos: &[RepoEntry]) -> std::io::Result<()> {
+pub(crate) fn save_repo_list(path: &Path, repos: &[RepoEntry]) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(repos).map_err(std::io::Error::other)?;
     crate::durable::write_atomic(path, |f| std::io::Write::write_all(f, &bytes))
 }

@@ -22,12 +22,12 @@ mod follow;
 mod list;
 mod pass;
 
-pub use follow::follow;
-pub use list::{RepoEntry, load_repo_list, save_repo_list};
+pub(crate) use follow::follow;
+pub(crate) use list::{RepoEntry, load_repo_list, save_repo_list};
 
 /// One registered repository.
 #[derive(Debug)]
-pub struct Repo {
+pub(crate) struct Repo {
     /// Canonical root.
     pub root: PathBuf,
     /// Canonical model name.
@@ -54,7 +54,7 @@ pub struct Repo {
 impl Repo {
     /// Opens (or creates) the index of `root` under `indexes` for `embedder`'s
     /// model; indexing runs report their progress to `events`.
-    pub fn open(
+    pub(crate) fn open(
         indexes: &Path,
         root: &Path,
         embedder: &EmbedHandle,
@@ -96,7 +96,7 @@ impl Repo {
     }
 
     /// The current status.
-    pub fn status(&self) -> RepoStatus {
+    pub(crate) fn status(&self) -> RepoStatus {
         let mut status = self
             .status
             .lock()
@@ -116,7 +116,7 @@ impl Repo {
     }
 
     /// From now on, passes that start or wait for the writer do nothing.
-    pub fn mark_removed(&self) {
+    pub(crate) fn mark_removed(&self) {
         self.removed
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
@@ -126,7 +126,7 @@ impl Repo {
     }
 
     /// Ends the watcher's batches for this repository.
-    pub fn stop_watching(&self) {
+    pub(crate) fn stop_watching(&self) {
         if let Some(changes) = self
             .changes
             .lock()
@@ -138,7 +138,7 @@ impl Repo {
     }
 
     /// Reports the watcher's `changes` in the status from now on.
-    pub fn set_changes(&self, changes: Arc<Changes>) {
+    pub(crate) fn set_changes(&self, changes: Arc<Changes>) {
         *self.changes.lock().unwrap_or_else(|p| p.into_inner()) = Some(changes);
     }
 
@@ -148,7 +148,7 @@ impl Repo {
 
     /// Shows `indexing` from now on, so a caller that polls right after starting a
     /// pass never sees the state from before it.
-    pub fn mark_indexing(&self) {
+    pub(crate) fn mark_indexing(&self) {
         self.update(|s| {
             s.state = RepoState::Indexing;
             s.error = None;

@@ -35,7 +35,12 @@ impl Repo {
     /// Runs one incremental indexing pass on a blocking thread; `full` builds a
     /// new index beside the live one and swaps it in when complete. Status shows `indexing` meanwhile and `ready` or `error` after;
     /// `repo.progress` tells subscribers how far it is.
-    pub async fn index(self: &Arc<Self>, embedder: EmbedHandle, chunker: Arc<Chunker>, full: bool) {
+    pub(crate) async fn index(
+        self: &Arc<Self>,
+        embedder: EmbedHandle,
+        chunker: Arc<Chunker>,
+        full: bool,
+    ) {
         self.pass(embedder, chunker, Scope::All { clear: full }, false)
             .await;
     }

@@ -3,7 +3,7 @@
 //!
 //! `transport` carries newline-delimited JSON over the Unix socket into the module.
 
-pub mod transport;
+pub(crate) mod transport;
 
 use std::sync::Arc;
 
@@ -18,10 +18,10 @@ use crate::embed::{self, InputKind};
 use crate::service::{Service, ServiceError};
 
 /// Most texts one `embed` call may carry.
-pub const MAX_EMBED_TEXTS: usize = codesearch_proto::limits::MAX_EMBED_TEXTS;
+pub(crate) const MAX_EMBED_TEXTS: usize = codesearch_proto::limits::MAX_EMBED_TEXTS;
 
 /// Every method, bound to `service`.
-pub fn module(service: Arc<Service>) -> RpcModule<Arc<Service>> {
+pub(crate) fn module(service: Arc<Service>) -> RpcModule<Arc<Service>> {
     let mut m = RpcModule::new(service);
     register(&mut m);
     m
@@ -189,7 +189,7 @@ fn cut(text: &mut String, max: usize) {
 }
 
 /// The line a client of another user gets before its connection is closed.
-pub fn refused_line(uid: u32) -> String {
+pub(crate) fn refused_line(uid: u32) -> String {
     let refused = serde_json::json!({
         "jsonrpc": "2.0",
         "error": {
@@ -202,7 +202,7 @@ pub fn refused_line(uid: u32) -> String {
 }
 
 /// The one place daemon errors become JSON-RPC error objects.
-pub fn to_rpc(err: ServiceError) -> ErrorObjectOwned {
+pub(crate) fn to_rpc(err: ServiceError) -> ErrorObjectOwned {
     let code = match &err {
         ServiceError::Model(_) => code::MODEL_UNAVAILABLE,
         ServiceError::InvalidParams(_) => code::INVALID_PARAMS,

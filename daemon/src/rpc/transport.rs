@@ -30,10 +30,10 @@ const OUTGOING_LINES: usize = 64;
 const NOTIFICATIONS_BUFFERED: usize = 64;
 
 /// The notifications of the subscriptions one line opened.
-pub type Subscriptions = Vec<mpsc::Receiver<Box<RawValue>>>;
+pub(crate) type Subscriptions = Vec<mpsc::Receiver<Box<RawValue>>>;
 
 /// Serves one connection until the peer closes it.
-pub async fn serve<C, R, W>(
+pub(crate) async fn serve<C, R, W>(
     module: &RpcModule<C>,
     mut reader: R,
     mut writer: W,
@@ -121,7 +121,8 @@ async fn forward(mut rx: mpsc::Receiver<Box<RawValue>>, out: mpsc::Sender<String
 }
 
 /// The answer to one line, if it needs one, and the subscriptions it opened.
-pub async fn handle<C: Send + Sync + 'static>(
+#[cfg(test)]
+pub(crate) async fn handle<C: Send + Sync + 'static>(
     module: &RpcModule<C>,
     bytes: &[u8],
 ) -> (Option<String>, Subscriptions) {
@@ -130,7 +131,7 @@ pub async fn handle<C: Send + Sync + 'static>(
 
 /// [`handle`] on a connection that may open `room` more subscriptions; a
 /// subscribe past that is answered `OVERLOADED`.
-pub async fn handle_with_room<C: Send + Sync + 'static>(
+pub(crate) async fn handle_with_room<C: Send + Sync + 'static>(
     module: &RpcModule<C>,
     bytes: &[u8],
     room: usize,

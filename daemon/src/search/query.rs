@@ -9,7 +9,7 @@ use crate::lexical;
 
 /// A query, analysed once per search.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Analysis {
+pub(super) struct Analysis {
     /// The query is a name (or a few names), not a sentence.
     pub symbol_query: bool,
     /// Names the query mentions, as written, without qualifiers or `()`.
@@ -71,7 +71,7 @@ const GENERIC: &[&str] = &[
 ];
 
 /// Analyses `query`.
-pub fn analyse(query: &str) -> Analysis {
+pub(super) fn analyse(query: &str) -> Analysis {
     let stemmer = Stemmer::create(Algorithm::English);
     let tokens: Vec<&str> = query.split_whitespace().collect();
     let mut names: Vec<String> = Vec::new();
@@ -122,7 +122,7 @@ pub fn analyse(query: &str) -> Analysis {
 }
 
 /// Stems of the identifier parts of `text` (a file stem, a folder name).
-pub fn stems_of(text: &str) -> Vec<String> {
+pub(super) fn stems_of(text: &str) -> Vec<String> {
     let stemmer = Stemmer::create(Algorithm::English);
     lexical::identifier_parts(text)
         .into_iter()

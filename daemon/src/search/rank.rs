@@ -58,7 +58,7 @@ const PROSE_WEIGHT: f32 = 0.3;
 /// The ranked candidates of `mode`, best first. Semantic and lexical modes are
 /// the single retrievals as they come; hybrid fuses them (with the definitions
 /// of the names a symbol query names) and ranks files as described above.
-pub fn rank(
+pub(super) fn rank(
     mode: Mode,
     analysis: &Analysis,
     semantic: Vec<(ChunkRow, f32)>,

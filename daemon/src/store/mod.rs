@@ -371,16 +371,6 @@ impl Store {
         Ok(store)
     }
 
-    /// The manifest the store was opened with.
-    pub fn manifest(&self) -> &Manifest {
-        &self.manifest
-    }
-
-    /// The index folder.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Deletes the index folder. The store stays usable only for dropping: it will
     /// not save its HNSW file again.
     pub fn delete_files(&mut self) -> std::io::Result<()> {
@@ -797,11 +787,6 @@ impl Store {
     /// Files indexed (not skipped).
     pub fn file_count(&self) -> Result<u64, StoreError> {
         self.count("SELECT count(*) FROM files WHERE skip IS NULL")
-    }
-
-    /// Vectors stored, the orphan cache included.
-    pub fn vector_count(&self) -> Result<u64, StoreError> {
-        self.count("SELECT count(*) FROM vectors")
     }
 
     /// Vectors in the HNSW index.
