@@ -11,7 +11,10 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock (std's outside tests), so the debounce tests run on a paused clock.
+use tokio::time::Instant;
 
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecursiveMode, Watcher as _};
@@ -301,6 +304,49 @@ mod tests {
         assert_eq!(changes[0].pending(), 0);
         changes[1].close();
         assert!(changes[1].next_batch().await.is_none());
+    }
+
+    fn modify(routes: &Routes, path: &str) {
+        let kind = EventKind::Modify(notify::event::ModifyKind::Any);
+        route(
+            routes,
+            Ok(notify::Event::new(kind).add_path(PathBuf::from(path))),
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_waits_for_quiet_but_never_longer_than_the_maximum_delay() {
+        let (routes, changes) = routes(&["/r"]);
+        // One change: the batch comes once the tree has been quiet for QUIET.
+        let started = Instant::now();
+        modify(&routes, "/r/a.rs");
+        let batch = changes[0].next_batch().await.unwrap();
+        assert_eq!(batch.paths.len(), 1);
+        assert_eq!(started.elapsed(), QUIET);
+
+        // A change every half QUIET never lets the tree be quiet: the batch is
+        // taken at MAX_DELAY after the first change, with all of them.
+        let started = Instant::now();
+        let writer = {
+            let routes = routes.clone();
+            tokio::spawn(async move {
+                for i in 0.. {
+                    modify(&routes, &format!("/r/f{}.rs", i % 7));
+                    tokio::time::sleep(QUIET / 2).await;
+                }
+            })
+        };
+        let batch = tokio::time::timeout(MAX_DELAY * 2, changes[0].next_batch())
+            .await
+            .expect("no batch while changes kept coming")
+            .unwrap();
+        let waited = started.elapsed();
+        writer.abort();
+        assert!(
+            waited >= MAX_DELAY && waited < MAX_DELAY + QUIET,
+            "{waited:?}"
+        );
+        assert_eq!(batch.paths.len(), 7);
     }
 
     #[tokio::test]
