@@ -1,0 +1,189 @@
+//! What an indexing pass writes: the files and chunks of a batch in one
+//! transaction, the vectors of new content keys, and the rows it reads back to
+//! decide what changed (`files`, `vectors`).
+
+use super::*;
+
+impl Store {
+    /// Keeps the newest [`ORPHAN_VECTORS_KEPT`] vectors no chunk uses.
+    pub(super) fn prune_orphans(&mut self) -> Result<(), StoreError> {
+        self.keep_orphans = false;
+        self.db
+            .execute(PRUNE_ORPHANS, [ORPHAN_VECTORS_KEPT])
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// Forgets every file and chunk (vectors stay cached).
+    #[cfg(test)]
+    pub fn clear(&mut self) -> Result<(), StoreError> {
+        let now = unix_now();
+        self.db
+            .execute_batch(&format!(
+                "BEGIN;
+                 INSERT INTO chunks_fts(chunks_fts) VALUES ('delete-all');
+                 DELETE FROM chunks;
+                 DELETE FROM files;
+                 UPDATE vectors SET orphaned_at = {now} WHERE orphaned_at IS NULL;
+                 INSERT INTO meta(key, value) VALUES ('generation', 1)
+                   ON CONFLICT(key) DO UPDATE SET value = value + 1;
+                 COMMIT;"
+            ))
+            .map_err(|e| self.sql(e))?;
+        self.generation = meta_int(&self.db, "generation").map_err(|e| self.sql(e))?;
+        *self.hnsw_mut() = Hnsw::new(self.manifest.dims)?;
+        self.hnsw_dirty = true;
+        self.save_hnsw()
+    }
+
+    /// Every file row, by path.
+    pub fn files(&self) -> Result<HashMap<String, FileRow>, StoreError> {
+        let mut stmt = self
+            .db
+            .prepare("SELECT path, size, mtime_ns, hash, skip FROM files")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], file_row)
+            .map_err(|e| self.sql(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.sql(e))?;
+        Ok(rows.into_iter().map(|f| (f.path.clone(), f)).collect())
+    }
+
+    /// The stored vectors among `keys` (8-bit on disk, see [`quantize`]; f32 here).
+    pub fn vectors(&self, keys: &[Key]) -> Result<HashMap<Key, Vec<f32>>, StoreError> {
+        let mut stmt = self
+            .db
+            .prepare_cached("SELECT vector FROM vectors WHERE key = ?1")
+            .map_err(|e| self.sql(e))?;
+        let mut out = HashMap::new();
+        for key in keys {
+            if out.contains_key(key) {
+                continue;
+            }
+            let v: Option<Vec<u8>> = stmt
+                .query_row([&key[..]], |r| r.get(0))
+                .optional()
+                .map_err(|e| self.sql(e))?;
+            if let Some(bytes) = v {
+                out.insert(*key, decode_vector(&bytes));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies `updates` in one transaction, then mirrors them into the HNSW index.
+    pub fn apply(&mut self, updates: Vec<FileUpdate>) -> Result<(), StoreError> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let now = unix_now();
+        let mut removed_ids: Vec<u64> = Vec::new();
+        let mut added: Vec<(u64, Key)> = Vec::new();
+        let mut new_vectors: HashMap<Key, Vec<f32>> = HashMap::new();
+        let keep_orphans = self.keep_orphans;
+        let tx = self.db.transaction().map_err(|e| StoreError::Sqlite {
+            path: self.dir.join(SQLITE),
+            source: e,
+        })?;
+        let result = (|| -> rusqlite::Result<()> {
+            for update in updates {
+                match update {
+                    FileUpdate::Touched(file) => upsert_file(&tx, &file).map(drop)?,
+                    FileUpdate::Removed { path, skipped } => {
+                        removed_ids.extend(drop_chunks(&tx, &path, now)?);
+                        match skipped {
+                            Some(file) => upsert_file(&tx, &file).map(drop)?,
+                            None => tx
+                                .execute("DELETE FROM files WHERE path = ?1", [&path])
+                                .map(drop)?,
+                        }
+                    }
+                    FileUpdate::Indexed {
+                        file,
+                        chunks,
+                        vectors,
+                    } => {
+                        removed_ids.extend(drop_chunks(&tx, &file.path, now)?);
+                        let file_id = upsert_file(&tx, &file)?;
+                        for (key, v) in vectors {
+                            tx.execute(
+                                "INSERT INTO vectors(key, vector, orphaned_at) VALUES (?1, ?2, NULL)
+                                 ON CONFLICT(key) DO NOTHING",
+                                params![&key[..], encode_vector(&v)],
+                            )?;
+                            new_vectors.insert(key, v);
+                        }
+                        for c in chunks {
+                            // Every key has a vector by now (new, or cached).
+                            let vector_id: i64 = tx.query_row(
+                                "SELECT id FROM vectors WHERE key = ?1",
+                                [&c.key[..]],
+                                |r| r.get(0),
+                            )?;
+                            tx.execute(
+                                "INSERT INTO chunks(file_id, vector_id, start_line, end_line, symbol, kind, language)
+                                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                                params![file_id, vector_id, c.start_line, c.end_line, c.symbol, c.kind, c.language],
+                            )?;
+                            let id = tx.last_insert_rowid();
+                            tx.execute(
+                                "INSERT INTO chunks_fts(rowid, text, path, symbol) VALUES (?1, ?2, ?3, ?4)",
+                                params![
+                                    id,
+                                    crate::lexical::document_text(&c.text),
+                                    crate::lexical::path_text(&file.path),
+                                    c.symbol.as_deref().map(crate::lexical::document_text)
+                                ],
+                            )?;
+                            tx.execute(
+                                "UPDATE vectors SET orphaned_at = NULL WHERE id = ?1 AND orphaned_at IS NOT NULL",
+                                [vector_id],
+                            )?;
+                            added.push((id as u64, c.key));
+                        }
+                    }
+                }
+            }
+            // Keep a bounded cache of vectors no chunk uses, newest orphans first.
+            if !keep_orphans {
+                tx.execute(PRUNE_ORPHANS, [ORPHAN_VECTORS_KEPT])?;
+            }
+            tx.execute(
+                "INSERT INTO meta(key, value) VALUES ('generation', 1)
+                 ON CONFLICT(key) DO UPDATE SET value = value + 1",
+                [],
+            )?;
+            Ok(())
+        })();
+        let commit = result.and_then(|()| tx.commit());
+        commit.map_err(|e| self.sql(e))?;
+        self.generation = meta_int(&self.db, "generation").map_err(|e| self.sql(e))?;
+
+        // SQLite is committed; now the derived index.
+        let missing: Vec<Key> = added
+            .iter()
+            .map(|(_, k)| *k)
+            .filter(|k| !new_vectors.contains_key(k))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let cached = self.vectors(&missing)?;
+        let items: Vec<(u64, Vec<f32>)> = added
+            .into_iter()
+            .filter_map(|(id, k)| {
+                new_vectors
+                    .get(&k)
+                    .or_else(|| cached.get(&k))
+                    .map(|v| (id, v.clone()))
+            })
+            .collect();
+        // Small groups under the write lock: searches (readers) get in between.
+        self.hnsw_mut().remove(&removed_ids)?;
+        for group in items.chunks(HNSW_ADDS_PER_LOCK) {
+            self.hnsw_mut().add(group)?;
+        }
+        self.hnsw_dirty = true;
+        Ok(())
+    }
+}
