@@ -250,11 +250,21 @@ fn remote_models(
         .filter(|name| !entries.contains_key(**name))
         .filter_map(|name| RemoteSpec::builtin(name))
         .collect();
+    let mut seen: Vec<String> = Vec::new();
     for (name, entry) in entries {
         let invalid = |key: &str, reason: String| ConfigError::Invalid {
             source_name: format!("{}: remote.{name}{key}", path.display()),
             reason,
         };
+        // `--model` matches names without regard to case.
+        if seen.contains(&name.to_ascii_lowercase()) {
+            return Err(invalid(
+                "",
+                "another entry has this name in other letter case; `--model` would not know which"
+                    .to_owned(),
+            ));
+        }
+        seen.push(name.to_ascii_lowercase());
         if name.is_empty()
             || !name
                 .chars()
@@ -537,6 +547,10 @@ mod tests {
             (
                 "  minilm:\n    api: openai\n    model: m\n",
                 "a local model's",
+            ),
+            (
+                "  Big:\n    api: openai\n    model: m\n  big:\n    api: openai\n    model: n\n",
+                "other letter case",
             ),
             (
                 "  x:\n    api: openai\n    model: m\n    key: 1\n",
