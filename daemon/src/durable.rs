@@ -33,8 +33,8 @@ pub(crate) fn write_atomic(
     Ok(())
 }
 
-/// `<name>.tmp.<pid>` beside `path`.
-fn temporary(path: &Path) -> PathBuf {
+/// `<name>.tmp.<pid>` beside `path`: the name an index folder's open clears.
+pub(crate) fn temporary(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".tmp.{}", std::process::id()));
     path.with_file_name(name)

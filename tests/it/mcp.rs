@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::util::{Home, bin, test_corpus_file, text};
+use crate::util::{Home, bin, pkg_errors_corpus, text};
 
 const QUERY: &str = "wrap an error with a message and a stack trace";
 const EXPECT: &str = "errors.go";
@@ -24,20 +24,6 @@ fn python() -> PathBuf {
         python.display()
     );
     python
-}
-
-/// pkg/errors' sources, copied out of the build tree (whose .gitignore would hide them).
-fn corpus() -> tempfile::TempDir {
-    let src = test_corpus_file(
-        "golang-github-pkg-errors-0.9.1/usr/share/gocode/src/github.com/pkg/errors/errors.go",
-    );
-    let dir = tempfile::tempdir().unwrap();
-    for f in std::fs::read_dir(src.parent().unwrap()).unwrap().flatten() {
-        if f.path().is_file() {
-            std::fs::copy(f.path(), dir.path().join(f.file_name())).unwrap();
-        }
-    }
-    dir
 }
 
 fn scenario(name: &str, home: &Home, corpus: &Path, alone: &Path) {
@@ -69,7 +55,7 @@ fn scenario(name: &str, home: &Home, corpus: &Path, alone: &Path) {
 
 #[test]
 fn agents_search_through_the_official_mcp_sdk() {
-    let corpus = corpus();
+    let corpus = pkg_errors_corpus();
     let home = Home::new();
     // `codesearch` alone in a folder: a bridge that cannot start the daemon.
     let alone_dir = tempfile::tempdir().unwrap();

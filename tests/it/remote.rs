@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use codesearchd::embed::{ModelLocator, registry};
 use serde_json::Value;
 
-use crate::util::{Home, test_corpus_file, text};
+use crate::util::{Home, pkg_errors_corpus, text};
 
 const MODEL: &str = "infinity-minilm";
 /// Requests the proxy answers 429 before it forwards any.
@@ -140,20 +140,6 @@ fn start_proxy(upstream: &str, dir: &Path) -> (Server, u16) {
     (Server(child), port)
 }
 
-/// pkg/errors' sources, copied out of the build tree.
-fn corpus() -> tempfile::TempDir {
-    let src = test_corpus_file(
-        "golang-github-pkg-errors-0.9.1/usr/share/gocode/src/github.com/pkg/errors/errors.go",
-    );
-    let dir = tempfile::tempdir().unwrap();
-    for f in std::fs::read_dir(src.parent().unwrap()).unwrap().flatten() {
-        if f.path().is_file() {
-            std::fs::copy(f.path(), dir.path().join(f.file_name())).unwrap();
-        }
-    }
-    dir
-}
-
 /// The top three hits of `query` as (file, first line).
 fn top_hits(home: &Home, corpus: &Path, query: &str) -> Vec<(String, u64)> {
     let o = home.run(&[
@@ -198,7 +184,7 @@ fn an_openai_compatible_server_indexes_and_searches_like_the_local_model() {
         scratch.path(),
     );
     let mut proxy = Some(proxy);
-    let corpus = corpus();
+    let corpus = pkg_errors_corpus();
     let root = corpus.path().canonicalize().unwrap();
     let root_arg = root.display().to_string();
 

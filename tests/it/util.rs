@@ -224,3 +224,19 @@ pub fn eval_corpus(name: &str) -> PathBuf {
     );
     dir
 }
+
+/// Go's pkg/errors (Debian's golang-github-pkg-errors, fetched by
+/// `scripts/fetch-test-corpora.sh`), copied out of the build tree (whose
+/// .gitignore would hide it) into a temp folder: a small real repository.
+pub fn pkg_errors_corpus() -> tempfile::TempDir {
+    let src = test_corpus_file(
+        "golang-github-pkg-errors-0.9.1/usr/share/gocode/src/github.com/pkg/errors/errors.go",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(src.parent().unwrap()).unwrap().flatten() {
+        if f.path().is_file() {
+            std::fs::copy(f.path(), dir.path().join(f.file_name())).unwrap();
+        }
+    }
+    dir
+}

@@ -19,19 +19,12 @@ impl Service {
     /// are here, then the remote ones; loaded models say their device.
     pub fn models(&self) -> Vec<codesearch_proto::ModelInfo> {
         let locator = ModelLocator::from_env();
-        // Name → (device, dims) of each loaded model: a remote model's dims
-        // are known once it has answered, if its config does not give them.
+        // A remote model's dims are known once it has answered, if its
+        // config does not give them.
         let loaded: HashMap<String, (String, usize)> = self
-            .workers()
-            .values()
-            .filter_map(|slot| slot.get())
-            .map(|w| {
-                let h = w.handle();
-                (
-                    embed::Embedder::model_name(&h).to_owned(),
-                    (embed::Embedder::device_name(&h), embed::Embedder::dims(&h)),
-                )
-            })
+            .loaded()
+            .into_iter()
+            .map(|(name, device, dims)| (name, (device, dims)))
             .collect();
         let e = &self.config.embedding;
         let local = embed::registry::MODELS.iter().map(|spec| {
@@ -148,7 +141,17 @@ impl Service {
     /// `(name, device)` of every loaded model (not those still loading).
     pub fn loaded_models(&self) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = self
-            .workers()
+            .loaded()
+            .into_iter()
+            .map(|(name, device, _)| (name, device))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// `(name, device, dims)` of every loaded model.
+    fn loaded(&self) -> Vec<(String, String, usize)> {
+        self.workers()
             .values()
             .filter_map(|slot| slot.get())
             .map(|w| {
@@ -156,10 +159,9 @@ impl Service {
                 (
                     embed::Embedder::model_name(&h).to_owned(),
                     embed::Embedder::device_name(&h),
+                    embed::Embedder::dims(&h),
                 )
             })
-            .collect();
-        out.sort();
-        out
+            .collect()
     }
 }

@@ -16,7 +16,7 @@
 //! whether a saved file is current is decided by the store (generations).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
@@ -219,7 +219,7 @@ impl Hnsw {
         // usearch streams vectors and graph to a file of its own; only the
         // graph is read back. Serializing to memory instead held every vector
         // a second time: a spike of 0.45 KB per chunk (253 MB at 563k chunks).
-        let full = tmp_path(&path.with_extension("full"));
+        let full = crate::durable::temporary(&path.with_extension("full"));
         let (rows, cols, graph) = match full.to_str() {
             Some(utf8) => {
                 let saved = self
@@ -333,12 +333,6 @@ fn node_keys(graph: &[u8]) -> Result<Vec<u64>, String> {
         ));
     }
     Ok(keys)
-}
-
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp.{}", std::process::id()));
-    path.with_file_name(name)
 }
 
 #[cfg(test)]
