@@ -29,7 +29,11 @@ struct Daemon {
 
 impl Daemon {
     fn start() -> Self {
-        let home = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap())
+    }
+
+    /// A daemon on `home`, which may hold a `config.yaml` and a `repos.json`.
+    fn start_in(home: tempfile::TempDir) -> Self {
         let socket = home.path().join("codesearchd.sock");
         let vars = [
             ("CODESEARCH_HOME", home.path().display().to_string()),
@@ -256,4 +260,58 @@ fn daemon_shutdown_stops_serving_and_removes_the_socket() {
         started.elapsed()
     );
     assert!(!d.socket.exists(), "the socket is left behind");
+}
+
+#[test]
+fn a_repository_whose_model_cannot_load_at_start_stays_registered() {
+    let home = tempfile::tempdir().unwrap();
+    // A remote model whose key variable is never set: it cannot load, with no network.
+    std::fs::write(
+        home.path().join("config.yaml"),
+        "remote:\n  broken:\n    api: openai\n    base_url: http://127.0.0.1:9/v1\n    model: m\n    dimensions: 8\n    api_key_env: CODESEARCH_TEST_KEY_NEVER_SET\n",
+    )
+    .unwrap();
+    let stuck = repository();
+    let stuck_root = stuck.path().canonicalize().unwrap();
+    let entry = json!([{"path": stuck_root, "model": "broken"}]);
+    std::fs::write(home.path().join("repos.json"), entry.to_string()).unwrap();
+    let d = Daemon::start_in(home);
+    let listed = |d: &Daemon| -> Vec<String> {
+        let text = std::fs::read_to_string(d.home.path().join("repos.json")).unwrap();
+        let list: Value = serde_json::from_str(&text).unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["path"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Another repository is added: repos.json is written again, and keeps
+    // the one that could not be opened.
+    let other = repository();
+    let other_root = other.path().canonicalize().unwrap();
+    let added = d.call(
+        "repo.add",
+        json!({"path": other_root.display().to_string(), "wait": true}),
+    );
+    assert_eq!(added["result"]["state"], "ready", "{added}");
+    let mut paths = listed(&d);
+    paths.sort();
+    let mut want = vec![
+        stuck_root.display().to_string(),
+        other_root.display().to_string(),
+    ];
+    want.sort();
+    assert_eq!(paths, want);
+    // Removing it settles it.
+    let removed = d.call(
+        "repo.remove",
+        json!({"path": stuck_root.display().to_string()}),
+    );
+    assert!(removed.get("error").is_none(), "{removed}");
+    assert_eq!(listed(&d), [other_root.display().to_string()]);
+    let again = d.call(
+        "repo.remove",
+        json!({"path": stuck_root.display().to_string()}),
+    );
+    assert_eq!(again["error"]["code"], -32001, "{again}");
 }

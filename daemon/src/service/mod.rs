@@ -76,6 +76,11 @@ pub struct Service {
     watcher: Option<crate::watch::Watcher>,
     /// True once the repositories of `repos.json` are open again.
     restored: tokio::sync::watch::Sender<bool>,
+    /// Entries of `repos.json` that could not be opened at start-up (their
+    /// model would not load: weights gone, a remote server down). They stay in
+    /// `repos.json`, so a later start serves them again; `repo.add` or
+    /// `repo.remove` of the path settles them.
+    unrestored: Mutex<Vec<RepoEntry>>,
     /// Fired once, at shutdown (the signal, or `daemon.shutdown`): the accept
     /// loop stops, passes commit their current batch and stop, followers end.
     cancel: CancellationToken,
@@ -108,6 +113,7 @@ impl Service {
             started_by: None,
             progress: tokio::sync::broadcast::channel(PROGRESS_BACKLOG).0,
             restored: tokio::sync::watch::channel(false).0,
+            unrestored: Mutex::new(Vec::new()),
             watcher: crate::watch::Watcher::new()
                 .inspect_err(|err| tracing::warn!(%err, "cannot start the file watcher; repositories will be rescanned every minute"))
                 .ok(),
@@ -166,10 +172,20 @@ impl Service {
                 model: r.model.clone(),
             })
             .collect();
+        list.extend(
+            self.unrestored()
+                .iter()
+                .filter(|e| !repos.contains_key(&e.path))
+                .cloned(),
+        );
         list.sort_by(|a, b| a.path.cmp(&b.path));
         if let Err(err) = repos::save_repo_list(&self.repo_list_path(), &list) {
             tracing::warn!(path = %self.repo_list_path().display(), %err, "cannot save the repository list");
         }
+    }
+
+    fn unrestored(&self) -> std::sync::MutexGuard<'_, Vec<RepoEntry>> {
+        self.unrestored.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The configuration the daemon runs with.

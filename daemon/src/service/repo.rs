@@ -19,7 +19,8 @@ impl Service {
                 for r in registered {
                     let path = r.path.display().to_string();
                     if let Err(err) = self.register(&path, Some(&r.model), false).await {
-                        tracing::warn!(repo = %path, %err, "cannot restore repository");
+                        tracing::warn!(repo = %path, %err, "cannot restore repository; it stays in the repository list for the next start");
+                        self.unrestored().push(r);
                     }
                 }
             }
@@ -81,6 +82,7 @@ impl Service {
                 return Ok(existing.status());
             }
             repos.insert(root.clone(), repo.clone());
+            self.unrestored().retain(|e| e.path != root);
             self.persist(&repos);
         }
         // Watch before the first pass, so nothing changed during it is missed.
@@ -134,7 +136,31 @@ impl Service {
         self.restored().await;
         let repo = {
             let mut repos = self.repos.write().await;
-            let key = self.find(&repos, path)?;
+            let key = match self.find(&repos, path) {
+                Ok(key) => key,
+                Err(unknown) => {
+                    // One start-up could not open: forgotten, its index deleted.
+                    let key = std::path::Path::new(path)
+                        .canonicalize()
+                        .unwrap_or_else(|_| path.into());
+                    let before = self.unrestored().len();
+                    self.unrestored().retain(|e| e.path != key);
+                    if self.unrestored().len() == before {
+                        return Err(unknown);
+                    }
+                    self.persist(&repos);
+                    let dir = crate::store::Store::dir_for(&self.indexes(), &key);
+                    if let Err(e) = std::fs::remove_dir_all(&dir)
+                        && e.kind() != std::io::ErrorKind::NotFound
+                    {
+                        return Err(ServiceError::Internal(format!(
+                            "cannot delete the index of {path} at {}: {e}",
+                            dir.display()
+                        )));
+                    }
+                    return Ok(());
+                }
+            };
             let repo = repos
                 .remove(&key)
                 .ok_or_else(|| ServiceError::UnknownRepo(path.to_owned()))?;
