@@ -294,6 +294,21 @@ fn a_repository_whose_model_cannot_load_at_start_stays_registered() {
         json!({"path": other_root.display().to_string(), "wait": true}),
     );
     assert_eq!(added["result"]["state"], "ready", "{added}");
+    // repo.list shows it, with the reason and the fix.
+    let list = d.call("repo.list", json!({}));
+    let row = list["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["path"] == stuck_root.display().to_string())
+        .unwrap_or_else(|| panic!("{list}"))
+        .clone();
+    assert_eq!(row["state"], "error", "{row}");
+    let why = row["error"].as_str().unwrap();
+    assert!(
+        why.contains("CODESEARCH_TEST_KEY_NEVER_SET") && why.contains("codesearch remove"),
+        "{why}"
+    );
     let mut paths = listed(&d);
     paths.sort();
     let mut want = vec![
@@ -309,6 +324,13 @@ fn a_repository_whose_model_cannot_load_at_start_stays_registered() {
     );
     assert!(removed.get("error").is_none(), "{removed}");
     assert_eq!(listed(&d), [other_root.display().to_string()]);
+    assert_eq!(
+        d.call("repo.list", json!({}))["result"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     let again = d.call(
         "repo.remove",
         json!({"path": stuck_root.display().to_string()}),

@@ -51,6 +51,13 @@ pub enum ServiceError {
     Internal(String),
 }
 
+/// An entry of `repos.json` that start-up could not open, and why.
+#[derive(Debug)]
+struct Unrestored {
+    entry: RepoEntry,
+    error: String,
+}
+
 /// A model's slot: empty until the model has loaded (while it loads, callers of
 /// that model wait on the cell, not on the map).
 type ModelSlots = HashMap<String, Arc<tokio::sync::OnceCell<EmbedWorker>>>;
@@ -79,8 +86,9 @@ pub struct Service {
     /// Entries of `repos.json` that could not be opened at start-up (their
     /// model would not load: weights gone, a remote server down). They stay in
     /// `repos.json`, so a later start serves them again; `repo.add` or
-    /// `repo.remove` of the path settles them.
-    unrestored: Mutex<Vec<RepoEntry>>,
+    /// `repo.remove` of the path settles them. `repo.list` shows each in state
+    /// `error` with the reason.
+    unrestored: Mutex<Vec<Unrestored>>,
     /// Fired once, at shutdown (the signal, or `daemon.shutdown`): the accept
     /// loop stops, passes commit their current batch and stop, followers end.
     cancel: CancellationToken,
@@ -175,8 +183,8 @@ impl Service {
         list.extend(
             self.unrestored()
                 .iter()
-                .filter(|e| !repos.contains_key(&e.path))
-                .cloned(),
+                .filter(|u| !repos.contains_key(&u.entry.path))
+                .map(|u| u.entry.clone()),
         );
         list.sort_by(|a, b| a.path.cmp(&b.path));
         if let Err(err) = repos::save_repo_list(&self.repo_list_path(), &list) {
@@ -184,7 +192,7 @@ impl Service {
         }
     }
 
-    fn unrestored(&self) -> std::sync::MutexGuard<'_, Vec<RepoEntry>> {
+    fn unrestored(&self) -> std::sync::MutexGuard<'_, Vec<Unrestored>> {
         self.unrestored.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use codesearch_proto::{RepoProgress, RepoStatus};
+use codesearch_proto::{RepoProgress, RepoState, RepoStatus};
 
-use super::{Service, ServiceError, canonical_dir};
+use super::{Service, ServiceError, Unrestored, canonical_dir};
 use crate::embed::EmbedHandle;
 use crate::repos::{self, Repo};
 
@@ -20,7 +20,10 @@ impl Service {
                     let path = r.path.display().to_string();
                     if let Err(err) = self.register(&path, Some(&r.model), false).await {
                         tracing::warn!(repo = %path, %err, "cannot restore repository; it stays in the repository list for the next start");
-                        self.unrestored().push(r);
+                        self.unrestored().push(Unrestored {
+                            entry: r,
+                            error: err.to_string(),
+                        });
                     }
                 }
             }
@@ -82,7 +85,7 @@ impl Service {
                 return Ok(existing.status());
             }
             repos.insert(root.clone(), repo.clone());
-            self.unrestored().retain(|e| e.path != root);
+            self.unrestored().retain(|u| u.entry.path != root);
             self.persist(&repos);
         }
         // Watch before the first pass, so nothing changed during it is missed.
@@ -138,28 +141,7 @@ impl Service {
             let mut repos = self.repos.write().await;
             let key = match self.find(&repos, path) {
                 Ok(key) => key,
-                Err(unknown) => {
-                    // One start-up could not open: forgotten, its index deleted.
-                    let key = std::path::Path::new(path)
-                        .canonicalize()
-                        .unwrap_or_else(|_| path.into());
-                    let before = self.unrestored().len();
-                    self.unrestored().retain(|e| e.path != key);
-                    if self.unrestored().len() == before {
-                        return Err(unknown);
-                    }
-                    self.persist(&repos);
-                    let dir = crate::store::Store::dir_for(&self.indexes(), &key);
-                    if let Err(e) = std::fs::remove_dir_all(&dir)
-                        && e.kind() != std::io::ErrorKind::NotFound
-                    {
-                        return Err(ServiceError::Internal(format!(
-                            "cannot delete the index of {path} at {}: {e}",
-                            dir.display()
-                        )));
-                    }
-                    return Ok(());
-                }
+                Err(unknown) => return self.forget_unrestored(&repos, path).ok_or(unknown)?,
             };
             let repo = repos
                 .remove(&key)
@@ -188,6 +170,34 @@ impl Service {
         })
     }
 
+    /// `repo.remove` of a repository start-up could not open: it leaves
+    /// `repos.json` and its index is deleted. `None` if `path` is not one.
+    fn forget_unrestored(
+        &self,
+        repos: &std::collections::HashMap<std::path::PathBuf, Arc<Repo>>,
+        path: &str,
+    ) -> Option<Result<(), ServiceError>> {
+        let key = std::path::Path::new(path)
+            .canonicalize()
+            .unwrap_or_else(|_| path.into());
+        {
+            let mut unrestored = self.unrestored();
+            let at = unrestored.iter().position(|u| u.entry.path == key)?;
+            unrestored.remove(at);
+        }
+        self.persist(repos);
+        let dir = crate::store::Store::dir_for(&self.indexes(), &key);
+        Some(match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(ServiceError::Internal(format!(
+                    "cannot delete the index of {path} at {}: {e}",
+                    dir.display()
+                )))
+            }
+            _ => Ok(()),
+        })
+    }
+
     /// Every `repo.progress` from now on.
     pub fn progress_events(&self) -> tokio::sync::broadcast::Receiver<RepoProgress> {
         self.progress.subscribe()
@@ -208,6 +218,25 @@ impl Service {
             .values()
             .map(|r| r.status())
             .collect();
+        out.extend(self.unrestored().iter().map(|u| RepoStatus {
+            path: u.entry.path.display().to_string(),
+            state: RepoState::Error,
+            model: u.entry.model.clone(),
+            files: 0,
+            chunks: 0,
+            pending: 0,
+            indexed_at: None,
+            error: Some(format!(
+                "not opened at start-up: {}; fix that and restart the daemon, or `codesearch remove` it",
+                u.error
+            )),
+            watching: false,
+            watch_error: None,
+            changes_pending: 0,
+            last_change_at: None,
+            chunks_embedded: 0,
+            skipped: None,
+        }));
         out.sort_by(|a, b| a.path.cmp(&b.path));
         out
     }
