@@ -61,18 +61,29 @@ impl Service {
     /// Callers of one model that is loading wait for that load (and a failed
     /// load is tried again by the next caller); nobody else waits.
     pub async fn embedder(&self, name: Option<&str>) -> Result<EmbedHandle, ServiceError> {
-        let wanted = name.unwrap_or(&self.config.embedding.model);
-        let spec = match self.resolve_model(wanted)? {
-            ModelChoice::Local(spec) => spec,
-            ModelChoice::Remote(remote) => return self.remote_embedder(remote).await,
-        };
+        let choice = self.resolve_model(name.unwrap_or(&self.config.embedding.model))?;
         let slot = self
             .workers()
-            .entry(spec.name.to_owned())
+            .entry(choice.name().to_owned())
             .or_default()
             .clone();
-        let worker = slot
-            .get_or_try_init(|| async {
+        let worker = slot.get_or_try_init(|| self.load(choice)).await?;
+        // Indexing passes block on this handle: at shutdown they stop waiting.
+        Ok(worker.handle().cancelled_by(self.cancel.clone()))
+    }
+
+    /// Loads a model onto its thread: a local one on one thread; a remote one
+    /// on two, documents and queries, sharing the endpoint's client and rate limit.
+    async fn load(&self, choice: ModelChoice<'_>) -> Result<EmbedWorker, ServiceError> {
+        let thread_error = |e: std::io::Error| {
+            ServiceError::Internal(format!("cannot start the model thread: {e}"))
+        };
+        let panicked = |e: tokio::task::JoinError| {
+            ServiceError::Internal(format!("model loader panicked: {e}"))
+        };
+        let model_error = |e| ServiceError::Model(Box::new(e));
+        match choice {
+            ModelChoice::Local(spec) => {
                 let e = &self.config.embedding;
                 let options = EmbedOptions {
                     model: spec.name.to_owned(),
@@ -88,36 +99,22 @@ impl Service {
                     embed::load(&options, &ModelLocator::from_env())
                 })
                 .await
-                .map_err(|e| ServiceError::Internal(format!("model loader panicked: {e}")))?
-                .map_err(|e| ServiceError::Model(Box::new(e)))?;
-                EmbedWorker::spawn(Box::new(model)).map_err(|e| {
-                    ServiceError::Internal(format!("cannot start the model thread: {e}"))
-                })
-            })
-            .await?;
-        // Indexing passes block on this handle: at shutdown they stop waiting.
-        Ok(worker.handle().cancelled_by(self.cancel.clone()))
-    }
-
-    /// A remote model's worker: one thread for documents and one for queries,
-    /// each with its own connection to the server.
-    async fn remote_embedder(&self, spec: &embed::RemoteSpec) -> Result<EmbedHandle, ServiceError> {
-        let slot = self.workers().entry(spec.name.clone()).or_default().clone();
-        let worker = slot
-            .get_or_try_init(|| async {
+                .map_err(panicked)?
+                .map_err(model_error)?;
+                EmbedWorker::spawn(Box::new(model)).map_err(thread_error)
+            }
+            ModelChoice::Remote(spec) => {
                 tracing::info!(model = %spec.name, url = %spec.display_url(), "connecting to remote model");
                 let spec = spec.clone();
                 let documents = tokio::task::spawn_blocking(move || RemoteEmbedder::connect(&spec))
                     .await
-                    .map_err(|e| ServiceError::Internal(format!("model loader panicked: {e}")))?
-                    .map_err(|e| ServiceError::Model(Box::new(e)))?;
+                    .map_err(panicked)?
+                    .map_err(model_error)?;
                 let queries = documents.clone();
-                EmbedWorker::spawn_lanes(Box::new(documents), Box::new(queries)).map_err(|e| {
-                    ServiceError::Internal(format!("cannot start the model thread: {e}"))
-                })
-            })
-            .await?;
-        Ok(worker.handle().cancelled_by(self.cancel.clone()))
+                EmbedWorker::spawn_lanes(Box::new(documents), Box::new(queries))
+                    .map_err(thread_error)
+            }
+        }
     }
 
     /// Serves `embedder` under its name from now on, as if that model had

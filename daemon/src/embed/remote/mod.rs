@@ -238,11 +238,6 @@ impl RemoteEmbedder {
         Ok(embedder)
     }
 
-    /// The server model and API, which an index records.
-    pub fn identity(&self) -> String {
-        self.spec.identity()
-    }
-
     /// What is sent for `text`: its prefix, cut to what the server reads.
     fn prepare(&self, text: &str, kind: InputKind) -> String {
         let prefix = match kind {
