@@ -19,6 +19,10 @@ ap.add_argument("queries")
 ap.add_argument("repos", nargs="+")
 ap.add_argument("--reindex")
 ap.add_argument("--n", type=int, default=200)
+# The daemon keeps the vectors of recent query texts, so cycling the queries
+# would time the cache after the first round: each text gets a numbered suffix
+# unless --texts repeated.
+ap.add_argument("--texts", choices=["distinct", "repeated"], default="distinct")
 a = ap.parse_args()
 
 def run(*args, check=True):
@@ -45,6 +49,8 @@ times = []
 for i in range(a.n):
     keep_busy()
     q = queries[i % len(queries)]
+    if a.texts == "distinct":
+        q = f"{q} {i}"
     t = time.perf_counter()
     p = run("search", "-k", "10", "--", q, check=False)
     times.append((time.perf_counter() - t) * 1000)

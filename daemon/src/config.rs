@@ -6,6 +6,7 @@
 //!   model: minilm        # a registry name or alias (`codesearch models`)
 //!   device: auto         # auto, cpu, cuda, metal (mlx)
 //!   batch_size: 32       # texts per forward pass at most (default: 32 on CPU, 512 on GPU)
+//!   precision: auto      # auto, f32, int8 (documents on the CPU), f16, bf16
 //!   model_path: ~/models/minilm   # optional: a folder instead of the HF cache
 //! remote:                # models behind an HTTP API; the key names are what --model takes
 //!   local-nomic:
@@ -40,6 +41,8 @@ use crate::embed::{self, DeviceChoice, RemoteSpec};
 pub const ENV_MODEL: &str = "CODESEARCH_MODEL";
 /// `CODESEARCH_EMBEDDING_DEVICE`: auto, cpu, cuda, metal or mlx.
 pub const ENV_DEVICE: &str = "CODESEARCH_EMBEDDING_DEVICE";
+/// Overrides `embedding.precision`.
+pub const ENV_PRECISION: &str = "CODESEARCH_EMBEDDING_PRECISION";
 /// `CODESEARCH_HOME`: config, indexes and logs (default `~/.codesearch`).
 pub const ENV_HOME: &str = codesearch_proto::paths::ENV_HOME;
 /// `CODESEARCH_SOCKET`: the daemon's socket (default `$CODESEARCH_HOME/codesearchd.sock`).
@@ -74,6 +77,9 @@ pub struct EmbeddingConfig {
     pub batch_size: Option<usize>,
     /// A local model folder instead of the Hugging Face cache.
     pub model_path: Option<PathBuf>,
+    /// Compute precision; `None` (`auto`) lets the engine pick for the device
+    /// (int8 documents on CPUs with VNNI, else f32; f16 on GPUs).
+    pub precision: Option<embed::Precision>,
 }
 
 /// Values given on the command line; `None` leaves the decision to the layers below.
@@ -155,6 +161,7 @@ struct FileEmbedding {
     device: Option<String>,
     batch_size: Option<usize>,
     model_path: Option<PathBuf>,
+    precision: Option<String>,
 }
 
 /// Resolves the configuration from the process environment.
@@ -226,6 +233,25 @@ pub fn resolve_with(
         .clone()
         .or(file.embedding.model_path)
         .map(|p| expand_home(&p, env));
+    let precision = match pick(
+        None,
+        "",
+        Some(ENV_PRECISION),
+        file.embedding.precision,
+        "precision",
+    ) {
+        Some((v, _)) if v.eq_ignore_ascii_case("auto") => None,
+        Some((v, src)) => {
+            Some(
+                v.parse::<embed::Precision>()
+                    .map_err(|reason| ConfigError::Invalid {
+                        source_name: src,
+                        reason: format!("{reason} (or auto)"),
+                    })?,
+            )
+        }
+        None => None,
+    };
     Ok(Config {
         home,
         socket,
@@ -234,6 +260,7 @@ pub fn resolve_with(
             device,
             batch_size,
             model_path,
+            precision,
         },
         remote,
     })
@@ -457,6 +484,7 @@ mod tests {
                 device: DeviceChoice::Metal,
                 batch_size: Some(8),
                 model_path: Some(PathBuf::from("/home/u/m")),
+                precision: None,
             }
         );
         let env = [(ENV_MODEL, "bge-large-mlx"), (ENV_DEVICE, "cpu")];
@@ -564,6 +592,26 @@ mod tests {
             assert!(err.contains(want), "{entry}: {err}");
             assert!(!err.contains("sk-abc123"), "{err}");
         }
+    }
+
+    #[test]
+    fn precision_comes_from_the_file_or_the_environment_and_auto_leaves_it_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let none = resolve_in(tmp.path(), &[], &Overrides::default()).unwrap();
+        assert_eq!(none.embedding.precision, None);
+        std::fs::write(tmp.path().join(CONFIG_FILE), "embedding:\n  precision: int8\n").unwrap();
+        let file = resolve_in(tmp.path(), &[], &Overrides::default()).unwrap();
+        assert_eq!(file.embedding.precision, Some(embed::Precision::Int8));
+        let env = resolve_in(tmp.path(), &[(ENV_PRECISION, "auto")], &Overrides::default());
+        assert_eq!(env.unwrap().embedding.precision, None);
+        let err = resolve_in(tmp.path(), &[(ENV_PRECISION, "f64")], &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("CODESEARCH_EMBEDDING_PRECISION: unknown precision `f64`")
+                && err.contains("(or auto)"),
+            "{err}"
+        );
     }
 
     #[test]

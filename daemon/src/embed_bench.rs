@@ -42,6 +42,13 @@ pub struct BenchReport {
     pub peak_rss_bytes: Option<u64>,
     /// Lowest cosine against the reference vectors, when they were given.
     pub min_cos_vs_reference: Option<f32>,
+    /// Whether documents ran in int8 (`--precision int8`).
+    pub int8_documents: bool,
+    /// With int8 documents: the lowest and the mean cosine of every chunk's
+    /// vector to its f32 vector from the same weights.
+    pub min_cos_vs_f32: Option<f32>,
+    /// See `min_cos_vs_f32`.
+    pub mean_cos_vs_f32: Option<f32>,
 }
 
 /// One line of `chunks.jsonl`.
@@ -146,6 +153,21 @@ pub fn run(
             .reduce(f32::min),
         None => None,
     };
+    let int8_documents = embedder.int8_documents();
+    let (min_cos_vs_f32, mean_cos_vs_f32) = if int8_documents {
+        let all: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
+        let int8 = embedder.embed(&all, InputKind::Document)?;
+        embedder.set_int8_documents(false);
+        let f32s = embedder.embed(&all, InputKind::Document);
+        embedder.set_int8_documents(true);
+        let cos: Vec<f32> = int8.iter().zip(&f32s?).map(|(a, b)| cosine(a, b)).collect();
+        (
+            cos.iter().copied().reduce(f32::min),
+            Some(cos.iter().sum::<f32>() / cos.len().max(1) as f32),
+        )
+    } else {
+        (None, None)
+    };
     let texts: Vec<&str> = (0..repeat.max(1))
         .flat_map(|_| chunks.iter().map(|c| c.text.as_str()))
         .collect();
@@ -183,5 +205,8 @@ pub fn run(
         query_ms_median: latencies[latencies.len() / 2],
         peak_rss_bytes: crate::memory::peak_rss_bytes(),
         min_cos_vs_reference: min_cos,
+        int8_documents,
+        min_cos_vs_f32,
+        mean_cos_vs_f32,
     })
 }

@@ -72,7 +72,7 @@ impl EmbeddingFlags {
             model_path: e.model_path,
             batch_size: e.batch_size,
             token_budget,
-            precision,
+            precision: precision.or(e.precision),
         })
     }
 }
@@ -105,6 +105,10 @@ struct BenchIndexArgs {
     /// (comma-separated) instead of the shipped one.
     #[arg(long, value_delimiter = ',', requires = "recall")]
     ef_search: Vec<usize>,
+    /// f32, int8 (documents; CPU), f16 or bf16 [default: int8 on CPUs with VNNI,
+    /// else f32; f16 on GPUs]
+    #[arg(long)]
+    precision: Option<Precision>,
     #[command(flatten)]
     embedding: EmbeddingFlags,
 }
@@ -116,7 +120,8 @@ struct BenchArgs {
     /// Padded tokens per forward pass at most [default: 4096 on CPU, 65536 on GPU]
     #[arg(long)]
     token_budget: Option<usize>,
-    /// f32, f16 or bf16 (default: f32 on CPU, f16 on GPU).
+    /// f32, int8 (documents; CPU), f16 or bf16 [default: int8 on CPUs with VNNI,
+    /// else f32; f16 on GPUs]
     #[arg(long)]
     precision: Option<Precision>,
     /// The chunks to embed (one `{"id", "text"}` object per line).
@@ -242,11 +247,17 @@ fn bench_embed(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(c) = report.min_cos_vs_reference {
         writeln!(out, "min cosine vs sentence-transformers  {c:.6}")?;
     }
+    if let (Some(min), Some(mean)) = (report.min_cos_vs_f32, report.mean_cos_vs_f32) {
+        writeln!(
+            out,
+            "int8 documents vs f32  min cosine {min:.6}, mean {mean:.6}"
+        )?;
+    }
     Ok(())
 }
 
 fn bench_index(args: BenchIndexArgs) -> anyhow::Result<()> {
-    let options = args.embedding.resolve(None, None)?;
+    let options = args.embedding.resolve(None, args.precision)?;
     let mut embedder = embed::load(&options, &ModelLocator::from_env())?;
     let bench = codesearchd::index_bench::IndexBench {
         roots: args.roots,

@@ -24,6 +24,54 @@ fn vectors_match_sentence_transformers() {
     );
 }
 
+/// int8 documents (the default on CPUs with VNNI; forced here, so every CPU
+/// runs its kernel): close to f32 on real chunks, and queries untouched.
+#[test]
+fn int8_documents_stay_close_to_f32_and_queries_stay_f32() {
+    let shared = shared_dir();
+    let chunks = embed_bench::read_chunks(&shared.join("reference/chunks.jsonl")).unwrap();
+    let reference =
+        embed_bench::read_reference(&shared.join("reference/ref_first20.json")).unwrap();
+    let options = EmbedOptions {
+        model: "minilm".into(),
+        device: embed::DeviceChoice::Cpu,
+        precision: Some(embed::Precision::Int8),
+        ..Default::default()
+    };
+    let mut int8 = embed::load(&options, &ModelLocator::from_env()).unwrap();
+    assert!(int8.int8_documents());
+    let texts: Vec<&str> = chunks.iter().step_by(8).map(|c| c.text.as_str()).collect();
+    let quantized = int8.embed(&texts, InputKind::Document).unwrap();
+    let exact = minilm().embed(&texts, InputKind::Document).unwrap();
+    let cosines: Vec<f32> = quantized
+        .iter()
+        .zip(&exact)
+        .map(|(a, b)| cosine(a, b))
+        .collect();
+    let min = cosines.iter().copied().fold(f32::INFINITY, f32::min);
+    let mean = cosines.iter().sum::<f32>() / cosines.len() as f32;
+    assert!(
+        min >= 0.995 && mean >= 0.998,
+        "int8 vs f32 over {} chunks: min {min}, mean {mean}",
+        texts.len()
+    );
+    // Not the f32 path in disguise: int8 sums do move the vectors a little.
+    assert!(
+        mean < 0.99999,
+        "int8 documents equal f32 ones (mean {mean})"
+    );
+    // Against sentence-transformers too.
+    let to_reference = embed_bench::compare_with_reference(&mut int8, &chunks, &reference).unwrap();
+    for (id, c) in &to_reference {
+        assert!(*c >= 0.995, "{id}: cosine {c} to sentence-transformers");
+    }
+    // Queries are f32 on the same weights: the same vector as the f32 engine's.
+    let q = "parse http headers";
+    let ours = int8.embed(&[q], InputKind::Query).unwrap();
+    let theirs = minilm().embed(&[q], InputKind::Query).unwrap();
+    assert_eq!(ours, theirs);
+}
+
 #[test]
 fn a_text_gets_the_same_vector_alone_and_in_a_padded_batch() {
     let shared = shared_dir();

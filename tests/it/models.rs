@@ -35,6 +35,10 @@ fn check(fixture: &str) {
     // attention, the query scale folded into the weights) instead of the
     // fused f32 kernels.
     check_in(fixture, Precision::F16, 0.999);
+    // int8 dense layers for documents (queries stay f32). Random weights drawn
+    // wide (initializer_range 0.4) and CLS pooling of one token lose more to
+    // rounding than trained ones; MiniLM's own bar (0.995) is in embed.rs.
+    check_in(fixture, Precision::Int8, 0.99);
 }
 
 fn check_in(fixture: &str, precision: Precision, tolerance: f32) {

@@ -29,9 +29,12 @@ pub fn minilm() -> MutexGuard<'static, CandleEmbedder> {
     static MODEL: OnceLock<Mutex<CandleEmbedder>> = OnceLock::new();
     MODEL
         .get_or_init(|| {
+            // f32 documents: the reference engine (int8, the default on CPUs
+            // with VNNI, has its own test).
             let options = EmbedOptions {
                 model: "minilm".into(),
                 device: embed::DeviceChoice::Cpu,
+                precision: Some(embed::Precision::F32),
                 ..Default::default()
             };
             let model = embed::load(&options, &ModelLocator::from_env()).unwrap_or_else(|e| {

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::cpu_ops::{Attention, GeluErf, SMALL_ROWS, SmallLinear};
 #[cfg(feature = "cuda")]
 use super::cuda_ops;
+use super::int8::QuantLinear;
 
 /// The fields of a Hugging Face `config.json` that the encoder needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -97,6 +98,19 @@ pub(super) struct Layer {
     /// weight, norm bias; and the same for the feed-forward block.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pub(super) fused: Option<(Tensor, Tensor)>,
+    /// The same dense layers in int8, for document batches on the CPU
+    /// ([`Bert::quantize`]).
+    pub(super) int8: Option<Box<Int8Layer>>,
+}
+
+/// A layer's dense weights in int8; `None` for one whose shape does not pack.
+#[derive(Debug)]
+pub(super) struct Int8Layer {
+    qkv: Option<QuantLinear>,
+    attn_out: Option<QuantLinear>,
+    up: Option<QuantLinear>,
+    gate: Option<QuantLinear>,
+    down: Option<QuantLinear>,
 }
 
 /// Rotary position embeddings (NomicBert), GPT-NeoX layout: the two halves of
@@ -284,6 +298,31 @@ impl Bert {
         self.dtype
     }
 
+    /// Whether [`Bert::quantize`] has run.
+    pub(super) fn is_quantized(&self) -> bool {
+        self.layers.iter().any(|l| l.int8.is_some())
+    }
+
+    /// Adds int8 copies of every dense layer, which passes begun with `int8`
+    /// use. Only the fused CPU path (f32 on the CPU) has the kernels; elsewhere
+    /// this does nothing and returns false.
+    pub(super) fn quantize(&mut self) -> Result<bool> {
+        if !self.fused_cpu {
+            return Ok(false);
+        }
+        let q = |l: &Linear| QuantLinear::new(l.weight(), l.bias());
+        for layer in &mut self.layers {
+            layer.int8 = Some(Box::new(Int8Layer {
+                qkv: q(&layer.qkv)?,
+                attn_out: q(&layer.attn_out)?,
+                up: q(&layer.up)?,
+                gate: layer.gate.as_ref().map(q).transpose()?.flatten(),
+                down: q(&layer.down)?,
+            }));
+        }
+        Ok(true)
+    }
+
     /// Starts a forward pass over a padded batch; [`Bert::step`] advances it one
     /// layer at a time, so the caller can do something urgent between layers.
     ///
@@ -291,7 +330,14 @@ impl Bert {
     /// and 0 for padding, in the model's dtype; `lens` holds each sequence's real
     /// length (the same information, for the fused CPU kernels). Real tokens come
     /// first in every row.
-    pub(super) fn begin(&self, ids: &Tensor, mask: &Tensor, lens: &[usize]) -> Result<Pass> {
+    /// `int8` runs the dense layers in int8 where [`Bert::quantize`] made them.
+    pub(super) fn begin(
+        &self,
+        ids: &Tensor,
+        mask: &Tensor,
+        lens: &[usize],
+        int8: bool,
+    ) -> Result<Pass> {
         let (b, len) = ids.dims2()?;
         #[cfg(feature = "cuda")]
         if self.fused_cuda {
@@ -329,6 +375,7 @@ impl Bert {
             next_layer: 0,
             attended: false,
             rotary,
+            int8,
         })
     }
 
@@ -349,8 +396,13 @@ impl Bert {
                 pass.attended = !pass.attended;
                 return Ok(pass.next_layer >= self.layers.len());
             }
+            let int8 = if pass.int8 {
+                layer.int8.as_deref()
+            } else {
+                None
+            };
             if pass.attended {
-                pass.x = self.feed_forward(layer, &pass.x)?;
+                pass.x = self.feed_forward(layer, int8, &pass.x)?;
                 pass.next_layer += 1;
             } else {
                 let Some(bias) = &pass.bias else {
@@ -364,7 +416,7 @@ impl Bert {
                     scale: 1.0 / (self.head_dim as f64).sqrt(),
                     rotary: pass.rotary.as_ref(),
                 };
-                pass.x = self.self_attention(layer, &pass.x, &batch)?;
+                pass.x = self.self_attention(layer, int8, &pass.x, &batch)?;
             }
             pass.attended = !pass.attended;
         }
@@ -390,8 +442,14 @@ impl Bert {
         Ok(None)
     }
 
-    fn self_attention(&self, layer: &Layer, x: &Tensor, batch: &Batch) -> Result<Tensor> {
-        let mut qkv = self.linear(&layer.qkv, x)?;
+    fn self_attention(
+        &self,
+        layer: &Layer,
+        int8: Option<&Int8Layer>,
+        x: &Tensor,
+        batch: &Batch,
+    ) -> Result<Tensor> {
+        let mut qkv = self.linear(&layer.qkv, int8.and_then(|q| q.qkv.as_ref()), x)?;
         if let Some(rotary) = batch.rotary {
             qkv = rotary.apply(&qkv, batch.b, batch.len, self.heads)?;
         }
@@ -407,18 +465,24 @@ impl Bert {
         } else {
             self.attention(&qkv, batch)?
         };
-        layer
-            .attn_norm
-            .forward(&(self.linear(&layer.attn_out, &ctx)? + x)?)
+        layer.attn_norm.forward(
+            &(self.linear(
+                &layer.attn_out,
+                int8.and_then(|q| q.attn_out.as_ref()),
+                &ctx,
+            )? + x)?,
+        )
     }
 
-    fn feed_forward(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
-        let up = self.linear(&layer.up, x)?;
+    fn feed_forward(&self, layer: &Layer, int8: Option<&Int8Layer>, x: &Tensor) -> Result<Tensor> {
+        let up = self.linear(&layer.up, int8.and_then(|q| q.up.as_ref()), x)?;
+        let down = int8.and_then(|q| q.down.as_ref());
         if let Some(gate) = &layer.gate {
-            let gated = (candle_nn::ops::silu(&self.linear(gate, x)?)? * up)?;
+            let gate = self.linear(gate, int8.and_then(|q| q.gate.as_ref()), x)?;
+            let gated = (candle_nn::ops::silu(&gate)? * up)?;
             return layer
                 .out_norm
-                .forward(&(self.linear(&layer.down, &gated)? + x)?);
+                .forward(&(self.linear(&layer.down, down, &gated)? + x)?);
         }
         let up = match self.act {
             Act::GeluErf if self.fused_cpu => up.apply_op1_no_bwd(&GeluErf)?,
@@ -428,11 +492,15 @@ impl Bert {
         };
         layer
             .out_norm
-            .forward(&(self.linear(&layer.down, &up)? + x)?)
+            .forward(&(self.linear(&layer.down, down, &up)? + x)?)
     }
 
-    /// A dense layer on `[tokens, in]`: GEMM, or one pass over the weights for a query.
-    fn linear(&self, linear: &Linear, x: &Tensor) -> Result<Tensor> {
+    /// A dense layer on `[tokens, in]`: int8 for a document batch where the layer
+    /// is quantized, GEMM, or one pass over the weights for a query.
+    fn linear(&self, linear: &Linear, int8: Option<&QuantLinear>, x: &Tensor) -> Result<Tensor> {
+        if let Some(q) = int8 {
+            return x.apply_op1_no_bwd(q);
+        }
         match linear.bias() {
             Some(bias) if self.fused_cpu && x.dim(0)? <= SMALL_ROWS => {
                 x.apply_op3_no_bwd(linear.weight(), bias, &SmallLinear)
@@ -482,6 +550,8 @@ pub(super) struct Pass {
     attended: bool,
     /// The rotary tables of this pass's length (NomicBert).
     rotary: Option<RotaryTables>,
+    /// Dense layers in int8 (a document batch on a quantized CPU encoder).
+    int8: bool,
 }
 
 /// The shape of one forward pass, shared by every layer.
@@ -608,6 +678,7 @@ fn load_layer(
         down,
         out_norm,
         fused,
+        int8: None,
     })
 }
 
@@ -641,6 +712,7 @@ impl Bert {
             attended: false,
             // The fused kernels run only with absolute positions.
             rotary: None,
+            int8: false,
         })
     }
 

@@ -90,12 +90,17 @@ impl CustomOp1 for Attention {
             .zip(qkv.par_chunks(self.len * 3 * hidden))
             .zip(self.lens.par_iter())
             .for_each(|((out, qkv), &real)| {
-                pulp::Arch::new().dispatch(AttentionKernel {
+                let kernel = AttentionKernel {
                     op: self,
                     qkv,
                     out,
                     real: real.min(self.len),
-                })
+                };
+                if self.head_dim.is_multiple_of(LANES) {
+                    pulp::Arch::new().dispatch(TiledAttention(kernel))
+                } else {
+                    pulp::Arch::new().dispatch(kernel)
+                }
             });
         Ok((CpuStorage::F32(out), Shape::from((rows, hidden))))
     }
@@ -145,6 +150,106 @@ impl pulp::WithSimd for AttentionKernel<'_> {
                 let inv = 1.0 / sum(&scores);
                 let o = &mut out[i * hidden + q_off..][..hd];
                 weighted_rows(o, &scores, qkv, stride, v_off, inv);
+            }
+        }
+    }
+}
+
+/// Keys (and value columns) per register tile: one AVX-512 register of f32.
+const LANES: usize = 16;
+/// Queries per register tile.
+const QUERIES: usize = 4;
+
+/// [`AttentionKernel`]'s math with register tiles, for head widths that are a
+/// multiple of 16: four queries at a time, so every key and value row loaded
+/// serves four queries (the one-query form stored and reloaded its scores once
+/// per head dimension, and read each value row once per query).
+struct TiledAttention<'a>(AttentionKernel<'a>);
+
+impl pulp::WithSimd for TiledAttention<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let AttentionKernel { op, qkv, out, real } = self.0;
+        let hd = op.head_dim;
+        let hidden = op.heads * hd;
+        let stride = 3 * hidden;
+        // Keys transposed ([head_dim][keys], padded with zero keys to whole tiles)
+        // and values gathered ([keys][head_dim]) per head.
+        let padded = real.next_multiple_of(LANES);
+        let mut keys_t = vec![0f32; hd * padded];
+        let mut values = vec![0f32; real * hd];
+        let mut queries = vec![0f32; QUERIES * hd];
+        let mut scores = vec![0f32; QUERIES * padded];
+        for head in 0..op.heads {
+            let (q_off, k_off, v_off) = (head * hd, hidden + head * hd, 2 * hidden + head * hd);
+            for j in 0..real {
+                let row = &qkv[j * stride..];
+                for (d, &kd) in row[k_off..][..hd].iter().enumerate() {
+                    keys_t[d * padded + j] = kd;
+                }
+                values[j * hd..][..hd].copy_from_slice(&row[v_off..][..hd]);
+            }
+            for first in (0..real).step_by(QUERIES) {
+                let n = QUERIES.min(real - first);
+                for (r, q) in queries.chunks_exact_mut(hd).enumerate() {
+                    if r < n {
+                        for (q, &v) in q.iter_mut().zip(&qkv[(first + r) * stride + q_off..]) {
+                            *q = v * op.scale;
+                        }
+                    } else {
+                        q.fill(0.0);
+                    }
+                }
+                // Scores: QUERIES × LANES sums in registers over the head's width.
+                for tile in 0..padded / LANES {
+                    let mut acc = [[0f32; LANES]; QUERIES];
+                    for d in 0..hd {
+                        let k: &[f32; LANES] = keys_t[d * padded + tile * LANES..][..LANES]
+                            .try_into()
+                            .expect("a whole tile");
+                        for (r, acc) in acc.iter_mut().enumerate() {
+                            let q = queries[r * hd + d];
+                            for t in 0..LANES {
+                                acc[t] += q * k[t];
+                            }
+                        }
+                    }
+                    for (r, acc) in acc.iter().enumerate() {
+                        scores[r * padded + tile * LANES..][..LANES].copy_from_slice(acc);
+                    }
+                }
+                let mut inv = [0f32; QUERIES];
+                for (r, inv) in inv.iter_mut().enumerate().take(n) {
+                    let s = &mut scores[r * padded..][..real];
+                    let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                    for x in s.iter_mut() {
+                        *x = exp(*x - max);
+                    }
+                    *inv = 1.0 / sum(s);
+                }
+                // Weighted sums of values: QUERIES × LANES columns at a time.
+                for col in (0..hd).step_by(LANES) {
+                    let mut acc = [[0f32; LANES]; QUERIES];
+                    for j in 0..real {
+                        let v: &[f32; LANES] = values[j * hd + col..][..LANES]
+                            .try_into()
+                            .expect("a whole tile");
+                        for (r, acc) in acc.iter_mut().enumerate() {
+                            let p = scores[r * padded + j];
+                            for t in 0..LANES {
+                                acc[t] += p * v[t];
+                            }
+                        }
+                    }
+                    for r in 0..n {
+                        let o = &mut out[(first + r) * hidden + q_off + col..][..LANES];
+                        for t in 0..LANES {
+                            o[t] = acc[r][t] * inv[r];
+                        }
+                    }
+                }
             }
         }
     }
@@ -423,6 +528,41 @@ mod tests {
             .to_scalar()
             .unwrap();
         assert!(diff < 1e-4, "max difference {diff}");
+    }
+
+    #[test]
+    fn tiled_attention_matches_the_one_query_kernel() {
+        for (heads, head_dim, lens) in [(3, 32, vec![1, 5, 17, 40]), (2, 64, vec![33, 2, 16])] {
+            let hidden = heads * head_dim;
+            let (batch, len) = (lens.len(), *lens.iter().max().unwrap());
+            let qkv: Vec<f32> = (0..batch * len * 3 * hidden)
+                .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 2.0)
+                .collect();
+            let op = Attention {
+                batch,
+                len,
+                heads,
+                head_dim,
+                lens: lens.clone(),
+                scale: 1.0 / (head_dim as f32).sqrt(),
+            };
+            for (b, &real) in lens.iter().enumerate() {
+                let qkv = &qkv[b * len * 3 * hidden..][..len * 3 * hidden];
+                let mut want = vec![0f32; len * hidden];
+                let mut got = vec![0f32; len * hidden];
+                let kernel = |out| AttentionKernel {
+                    op: &op,
+                    qkv,
+                    out,
+                    real,
+                };
+                pulp::Arch::new().dispatch(kernel(&mut want));
+                pulp::Arch::new().dispatch(TiledAttention(kernel(&mut got)));
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!((g - w).abs() < 1e-4, "len {real}, value {i}: {g} vs {w}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -26,18 +26,21 @@ const TOKENIZE_GROUP: usize = 4096;
 /// The dtype the encoder computes in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
-    /// 32-bit floats: the reference, and the fastest on CPUs.
+    /// 32-bit floats: the reference; queries on the CPU always run in it.
     F32,
     /// IEEE half: the fast path on GPUs.
     F16,
     /// bfloat16.
     Bf16,
+    /// f32, with the dense layers of document batches in int8 (CPU only;
+    /// queries stay f32).
+    Int8,
 }
 
 impl Precision {
     fn dtype(self) -> DType {
         match self {
-            Self::F32 => DType::F32,
+            Self::F32 | Self::Int8 => DType::F32,
             Self::F16 => DType::F16,
             Self::Bf16 => DType::BF16,
         }
@@ -52,7 +55,10 @@ impl FromStr for Precision {
             "f32" | "fp32" | "float32" => Ok(Self::F32),
             "f16" | "fp16" | "float16" => Ok(Self::F16),
             "bf16" | "bfloat16" => Ok(Self::Bf16),
-            _ => Err(format!("unknown precision `{s}`; use f32, f16 or bf16")),
+            "int8" | "i8" => Ok(Self::Int8),
+            _ => Err(format!(
+                "unknown precision `{s}`; use f32, int8, f16 or bf16"
+            )),
         }
     }
 }
@@ -87,6 +93,8 @@ pub struct CandleEmbedder {
     /// its folder names them, else the registry's.
     query_prefix: String,
     document_prefix: String,
+    /// Document batches run the dense layers in int8 ([`Precision::Int8`]).
+    int8_documents: bool,
 }
 
 /// The model's tokenizer: `tokenizer.json`, or for checkpoints that ship
@@ -301,13 +309,23 @@ impl CandleEmbedder {
             }))
             .map_err(|e| EmbedError::bad_file(model, &tokenizer_path, e))?;
 
-        let dtype = precision
-            .unwrap_or(if device.is_cpu() {
-                Precision::F32
-            } else {
-                Precision::F16
-            })
-            .dtype();
+        let precision = precision.unwrap_or(if !device.is_cpu() {
+            Precision::F16
+        } else if super::int8::Kernel::detect().is_fast() {
+            Precision::Int8
+        } else {
+            Precision::F32
+        });
+        if precision == Precision::Int8 && !device.is_cpu() {
+            return Err(EmbedError::Compute {
+                model,
+                device: describe(&device),
+                source: candle_core::Error::Msg(
+                    "int8 runs on the CPU only; use f16 on a GPU".to_owned(),
+                ),
+            });
+        }
+        let dtype = precision.dtype();
         let compute = |source| EmbedError::Compute {
             model,
             device: describe(&device),
@@ -332,12 +350,18 @@ impl CandleEmbedder {
             Family::Nomic(cfg) => super::nomic::load(vb, cfg),
         }
         .map_err(|e| EmbedError::bad_file(model, &weights_path, e))?;
+        let mut bert = bert;
+        let int8_documents = precision == Precision::Int8
+            && bert
+                .quantize()
+                .map_err(|e| EmbedError::bad_file(model, &weights_path, e))?;
         let (dims, pad_id) = family.dims_and_pad();
         tracing::info!(
             model,
             dir = %dir.0.display(),
             device = %describe(&device),
             ?dtype,
+            int8_documents,
             ?pooling,
             max_tokens,
             "model loaded"
@@ -354,7 +378,21 @@ impl CandleEmbedder {
             stats: EmbedStats::default(),
             query_prefix,
             document_prefix,
+            int8_documents,
         })
+    }
+
+    /// Whether document batches run in int8 now.
+    pub fn int8_documents(&self) -> bool {
+        self.int8_documents
+    }
+
+    /// Switches int8 documents off or back on (where the model was loaded
+    /// with [`Precision::Int8`]), to compare the two on the same weights.
+    pub fn set_int8_documents(&mut self, on: bool) -> bool {
+        let quantized = self.model.is_quantized();
+        self.int8_documents = on && quantized;
+        self.int8_documents
     }
 
     /// Counters since load.
@@ -377,7 +415,7 @@ impl CandleEmbedder {
 
     /// Pads texts of similar length into one batch and starts its forward pass;
     /// the mask comes back for pooling.
-    fn begin(&self, rows: &[&[u32]]) -> candle_core::Result<(bert::Pass, Tensor)> {
+    fn begin(&self, rows: &[&[u32]], int8: bool) -> candle_core::Result<(bert::Pass, Tensor)> {
         let device = self.model.device();
         let lens: Vec<usize> = rows.iter().map(|r| r.len()).collect();
         let len = lens.iter().copied().max().unwrap_or(0);
@@ -393,7 +431,7 @@ impl CandleEmbedder {
         let mask = Tensor::from_vec(mask, (rows.len(), len), device)?;
         let pass = self
             .model
-            .begin(&ids, &mask.to_dtype(self.model.dtype())?, &lens)?;
+            .begin(&ids, &mask.to_dtype(self.model.dtype())?, &lens, int8)?;
         Ok((pass, mask))
     }
 
@@ -462,6 +500,7 @@ impl Embedder for CandleEmbedder {
             InputKind::Document => self.document_prefix.clone(),
         };
         let prefix = prefix.as_str();
+        let int8 = self.int8_documents && kind == InputKind::Document;
         let started = std::time::Instant::now();
         // Groups of texts tokenized and length-sorted together. A call of more than one
         // group is ordered by byte length first, so each group holds texts of similar
@@ -508,7 +547,8 @@ impl Embedder for CandleEmbedder {
                 let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
                 for group in batch::plan(&lens, self.policy) {
                     let rows: Vec<&[u32]> = group.iter().map(|&i| ids[i].as_slice()).collect();
-                    let (mut pass, mask) = self.begin(&rows).map_err(|e| self.compute_err(e))?;
+                    let (mut pass, mask) =
+                        self.begin(&rows, int8).map_err(|e| self.compute_err(e))?;
                     loop {
                         let done = self
                             .model

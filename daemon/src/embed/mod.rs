@@ -19,6 +19,7 @@
 mod batch;
 mod bert;
 mod cpu_ops;
+mod int8;
 // The fused CUDA kernels: candle custom ops, whose launches are `unsafe`.
 #[cfg(feature = "cuda")]
 #[allow(unsafe_code)]

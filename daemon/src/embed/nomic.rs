@@ -211,5 +211,6 @@ fn load_layer(vb: VarBuilder, cfg: &NomicConfig, q_scale: Option<f64>) -> Result
         down: linear(mlp.pp("fc2"), h, inner)?,
         out_norm: candle_nn::layer_norm(h, eps, vb.pp("norm2"))?,
         fused: None,
+        int8: None,
     })
 }

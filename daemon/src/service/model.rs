@@ -92,7 +92,7 @@ impl Service {
                     model_path: e.model_path.clone().filter(|_| spec.name == e.model),
                     batch_size: e.batch_size,
                     token_budget: None,
-                    precision: None,
+                    precision: e.precision,
                 };
                 tracing::info!(model = spec.name, "loading model");
                 let model = tokio::task::spawn_blocking(move || {

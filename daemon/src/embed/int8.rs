@@ -1,0 +1,616 @@
+//! int8 dense layers for document batches on the CPU (dynamic quantization).
+//!
+//! The dense layers are about 85 % of an encoder's arithmetic. CPUs with
+//! dot-product instructions for bytes (AVX-512 VNNI: Ice Lake and later Xeons,
+//! Zen 4 and later) do four times as many multiply-adds per instruction on int8
+//! as on f32, so indexing quantizes those layers:
+//!
+//! - weights once at load, symmetric per output column (`max |w| / 127`);
+//! - activations as they arrive, with a scale per row and per group of 64
+//!   inputs (`max |x| / 127` over the group), so nothing is calibrated ahead,
+//!   no input can fall outside its range, and the few outlier channels of a
+//!   LayerNorm or GELU output cost precision only within their own group (one
+//!   scale per row gave a mean cosine to f32 of 0.9980 on the reference
+//!   chunks, groups of 64 give 0.9993);
+//! - sums in i32 within a group, exact, then scaled into f32 sums.
+//!
+//! Attention, GELU, LayerNorm and pooling stay f32, and queries never come
+//! here: a query is embedded in f32, as the documents' vectors were before.
+//! The kernel is picked at run time ([`Kernel::detect`]); a CPU without byte dot
+//! products keeps the f32 path, where int8 would be no faster (see
+//! docs/BENCHMARKS.md).
+
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Output columns per packed block: one AVX-512 register of sums.
+const BLOCK: usize = 16;
+/// Inputs per activation scale.
+const GROUP: usize = 64;
+/// Rows per parallel task: enough to reuse each weight block from cache, small
+/// enough that a 4,096-token batch spreads over every core.
+const ROWS_PER_TASK: usize = 64;
+
+/// The integer kernels this CPU can run, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    /// AVX-512 with VNNI's `vpdpbusd` (u8 × i8 → i32, 64 per instruction).
+    Vnni512,
+    /// AVX2 only: `vpmaddubsw` + `vpmaddwd`, no faster than f32 FMA.
+    Avx2,
+    /// Any CPU: the reference the others are tested against.
+    Scalar,
+}
+
+impl Kernel {
+    /// The best kernel this CPU runs. `CODESEARCH_INT8_KERNEL=avx2|scalar` picks a
+    /// lesser one, to measure what a CPU without VNNI gets.
+    pub(crate) fn detect() -> Self {
+        static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *KERNEL.get_or_init(|| {
+            let best = Self::best_available();
+            match std::env::var("CODESEARCH_INT8_KERNEL").ok().as_deref() {
+                Some("scalar") => Self::Scalar,
+                Some("avx2") if best != Self::Scalar => Self::Avx2,
+                _ => best,
+            }
+        })
+    }
+
+    fn best_available() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vnni")
+            {
+                return Self::Vnni512;
+            }
+            if is_x86_feature_detected!("avx2") {
+                return Self::Avx2;
+            }
+        }
+        Self::Scalar
+    }
+
+    /// Whether int8 documents are worth it here: only with byte dot products.
+    pub(crate) fn is_fast(self) -> bool {
+        self == Self::Vnni512
+    }
+}
+
+/// A dense layer `x · Wᵀ + b` with its weights quantized to int8.
+#[derive(Debug)]
+pub(super) struct QuantLinear {
+    inputs: usize,
+    outputs: usize,
+    /// `[outputs / 16][inputs / 4][16 columns][4 inputs]`: one 64-byte load
+    /// holds four consecutive inputs of sixteen columns, the order `vpdpbusd` sums.
+    packed: Vec<i8>,
+    /// Per output column, what one unit of its quantized weights is worth.
+    scales: Vec<f32>,
+    /// `[groups][outputs]`: per group of inputs and output column, `128 · Σ q`.
+    /// The VNNI kernel feeds activations as `q + 128` (unsigned), which adds
+    /// this to the group's sum.
+    offsets: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl QuantLinear {
+    /// Quantizes a layer; `None` where its shape does not fit the packing
+    /// (outputs a multiple of 16, inputs of 4), which then stays f32.
+    pub(super) fn new(weight: &Tensor, bias: Option<&Tensor>) -> Result<Option<Self>> {
+        let (outputs, inputs) = weight.dims2()?;
+        if outputs % BLOCK != 0 || inputs % 4 != 0 || inputs == 0 {
+            return Ok(None);
+        }
+        let w: Vec<f32> = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let bias: Vec<f32> = match bias {
+            Some(b) => b.to_dtype(DType::F32)?.to_vec1()?,
+            None => vec![0.0; outputs],
+        };
+        if bias.len() != outputs {
+            candle_core::bail!("int8 linear: {} biases for {outputs} outputs", bias.len());
+        }
+        let groups = inputs.div_ceil(GROUP);
+        let mut packed = vec![0i8; outputs * inputs];
+        let mut scales = Vec::with_capacity(outputs);
+        let mut offsets = vec![0f32; groups * outputs];
+        for (c, row) in w.chunks_exact(inputs).enumerate() {
+            let max = row.iter().fold(0f32, |m, &v| m.max(v.abs()));
+            let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+            for (k, &v) in row.iter().enumerate() {
+                let q = (v / scale).round().clamp(-127.0, 127.0) as i8;
+                offsets[(k / GROUP) * outputs + c] += 128.0 * f32::from(q);
+                packed
+                    [((c / BLOCK) * (inputs / 4) + k / 4) * BLOCK * 4 + (c % BLOCK) * 4 + k % 4] =
+                    q;
+            }
+            scales.push(scale);
+        }
+        Ok(Some(Self {
+            inputs,
+            outputs,
+            packed,
+            scales,
+            offsets,
+            bias,
+        }))
+    }
+
+    fn groups(&self) -> usize {
+        self.inputs.div_ceil(GROUP)
+    }
+
+    /// `[rows, inputs]` f32 in, `[rows, outputs]` f32 out, with `kernel`.
+    fn forward(&self, x: &[f32], kernel: Kernel) -> Vec<f32> {
+        let (inputs, outputs, groups) = (self.inputs, self.outputs, self.groups());
+        let rows = x.len() / inputs;
+        let mut out = vec![0f32; rows * outputs];
+        out.par_chunks_mut(ROWS_PER_TASK * outputs)
+            .zip(x.par_chunks(ROWS_PER_TASK * inputs))
+            .for_each(|(out, x)| {
+                let n = x.len() / inputs;
+                // VNNI multiplies unsigned by signed bytes: activations go in as q + 128.
+                let unsigned = kernel == Kernel::Vnni512;
+                let mut q = vec![0u8; n * inputs];
+                let mut row_scales = vec![0f32; n * groups];
+                let arch = pulp::Arch::new();
+                arch.dispatch(Quantize {
+                    x,
+                    q: &mut q,
+                    scales: &mut row_scales,
+                    inputs,
+                    flip: if unsigned { 0x80 } else { 0 },
+                });
+                self.products(&q, &row_scales, n, out, kernel);
+                arch.dispatch(Dequantize {
+                    layer: self,
+                    row_scales: &row_scales,
+                    out,
+                    unsigned,
+                });
+            });
+        out
+    }
+
+    /// `acc[r][c] = Σ_g scale[r][g] · Σ_{k in g} q[r][k] · w[c][k]` for the `n`
+    /// quantized rows in `q`.
+    fn products(&self, q: &[u8], scales: &[f32], n: usize, acc: &mut [f32], kernel: Kernel) {
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vnni512 => x86::vnni512(self, q, scales, n, acc),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => x86::avx2(self, q, scales, n, acc),
+            _ => self.products_scalar(q, scales, n, acc),
+        }
+    }
+
+    fn products_scalar(&self, q: &[u8], scales: &[f32], n: usize, acc: &mut [f32]) {
+        let (inputs, outputs, groups) = (self.inputs, self.outputs, self.groups());
+        for r in 0..n {
+            let x = &q[r * inputs..][..inputs];
+            for c in 0..outputs {
+                let block = &self.packed[(c / BLOCK) * inputs * BLOCK..][..inputs * BLOCK];
+                let mut total = 0f32;
+                for (g, x) in x.chunks(GROUP).enumerate() {
+                    let mut sum = 0i32;
+                    for (i, &xk) in x.iter().enumerate() {
+                        let k = g * GROUP + i;
+                        let w = block[(k / 4) * BLOCK * 4 + (c % BLOCK) * 4 + k % 4];
+                        sum += i32::from(xk as i8) * i32::from(w);
+                    }
+                    total += sum as f32 * scales[r * groups + g];
+                }
+                acc[r * outputs + c] = total;
+            }
+        }
+    }
+}
+
+/// Quantizes rows to `round(x / s)` in -127..=127 (stored as bytes, xor
+/// `flip`), with `s = max |x| / 127` per row and group of [`GROUP`] inputs;
+/// compiled for the CPU's vector width.
+struct Quantize<'a> {
+    x: &'a [f32],
+    q: &'a mut [u8],
+    /// `[rows][groups]`.
+    scales: &'a mut [f32],
+    inputs: usize,
+    flip: u8,
+}
+
+impl pulp::WithSimd for Quantize<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let Self {
+            x,
+            q,
+            scales,
+            inputs,
+            flip,
+        } = self;
+        let groups = inputs.div_ceil(GROUP);
+        for ((q, x), s) in q
+            .chunks_exact_mut(inputs)
+            .zip(x.chunks_exact(inputs))
+            .zip(scales.chunks_exact_mut(groups))
+        {
+            for ((q, x), s) in q.chunks_mut(GROUP).zip(x.chunks(GROUP)).zip(s) {
+                let max = x.iter().fold(0f32, |m, &v| m.max(v.abs()));
+                if !(max > 0.0 && max.is_finite()) {
+                    // All zeros; a NaN or infinity makes the row NaN, as f32 would.
+                    q.fill(flip);
+                    *s = if max.is_finite() { 0.0 } else { f32::NAN };
+                    continue;
+                }
+                let inv = 127.0 / max;
+                for (q, &v) in q.iter_mut().zip(x) {
+                    *q = ((v * inv).round_ties_even() as i32 as u8) ^ flip;
+                }
+                *s = max / 127.0;
+            }
+        }
+    }
+}
+
+/// `out = (sums − offsets) · column scale + bias`, where the offsets are what
+/// the unsigned activations of the VNNI kernel added: `Σ_g scale[r][g] · 128 Σ w`.
+struct Dequantize<'a> {
+    layer: &'a QuantLinear,
+    row_scales: &'a [f32],
+    out: &'a mut [f32],
+    unsigned: bool,
+}
+
+impl pulp::WithSimd for Dequantize<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let Self {
+            layer,
+            row_scales,
+            out,
+            unsigned,
+        } = self;
+        let (outputs, groups) = (layer.outputs, layer.groups());
+        for (out, s) in out
+            .chunks_exact_mut(outputs)
+            .zip(row_scales.chunks_exact(groups))
+        {
+            if unsigned {
+                for (offsets, &s) in layer.offsets.chunks_exact(outputs).zip(s) {
+                    for (o, &off) in out.iter_mut().zip(offsets) {
+                        *o -= s * off;
+                    }
+                }
+            }
+            for ((o, &ws), &b) in out.iter_mut().zip(&layer.scales).zip(&layer.bias) {
+                *o = *o * ws + b;
+            }
+        }
+    }
+}
+
+impl CustomOp1 for QuantLinear {
+    fn name(&self) -> &'static str {
+        "cpu-int8-linear"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = match (storage, layout.contiguous_offsets()) {
+            (CpuStorage::F32(data), Some((start, end))) => &data[start..end],
+            _ => candle_core::bail!("cpu-int8-linear: input must be contiguous f32"),
+        };
+        let (rows, inputs) = layout.shape().dims2()?;
+        if inputs != self.inputs {
+            candle_core::bail!(
+                "cpu-int8-linear: [{rows}, {inputs}] in, weights take {}",
+                self.inputs
+            );
+        }
+        let out = self.forward(x, Kernel::detect());
+        Ok((CpuStorage::F32(out), Shape::from((rows, self.outputs))))
+    }
+}
+
+/// The SIMD kernels: the only `unsafe` here (intrinsics and raw pointers),
+/// behind safe functions that check the CPU and the slice lengths first.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod x86 {
+    use super::{BLOCK, GROUP, QuantLinear};
+    use std::arch::x86_64::*;
+
+    /// `q` holds `n` rows of `layer.inputs` bytes as `q + 128`, `scales` their
+    /// `[n][groups]` scales; `acc` receives `n` rows of `layer.outputs` sums.
+    /// Panics on a CPU without AVX-512 VNNI.
+    pub(super) fn vnni512(
+        layer: &QuantLinear,
+        q: &[u8],
+        scales: &[f32],
+        n: usize,
+        acc: &mut [f32],
+    ) {
+        assert!(
+            is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vnni")
+        );
+        check(layer, q, scales, n, acc);
+        // SAFETY: the features are present and the lengths fit (checked above).
+        unsafe { tiles(layer, q, scales, n, acc, 2, Tile::Vnni) }
+    }
+
+    /// As [`vnni512`], with signed bytes, for AVX2. Panics on a CPU without it.
+    pub(super) fn avx2(layer: &QuantLinear, q: &[u8], scales: &[f32], n: usize, acc: &mut [f32]) {
+        assert!(is_x86_feature_detected!("avx2"));
+        check(layer, q, scales, n, acc);
+        // SAFETY: the feature is present and the lengths fit (checked above).
+        unsafe { tiles(layer, q, scales, n, acc, 1, Tile::Avx2) }
+    }
+
+    fn check(layer: &QuantLinear, q: &[u8], scales: &[f32], n: usize, acc: &[f32]) {
+        assert!(
+            q.len() >= n * layer.inputs
+                && scales.len() >= n * layer.groups()
+                && acc.len() >= n * layer.outputs
+                && layer.packed.len() == layer.inputs * layer.outputs
+                && layer.inputs.is_multiple_of(4)
+                && layer.outputs.is_multiple_of(BLOCK)
+        );
+    }
+
+    #[derive(Clone, Copy)]
+    enum Tile {
+        Vnni,
+        Avx2,
+    }
+
+    /// Row tile height of each kernel, at most.
+    const VNNI_ROWS: usize = 6;
+    const AVX2_ROWS: usize = 2;
+
+    /// Walks the output in tiles: `pair` blocks of 16 columns (where two are
+    /// left) by up to the kernel's rows.
+    ///
+    /// # Safety
+    /// The CPU has the kernel's features; the lengths passed `check`.
+    unsafe fn tiles(
+        layer: &QuantLinear,
+        q: &[u8],
+        scales: &[f32],
+        n: usize,
+        acc: &mut [f32],
+        pair: usize,
+        tile: Tile,
+    ) {
+        let (inputs, outputs, groups) = (layer.inputs, layer.outputs, layer.groups());
+        let blocks = outputs / BLOCK;
+        let mut b = 0;
+        while b < blocks {
+            let two = pair == 2 && blocks - b >= 2;
+            let mut r = 0;
+            while r < n {
+                let max = match tile {
+                    Tile::Vnni => VNNI_ROWS,
+                    Tile::Avx2 => AVX2_ROWS,
+                };
+                let rows = (n - r).min(max);
+                // SAFETY: every offset stays inside the slices `check` measured:
+                // rows r..r+rows < n, blocks b..b+2 ≤ outputs / 16.
+                unsafe {
+                    let t = Args {
+                        x: q.as_ptr().add(r * inputs),
+                        s: scales.as_ptr().add(r * groups),
+                        w: layer.packed.as_ptr().add(b * inputs * BLOCK),
+                        out: acc.as_mut_ptr().add(r * outputs + b * BLOCK),
+                        inputs,
+                        groups,
+                        outputs,
+                    };
+                    match (tile, rows, two) {
+                        (Tile::Vnni, VNNI_ROWS, true) => vnni_tile::<VNNI_ROWS, 2>(t),
+                        (Tile::Vnni, VNNI_ROWS, false) => vnni_tile::<VNNI_ROWS, 1>(t),
+                        (Tile::Vnni, rows, true) => {
+                            (0..rows).for_each(|i| vnni_tile::<1, 2>(t.row(i)))
+                        }
+                        (Tile::Vnni, rows, false) => {
+                            (0..rows).for_each(|i| vnni_tile::<1, 1>(t.row(i)))
+                        }
+                        (Tile::Avx2, AVX2_ROWS, _) => avx2_tile::<AVX2_ROWS>(t),
+                        (Tile::Avx2, rows, _) => (0..rows).for_each(|i| avx2_tile::<1>(t.row(i))),
+                    }
+                }
+                r += rows;
+            }
+            b += if two { 2 } else { 1 };
+        }
+    }
+
+    /// Where one tile reads and writes.
+    #[derive(Clone, Copy)]
+    struct Args {
+        /// Its first row of quantized inputs.
+        x: *const u8,
+        /// That row's group scales.
+        s: *const f32,
+        /// Its first block of packed weights.
+        w: *const i8,
+        /// Its first sum.
+        out: *mut f32,
+        inputs: usize,
+        groups: usize,
+        outputs: usize,
+    }
+
+    impl Args {
+        /// The same tile `i` rows further down.
+        unsafe fn row(self, i: usize) -> Self {
+            unsafe {
+                Self {
+                    x: self.x.add(i * self.inputs),
+                    s: self.s.add(i * self.groups),
+                    out: self.out.add(i * self.outputs),
+                    ..self
+                }
+            }
+        }
+    }
+
+    /// `R` rows × `V` blocks of 16 columns: i32 sums per group in registers,
+    /// scaled into f32 sums (also in registers) at each group's end.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn vnni_tile<const R: usize, const V: usize>(t: Args) {
+        let block_bytes = t.inputs * BLOCK;
+        let steps = t.inputs / 4;
+        let mut total = [[_mm512_setzero_ps(); V]; R];
+        for g in 0..t.groups {
+            let mut acc = [[_mm512_setzero_si512(); V]; R];
+            for k in g * GROUP / 4..((g + 1) * GROUP / 4).min(steps) {
+                let mut wv = [_mm512_setzero_si512(); V];
+                for (v, wv) in wv.iter_mut().enumerate() {
+                    *wv = unsafe { _mm512_loadu_si512(t.w.add(v * block_bytes + k * 64).cast()) };
+                }
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let xb = _mm512_set1_epi32(unsafe {
+                        t.x.add(r * t.inputs + k * 4).cast::<i32>().read_unaligned()
+                    });
+                    for (acc, &wv) in acc.iter_mut().zip(&wv) {
+                        *acc = _mm512_dpbusd_epi32(*acc, xb, wv);
+                    }
+                }
+            }
+            for (r, (total, acc)) in total.iter_mut().zip(&acc).enumerate() {
+                let s = _mm512_set1_ps(unsafe { *t.s.add(r * t.groups + g) });
+                for (total, &acc) in total.iter_mut().zip(acc) {
+                    *total = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), s, *total);
+                }
+            }
+        }
+        for (r, total) in total.iter().enumerate() {
+            for (v, &sum) in total.iter().enumerate() {
+                unsafe { _mm512_storeu_ps(t.out.add(r * t.outputs + v * BLOCK), sum) };
+            }
+        }
+    }
+
+    /// `R` rows × one block of 16 columns (two registers of eight sums).
+    /// `vpmaddubsw` takes unsigned × signed bytes, so it multiplies `|x|` by `w`
+    /// carrying `x`'s sign; neither exceeds 127, so the pair sums cannot saturate.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2_tile<const R: usize>(t: Args) {
+        let ones = _mm256_set1_epi16(1);
+        let steps = t.inputs / 4;
+        let mut total = [[_mm256_setzero_ps(); 2]; R];
+        for g in 0..t.groups {
+            let mut acc = [[_mm256_setzero_si256(); 2]; R];
+            for k in g * GROUP / 4..((g + 1) * GROUP / 4).min(steps) {
+                let w0 = unsafe { _mm256_loadu_si256(t.w.add(k * 64).cast()) };
+                let w1 = unsafe { _mm256_loadu_si256(t.w.add(k * 64 + 32).cast()) };
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let xb = _mm256_set1_epi32(unsafe {
+                        t.x.add(r * t.inputs + k * 4).cast::<i32>().read_unaligned()
+                    });
+                    let ax = _mm256_sign_epi8(xb, xb);
+                    let p0 = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(w0, xb));
+                    let p1 = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(w1, xb));
+                    acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(p0, ones));
+                    acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(p1, ones));
+                }
+            }
+            for (r, (total, acc)) in total.iter_mut().zip(&acc).enumerate() {
+                let s = _mm256_set1_ps(unsafe { *t.s.add(r * t.groups + g) });
+                for (total, &acc) in total.iter_mut().zip(acc) {
+                    *total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), s, *total);
+                }
+            }
+        }
+        for (r, total) in total.iter().enumerate() {
+            for (v, &sum) in total.iter().enumerate() {
+                unsafe { _mm256_storeu_ps(t.out.add(r * t.outputs + v * 8), sum) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn layer(outputs: usize, inputs: usize) -> (Tensor, Tensor, QuantLinear) {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 0.05, (outputs, inputs), &dev).unwrap();
+        let b = Tensor::randn(0f32, 0.1, outputs, &dev).unwrap();
+        let q = QuantLinear::new(&w, Some(&b)).unwrap().expect("shape fits");
+        (w, b, q)
+    }
+
+    fn kernels() -> Vec<Kernel> {
+        let mut k = vec![Kernel::Scalar];
+        match Kernel::best_available() {
+            Kernel::Vnni512 => k.extend([Kernel::Avx2, Kernel::Vnni512]),
+            Kernel::Avx2 => k.push(Kernel::Avx2),
+            Kernel::Scalar => {}
+        }
+        k
+    }
+
+    #[test]
+    fn every_kernel_gives_the_same_sums() {
+        // Rows and blocks that leave remainders in both directions of the tiles.
+        let (outputs, inputs, rows) = (48, 68, 13);
+        let (_, _, q) = layer(outputs, inputs);
+        let x = Tensor::randn(0f32, 1.0, (rows, inputs), &Device::Cpu).unwrap();
+        let x: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+        let reference = q.forward(&x, Kernel::Scalar);
+        for kernel in kernels() {
+            // The same integer sums; only the f32 rounding of their scaling differs.
+            for (i, (a, b)) in q.forward(&x, kernel).iter().zip(&reference).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                    "{kernel:?} at {i}: {a} vs {b}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn int8_linear_is_close_to_f32() {
+        let (outputs, inputs, rows) = (384, 1536, 70);
+        let (w, b, q) = layer(outputs, inputs);
+        let x = Tensor::randn(0f32, 1.0, (rows, inputs), &Device::Cpu).unwrap();
+        let want: Vec<f32> = x
+            .matmul(&w.t().unwrap())
+            .unwrap()
+            .broadcast_add(&b)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let got = x.apply_op1_no_bwd(&q).unwrap();
+        let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+        for (r, (g, w)) in got.chunks(outputs).zip(want.chunks(outputs)).enumerate() {
+            let dot: f32 = g.iter().zip(w).map(|(a, b)| a * b).sum();
+            let norm = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>().sqrt();
+            let cos = dot / (norm(g) * norm(w));
+            assert!(cos > 0.999, "row {r}: cosine {cos}");
+        }
+    }
+
+    #[test]
+    fn shapes_that_do_not_pack_stay_f32_and_zero_rows_stay_finite() {
+        let dev = Device::Cpu;
+        let w = Tensor::zeros((10, 8), DType::F32, &dev).unwrap();
+        let b = Tensor::zeros(10, DType::F32, &dev).unwrap();
+        assert!(QuantLinear::new(&w, Some(&b)).unwrap().is_none());
+        let (_, _, q) = layer(16, 8);
+        let out = q.forward(&[0f32; 16], Kernel::detect());
+        assert!(out.iter().all(|v| v.is_finite()));
+    }
+}
