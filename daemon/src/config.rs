@@ -599,10 +599,18 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let none = resolve_in(tmp.path(), &[], &Overrides::default()).unwrap();
         assert_eq!(none.embedding.precision, None);
-        std::fs::write(tmp.path().join(CONFIG_FILE), "embedding:\n  precision: int8\n").unwrap();
+        std::fs::write(
+            tmp.path().join(CONFIG_FILE),
+            "embedding:\n  precision: int8\n",
+        )
+        .unwrap();
         let file = resolve_in(tmp.path(), &[], &Overrides::default()).unwrap();
         assert_eq!(file.embedding.precision, Some(embed::Precision::Int8));
-        let env = resolve_in(tmp.path(), &[(ENV_PRECISION, "auto")], &Overrides::default());
+        let env = resolve_in(
+            tmp.path(),
+            &[(ENV_PRECISION, "auto")],
+            &Overrides::default(),
+        );
         assert_eq!(env.unwrap().embedding.precision, None);
         let err = resolve_in(tmp.path(), &[(ENV_PRECISION, "f64")], &Overrides::default())
             .unwrap_err()
