@@ -43,6 +43,9 @@ pub const ENV_MODEL: &str = "CODESEARCH_MODEL";
 pub const ENV_DEVICE: &str = "CODESEARCH_EMBEDDING_DEVICE";
 /// Overrides `embedding.precision`.
 pub const ENV_PRECISION: &str = "CODESEARCH_EMBEDDING_PRECISION";
+/// `avx2` or `scalar`: a lesser int8 kernel than the CPU's best, to measure
+/// what other CPUs get (read by `embed::int8`).
+pub const ENV_INT8_KERNEL: &str = "CODESEARCH_INT8_KERNEL";
 /// `CODESEARCH_HOME`: config, indexes and logs (default `~/.codesearch`).
 pub const ENV_HOME: &str = codesearch_proto::paths::ENV_HOME;
 /// `CODESEARCH_SOCKET`: the daemon's socket (default `$CODESEARCH_HOME/codesearchd.sock`).

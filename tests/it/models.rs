@@ -59,6 +59,11 @@ fn check_in(fixture: &str, precision: Precision, tolerance: f32) {
     };
     let mut model = embed::load(&options, &ModelLocator::from_env())
         .unwrap_or_else(|e| panic!("{fixture}: {e}"));
+    assert_eq!(
+        model.int8_documents(),
+        precision == Precision::Int8,
+        "{fixture}: int8 documents"
+    );
     assert_eq!(model.max_tokens(), reference.max_seq_length, "{fixture}");
     let texts: Vec<&str> = reference.texts.iter().map(String::as_str).collect();
     let docs = model.embed(&texts, InputKind::Document).unwrap();

@@ -26,7 +26,7 @@ const TOKENIZE_GROUP: usize = 4096;
 /// The dtype the encoder computes in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
-    /// 32-bit floats: the reference; queries on the CPU always run in it.
+    /// 32-bit floats: the reference; queries run in it under `Int8` too.
     F32,
     /// IEEE half: the fast path on GPUs.
     F16,
@@ -316,14 +316,20 @@ impl CandleEmbedder {
         } else {
             Precision::F32
         });
-        if precision == Precision::Int8 && !device.is_cpu() {
-            return Err(EmbedError::Compute {
+        let precision = if precision == Precision::Int8 && !device.is_cpu() {
+            // `device: auto` may find a GPU on one machine and not on another;
+            // the config should not stop the daemon on either.
+            tracing::warn!(model, device = %describe(&device), "int8 runs on the CPU only; using f16");
+            Precision::F16
+        } else {
+            precision
+        };
+        if precision == Precision::Int8 && !super::int8::Kernel::detect().is_fast() {
+            tracing::warn!(
                 model,
-                device: describe(&device),
-                source: candle_core::Error::Msg(
-                    "int8 runs on the CPU only; use f16 on a GPU".to_owned(),
-                ),
-            });
+                kernel = ?super::int8::Kernel::detect(),
+                "this CPU has no byte dot products (AVX-512 VNNI): int8 documents will be no faster than f32, or slower"
+            );
         }
         let dtype = precision.dtype();
         let compute = |source| EmbedError::Compute {

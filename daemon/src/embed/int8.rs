@@ -49,7 +49,10 @@ impl Kernel {
         static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
         *KERNEL.get_or_init(|| {
             let best = Self::best_available();
-            match std::env::var("CODESEARCH_INT8_KERNEL").ok().as_deref() {
+            match std::env::var(crate::config::ENV_INT8_KERNEL)
+                .ok()
+                .as_deref()
+            {
                 Some("scalar") => Self::Scalar,
                 Some("avx2") if best != Self::Scalar => Self::Avx2,
                 _ => best,
@@ -66,14 +69,16 @@ impl Kernel {
             {
                 return Self::Vnni512;
             }
-            if is_x86_feature_detected!("avx2") {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                 return Self::Avx2;
             }
         }
         Self::Scalar
     }
 
-    /// Whether int8 documents are worth it here: only with byte dot products.
+    /// Whether int8 documents are worth it here: only with byte dot products
+    /// (with AVX2 alone int8 is no faster than f32, and the scalar reference is
+    /// far slower).
     pub(crate) fn is_fast(self) -> bool {
         self == Self::Vnni512
     }
@@ -101,7 +106,7 @@ impl QuantLinear {
     /// (outputs a multiple of 16, inputs of 4), which then stays f32.
     pub(super) fn new(weight: &Tensor, bias: Option<&Tensor>) -> Result<Option<Self>> {
         let (outputs, inputs) = weight.dims2()?;
-        if outputs % BLOCK != 0 || inputs % 4 != 0 || inputs == 0 {
+        if outputs % BLOCK != 0 || inputs % 4 != 0 || inputs == 0 || outputs == 0 {
             return Ok(None);
         }
         let w: Vec<f32> = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
@@ -239,9 +244,17 @@ impl pulp::WithSimd for Quantize<'_> {
             .zip(scales.chunks_exact_mut(groups))
         {
             for ((q, x), s) in q.chunks_mut(GROUP).zip(x.chunks(GROUP)).zip(s) {
-                let max = x.iter().fold(0f32, |m, &v| m.max(v.abs()));
-                if !(max > 0.0 && max.is_finite()) {
-                    // All zeros; a NaN or infinity makes the row NaN, as f32 would.
+                // `f32::max` would skip a NaN; this keeps it.
+                let max = x.iter().fold(0f32, |m, &v| {
+                    if v.is_nan() || v.abs() > m {
+                        v.abs()
+                    } else {
+                        m
+                    }
+                });
+                if !(max >= f32::MIN_POSITIVE && max.is_finite()) {
+                    // Zeros (or values too small for `127 / max` to stay finite) add
+                    // nothing; a NaN or infinity makes the row NaN, as f32 would.
                     q.fill(flip);
                     *s = if max.is_finite() { 0.0 } else { f32::NAN };
                     continue;
@@ -345,9 +358,10 @@ mod x86 {
         unsafe { tiles(layer, q, scales, n, acc, 2, Tile::Vnni) }
     }
 
-    /// As [`vnni512`], with signed bytes, for AVX2. Panics on a CPU without it.
+    /// As [`vnni512`], with signed bytes, for AVX2 (and FMA, for the group
+    /// scaling). Panics on a CPU without them.
     pub(super) fn avx2(layer: &QuantLinear, q: &[u8], scales: &[f32], n: usize, acc: &mut [f32]) {
-        assert!(is_x86_feature_detected!("avx2"));
+        assert!(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
         check(layer, q, scales, n, acc);
         // SAFETY: the feature is present and the lengths fit (checked above).
         unsafe { tiles(layer, q, scales, n, acc, 1, Tile::Avx2) }
@@ -612,5 +626,17 @@ mod tests {
         let (_, _, q) = layer(16, 8);
         let out = q.forward(&[0f32; 16], Kernel::detect());
         assert!(out.iter().all(|v| v.is_finite()));
+        // A NaN anywhere in a row makes that row's outputs NaN, as in f32; the
+        // other row stays finite.
+        let mut x = [0.5f32; 16];
+        x[3] = f32::NAN;
+        for kernel in kernels() {
+            let out = q.forward(&x, kernel);
+            assert!(out[..16].iter().all(|v| v.is_nan()), "{kernel:?}: {out:?}");
+            assert!(
+                out[16..].iter().all(|v| v.is_finite()),
+                "{kernel:?}: {out:?}"
+            );
+        }
     }
 }

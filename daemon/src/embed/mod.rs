@@ -10,6 +10,7 @@
 //! - `batch`: length-sorted batches under a token budget.
 //! - `bert`: the BERT encoder on candle.
 //! - `cpu_ops`: fused CPU kernels (attention, GELU) the encoder uses for F32 on the CPU.
+//! - `int8`: int8 dense layers for document batches on the CPU (`Precision::Int8`).
 //! - `cuda_ops` (feature `cuda`): fused CUDA kernels (`kernels.cu`) the encoder uses on NVIDIA GPUs.
 //! - `engine`: tokenizer + batches + encoder + pooling = [`CandleEmbedder`].
 //! - `queue`: the model's thread and its two-priority queue ([`EmbedWorker`], [`EmbedHandle`]).
@@ -105,7 +106,8 @@ pub struct EmbedOptions {
     pub batch_size: Option<usize>,
     /// Padded tokens per forward pass at most; `None` takes the device's default.
     pub token_budget: Option<usize>,
-    /// Compute precision; `None` picks F32 on the CPU and F16 on GPUs.
+    /// Compute precision; `None` picks F16 on GPUs, and on the CPU Int8 where it
+    /// has VNNI, else F32.
     pub precision: Option<Precision>,
 }
 
