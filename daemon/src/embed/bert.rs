@@ -311,15 +311,28 @@ impl Bert {
             return Ok(false);
         }
         let q = |l: &Linear| QuantLinear::new(l.weight(), l.bias());
+        let (mut dense, mut packed) = (0, 0);
         for layer in &mut self.layers {
-            layer.int8 = Some(Box::new(Int8Layer {
+            let int8 = Int8Layer {
                 qkv: q(&layer.qkv)?,
                 attn_out: q(&layer.attn_out)?,
                 up: q(&layer.up)?,
                 gate: layer.gate.as_ref().map(q).transpose()?.flatten(),
                 down: q(&layer.down)?,
-            }));
+            };
+            dense += 4 + usize::from(layer.gate.is_some());
+            packed += [&int8.qkv, &int8.attn_out, &int8.up, &int8.gate, &int8.down]
+                .iter()
+                .filter(|l| l.is_some())
+                .count();
+            layer.int8 = Some(Box::new(int8));
         }
+        // A layer whose shape does not pack stays f32: say how many did.
+        tracing::info!(
+            int8 = packed,
+            f32 = dense - packed,
+            "dense layers quantized"
+        );
         Ok(true)
     }
 
