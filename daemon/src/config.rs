@@ -81,7 +81,7 @@ pub struct EmbeddingConfig {
     /// A local model folder instead of the Hugging Face cache.
     pub model_path: Option<PathBuf>,
     /// Compute precision; `None` (`auto`) lets the engine pick for the device
-    /// (int8 documents on CPUs with VNNI, else f32; f16 on GPUs).
+    /// (f32 on the CPU, f16 on GPUs).
     pub precision: Option<embed::Precision>,
 }
 

@@ -16,9 +16,10 @@
 //!
 //! Attention, GELU, LayerNorm and pooling stay f32, and queries never come
 //! here: a query is embedded in f32, as the documents' vectors were before.
-//! The kernel is picked at run time ([`Kernel::detect`]); a CPU without byte dot
-//! products keeps the f32 path, where int8 would be no faster (see
-//! docs/BENCHMARKS.md).
+//! The kernel is picked at run time ([`Kernel::detect`]). It is opt-in
+//! (`embedding.precision: int8`): on a CPU without byte dot products it is no
+//! faster than f32, and where it is faster it still moved a few near-tied
+//! results on the public eval (docs/BENCHMARKS.md).
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;

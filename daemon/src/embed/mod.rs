@@ -106,8 +106,7 @@ pub struct EmbedOptions {
     pub batch_size: Option<usize>,
     /// Padded tokens per forward pass at most; `None` takes the device's default.
     pub token_budget: Option<usize>,
-    /// Compute precision; `None` picks F16 on GPUs, and on the CPU Int8 where it
-    /// has VNNI, else F32.
+    /// Compute precision; `None` picks F32 on the CPU and F16 on GPUs.
     pub precision: Option<Precision>,
 }
 
