@@ -112,10 +112,18 @@ infinity_pins=("infinity-emb[server,torch]==0.0.78" "transformers==4.51.3" "torc
 venv="$(cd "$dest/.." && pwd)/test-tools/infinity"
 if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('infinity_emb') != '0.0.78')" 2>/dev/null \
     || [[ ! -x "$venv/bin/infinity_emb" ]]; then
+  # The wheels (about 3.5 GB) unpack to about 5.8 GB; say so before pip runs out
+  # of room halfway. No pip cache: it would keep the wheels as well.
+  mkdir -p "$venv"
+  free_kb=$(df -Pk "$venv" | awk 'NR == 2 { print $4 }')
+  need_kb=$((10 * 1024 * 1024))
+  if [[ -n "$free_kb" && "$free_kb" -lt "$need_kb" ]]; then
+    die "installing ${infinity_pins[*]} into $venv needs about 10 GB free there while pip runs; $((free_kb / 1024 / 1024)) GB are free"
+  fi
   echo "installing infinity-emb (an OpenAI-compatible embedding server, with torch: several GB) into $venv"
   python3 -m venv "$venv" || die "cannot make a venv at $venv (Debian: apt-get install python3-venv)"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${infinity_pins[@]}" \
-    || die "cannot install ${infinity_pins[*]} from PyPI"
+  "$venv/bin/python" -m pip install --quiet --no-cache-dir --disable-pip-version-check "${infinity_pins[@]}" \
+    || die "cannot install ${infinity_pins[*]} from PyPI (out of disk? $(df -Ph "$venv" | awk 'NR == 2 { print $4 }') free in $venv)"
 fi
 
 # The Neovim plugin's test runs Debian's Neovim (0.7), the oldest the plugin supports.
