@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -68,6 +68,20 @@ pub struct IndexStats {
     /// [`index_dirs`].
     #[serde(skip)]
     pub dirs: Vec<String>,
+    /// Where the run's time went (wall clock), for the benchmarks' breakdown.
+    #[serde(skip)]
+    pub times: StageTimes,
+}
+
+/// Wall-clock time of an indexing run's stages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StageTimes {
+    /// Reading, hashing and chunking changed files (on every core).
+    pub prepare: Duration,
+    /// Waiting for the embedder.
+    pub embed: Duration,
+    /// Writing to the store (SQLite, then the HNSW graph).
+    pub write: Duration,
 }
 
 impl IndexStats {
@@ -263,6 +277,7 @@ fn apply(
             }
             changed.push((entry, previous, mtime_ns));
         }
+        let started = Instant::now();
         let prepared: Vec<Prepared> = changed
             .par_iter()
             .map(|(entry, previous, mtime_ns)| {
@@ -276,6 +291,7 @@ fn apply(
                 )
             })
             .collect();
+        stats.times.prepare += started.elapsed();
         for ((entry, previous, _), file) in changed.iter().zip(prepared) {
             progress(&stats);
             match file {
@@ -445,7 +461,10 @@ fn flush(
             cancelled = true;
             break;
         }
-        match embedder.embed(group, InputKind::Document) {
+        let started = Instant::now();
+        let answer = embedder.embed(group, InputKind::Document);
+        stats.times.embed += started.elapsed();
+        match answer {
             Ok(v) => vectors.extend(v),
             Err(_) if cancel.is_cancelled() => {
                 cancelled = true;
@@ -492,7 +511,9 @@ fn flush(
             vectors: mine,
         });
     }
+    let started = Instant::now();
     store.apply(std::mem::take(updates))?;
+    stats.times.write += started.elapsed();
     if cancelled {
         return Err(IndexError::Cancelled);
     }

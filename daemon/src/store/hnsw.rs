@@ -40,6 +40,27 @@ fn expansion_for(len: usize) -> usize {
     }
 }
 
+/// Search expansion of the check that a vector added in parallel can be found:
+/// it searches for its own (quantized) vector, so a small one finds it whenever
+/// the graph leads there at all.
+const REACH_CHECK_EXPANSION: usize = 64;
+
+/// Neighbours the reach check asks for: a vector shared by more chunks than
+/// this (the same text in many files) can crowd its own id out of the answer,
+/// which is told apart by the answer's distances, all zero then.
+const REACH_CHECK_K: usize = 8;
+
+/// Whether a search for `vector` finds `id`, or only exact copies of it.
+fn reachable(index: &Index, id: u64, vector: &[i8]) -> bool {
+    match index.search(vector, REACH_CHECK_K) {
+        Ok(m) => {
+            m.keys.contains(&id)
+                || (m.keys.len() == REACH_CHECK_K && m.distances.iter().all(|&d| d <= 1e-6))
+        }
+        Err(_) => false,
+    }
+}
+
 /// The first bytes of our graph-only file, with its layout version.
 const MAGIC: &[u8; 8] = b"csHNSW\x01\x00";
 
@@ -180,6 +201,63 @@ impl Hnsw {
             self.index.change_expansion_search(ef);
         }
         Ok(())
+    }
+
+    /// Adds (or replaces) many vectors on every core (rayon's pool), then
+    /// re-inserts on this thread each one the graph cannot reach; returns how
+    /// many that was.
+    ///
+    /// usearch takes concurrent inserts, but a node whose upper levels are
+    /// linked before its level 0 can be found by another insert meanwhile, which
+    /// then hangs off it by one edge and may lose that edge later: a node that
+    /// is stored and never found (usearch issue 735, open in 2.26). The check
+    /// searches each new vector for itself, at a small expansion since the
+    /// target is exact; a node missed there is removed and added again alone.
+    pub fn add_parallel(&mut self, items: &[(u64, Vec<f32>)]) -> Result<usize, StoreError> {
+        use rayon::prelude::*;
+        let threads = rayon::current_num_threads();
+        for (id, _) in items {
+            if self.index.contains(*id) {
+                self.index
+                    .remove(*id)
+                    .map_err(|e| StoreError::hnsw("remove", e))?;
+            }
+        }
+        let needed = self.index.size() + items.len();
+        self.index
+            .reserve_capacity_and_threads(
+                needed.max(self.index.capacity()).max(1024),
+                threads.max(1),
+            )
+            .map_err(|e| StoreError::hnsw("reserve", e))?;
+        let quantized: Vec<Vec<i8>> = items.par_iter().map(|(_, v)| quantize(v)).collect();
+        let index = &self.index;
+        items
+            .par_iter()
+            .zip(&quantized)
+            .with_min_len(16)
+            .try_for_each(|((id, _), q)| index.add(*id, q))
+            .map_err(|e| StoreError::hnsw("add", e))?;
+        let ef = index.expansion_search();
+        index.change_expansion_search(REACH_CHECK_EXPANSION);
+        let stranded: Vec<usize> = (0..items.len())
+            .into_par_iter()
+            .with_min_len(16)
+            .filter(|&i| !reachable(index, items[i].0, &quantized[i]))
+            .collect();
+        index.change_expansion_search(ef);
+        for &i in &stranded {
+            let (id, q) = (items[i].0, &quantized[i]);
+            index
+                .remove(id)
+                .map_err(|e| StoreError::hnsw("remove", e))?;
+            index.add(id, q).map_err(|e| StoreError::hnsw("add", e))?;
+        }
+        let ef = expansion_for(self.index.size());
+        if self.index.expansion_search() != ef {
+            self.index.change_expansion_search(ef);
+        }
+        Ok(stranded.len())
     }
 
     /// Removes vectors; ids that are not there are ignored.
@@ -413,6 +491,63 @@ mod tests {
             "recall@10 {recall}; exact search over the 8-bit vectors alone: {}",
             quantization_only as f64 / total
         );
+    }
+
+    /// recall@10 of `hnsw` for 200 queries against an exact scan of `data`.
+    fn recall(hnsw: &Hnsw, data: &[Vec<f32>]) -> f64 {
+        let queries = vectors(200, data[0].len(), 99);
+        let mut found = 0;
+        for q in &queries {
+            let mut all: Vec<(u64, f32)> = data
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (i as u64, cosine(q, v)))
+                .collect();
+            all.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let truth: Vec<u64> = all[..10].iter().map(|(i, _)| *i).collect();
+            found += hnsw
+                .search(q, 10)
+                .unwrap()
+                .iter()
+                .filter(|(id, _)| truth.contains(id))
+                .count();
+        }
+        found as f64 / (queries.len() * 10) as f64
+    }
+
+    #[test]
+    fn parallel_adds_find_every_vector_and_keep_the_recall_of_one_thread() {
+        let (n, dims) = (20_000, 384);
+        let data = vectors(n, dims, 7);
+        let items: Vec<(u64, Vec<f32>)> = data
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, v)| (i as u64, v))
+            .collect();
+        let mut one = Hnsw::new(dims).unwrap();
+        let t = std::time::Instant::now();
+        one.add(&items).unwrap();
+        let one_secs = t.elapsed().as_secs_f64();
+        let mut many = Hnsw::new(dims).unwrap();
+        let t = std::time::Instant::now();
+        let stranded = many.add_parallel(&items).unwrap();
+        let many_secs = t.elapsed().as_secs_f64();
+        assert_eq!(many.len(), n);
+        let unreachable = items
+            .iter()
+            .filter(|(id, v)| !reachable(&many.index, *id, &quantize(v)))
+            .count();
+        let (r1, rn) = (recall(&one, &data), recall(&many, &data));
+        eprintln!(
+            "one thread {one_secs:.2} s recall {r1:.4}; {} threads {many_secs:.2} s recall {rn:.4}, {stranded} re-added, {unreachable} unreachable after",
+            rayon::current_num_threads()
+        );
+        assert_eq!(unreachable, 0);
+        assert!(rn >= r1 - 0.005, "recall {rn} against {r1} on one thread");
+        // Replacing is still replacing.
+        many.add_parallel(&items[..5_000]).unwrap();
+        assert_eq!(many.len(), n);
     }
 
     #[test]

@@ -65,10 +65,16 @@ const VECTORS_SINCE: u32 = 2;
 pub const ORPHAN_VECTORS_KEPT: i64 = 50_000;
 
 /// Vectors added to the HNSW index per hold of its write lock, so a search waits
-/// for a few insertions at most, not for a whole committed batch. One thread
-/// inserts: concurrent inserts (usearch allows them) were faster but cost
-/// recall@10 (tokio's 10,612 chunks: 0.9999 → 0.9949; docs/BENCHMARKS.md).
+/// for a few insertions at most, not for a whole committed batch.
 const HNSW_ADDS_PER_LOCK: usize = 16;
+
+/// From this many new vectors in one commit (a GPU's commits; a CPU's are 512),
+/// the HNSW inserts run on every core ([`Hnsw::add_parallel`]), this many per
+/// hold of the write lock: about 40 ms of a 16-core machine's time, so searches
+/// still get in between. Plain concurrent inserts cost recall@10 (tokio's 10,612
+/// chunks: 0.9999 → 0.9949; docs/BENCHMARKS.md) until the nodes they strand
+/// were found and added again.
+const HNSW_PARALLEL_ADDS: usize = 4096;
 
 const MANIFEST: &str = "manifest.json";
 const SQLITE: &str = "index.sqlite";
@@ -248,6 +254,18 @@ pub struct Store {
     /// A rebuild beside the live index holds all of the live index's vectors as
     /// orphans until its pass has claimed them: none is pruned before the swap.
     keep_orphans: bool,
+    /// Time [`Store::apply`] has spent, for the benchmarks' breakdown.
+    times: WriteTimes,
+}
+
+/// Time spent writing since the store was opened: SQLite (rows, FTS5, commit)
+/// and the HNSW graph, which [`Store::apply`] updates after the commit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteTimes {
+    /// The transaction: files, chunks, full-text rows and vectors.
+    pub sql: std::time::Duration,
+    /// Inserts into and removals from the HNSW graph.
+    pub hnsw: std::time::Duration,
 }
 
 impl Store {
@@ -337,6 +355,9 @@ impl Store {
             source,
         };
         let db = Connection::open(&db_path).map_err(sql)?;
+        // `apply` keeps a dozen statements prepared across commits; rusqlite's
+        // cache holds 16 by default, shared with the reads on this connection.
+        db.set_prepared_statement_cache_capacity(64);
         db.execute_batch(SCHEMA).map_err(sql)?;
         if !carried.is_empty() {
             keep_vectors(&db, &carried).map_err(sql)?;
@@ -364,6 +385,7 @@ impl Store {
             generation,
             hnsw_dirty: false,
             keep_orphans: false,
+            times: WriteTimes::default(),
         };
         let chunks = store.chunk_count()?;
         match loaded {
@@ -412,7 +434,7 @@ impl Store {
         let mut hnsw = Hnsw::new(self.manifest.dims)?;
         // Streamed in chunk order, a few thousand at a time: collecting every
         // vector as f32 first took 1.6 KB per chunk (0.9 GB at 563k chunks).
-        const AT_ONCE: usize = 4096;
+        const AT_ONCE: usize = HNSW_PARALLEL_ADDS;
         let mut stmt = self
             .db
             .prepare("SELECT c.id, v.vector FROM chunks c JOIN vectors v ON v.id = c.vector_id ORDER BY c.id")
@@ -429,7 +451,7 @@ impl Store {
                 items.push((id, bytes.iter().map(|&b| f32::from(b as i8)).collect()));
             }
             if items.len() == AT_ONCE || (row.is_none() && !items.is_empty()) {
-                hnsw.add(&items)?;
+                hnsw.add_parallel(&items)?;
                 total += items.len();
                 items.clear();
             }

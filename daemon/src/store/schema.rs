@@ -66,11 +66,13 @@ pub(super) fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
 }
 
 pub(super) fn upsert_file(tx: &rusqlite::Transaction<'_>, f: &FileRow) -> rusqlite::Result<i64> {
-    tx.query_row(
+    tx.prepare_cached(
         "INSERT INTO files(path, size, mtime_ns, hash, skip) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,
              hash = excluded.hash, skip = excluded.skip
          RETURNING id",
+    )?
+    .query_row(
         params![f.path, f.size as i64, f.mtime_ns, &f.hash[..], f.skip],
         |r| r.get(0),
     )
@@ -89,16 +91,18 @@ pub(super) fn drop_chunks(
     let old: Vec<(i64, i64)> = stmt
         .query_map([path], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
+    let mut delete_text = tx.prepare_cached("DELETE FROM chunks_fts WHERE rowid = ?1")?;
+    let mut delete_chunk = tx.prepare_cached("DELETE FROM chunks WHERE id = ?1")?;
     for (id, _) in &old {
-        tx.execute("DELETE FROM chunks_fts WHERE rowid = ?1", [id])?;
-        tx.execute("DELETE FROM chunks WHERE id = ?1", [id])?;
+        delete_text.execute([id])?;
+        delete_chunk.execute([id])?;
     }
+    let mut orphan = tx.prepare_cached(
+        "UPDATE vectors SET orphaned_at = ?2
+         WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM chunks WHERE vector_id = ?1)",
+    )?;
     for (_, vector_id) in &old {
-        tx.execute(
-            "UPDATE vectors SET orphaned_at = ?2
-             WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM chunks WHERE vector_id = ?1)",
-            params![vector_id, now],
-        )?;
+        orphan.execute(params![vector_id, now])?;
     }
     Ok(old.into_iter().map(|(id, _)| id as u64).collect())
 }

@@ -77,6 +77,7 @@ impl Store {
         if updates.is_empty() {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let now = unix_now();
         let mut removed_ids: Vec<u64> = Vec::new();
         let mut added: Vec<(u64, Key)> = Vec::new();
@@ -95,7 +96,8 @@ impl Store {
                         match skipped {
                             Some(file) => upsert_file(&tx, &file).map(drop)?,
                             None => tx
-                                .execute("DELETE FROM files WHERE path = ?1", [&path])
+                                .prepare_cached("DELETE FROM files WHERE path = ?1")?
+                                .execute([&path])
                                 .map(drop)?,
                         }
                     }
@@ -106,40 +108,46 @@ impl Store {
                     } => {
                         removed_ids.extend(drop_chunks(&tx, &file.path, now)?);
                         let file_id = upsert_file(&tx, &file)?;
+                        let mut insert_vector = tx.prepare_cached(
+                            "INSERT INTO vectors(key, vector, orphaned_at) VALUES (?1, ?2, NULL)
+                             ON CONFLICT(key) DO NOTHING",
+                        )?;
                         for (key, v) in vectors {
-                            tx.execute(
-                                "INSERT INTO vectors(key, vector, orphaned_at) VALUES (?1, ?2, NULL)
-                                 ON CONFLICT(key) DO NOTHING",
-                                params![&key[..], encode_vector(&v)],
-                            )?;
+                            insert_vector.execute(params![&key[..], encode_vector(&v)])?;
                             new_vectors.insert(key, v);
                         }
+                        let mut vector_id =
+                            tx.prepare_cached("SELECT id FROM vectors WHERE key = ?1")?;
+                        let mut insert_chunk = tx.prepare_cached(
+                            "INSERT INTO chunks(file_id, vector_id, start_line, end_line, symbol, kind, language)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        )?;
+                        let mut insert_text = tx.prepare_cached(
+                            "INSERT INTO chunks_fts(rowid, text, path, symbol) VALUES (?1, ?2, ?3, ?4)",
+                        )?;
+                        let mut claim_vector = tx.prepare_cached(
+                            "UPDATE vectors SET orphaned_at = NULL WHERE id = ?1 AND orphaned_at IS NOT NULL",
+                        )?;
+                        let path_text = crate::lexical::path_text(&file.path);
                         for c in chunks {
                             // Every key has a vector by now (new, or cached).
-                            let vector_id: i64 = tx.query_row(
-                                "SELECT id FROM vectors WHERE key = ?1",
-                                [&c.key[..]],
-                                |r| r.get(0),
-                            )?;
-                            tx.execute(
-                                "INSERT INTO chunks(file_id, vector_id, start_line, end_line, symbol, kind, language)
-                                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                                params![file_id, vector_id, c.start_line, c.end_line, c.symbol, c.kind, c.language],
-                            )?;
-                            let id = tx.last_insert_rowid();
-                            tx.execute(
-                                "INSERT INTO chunks_fts(rowid, text, path, symbol) VALUES (?1, ?2, ?3, ?4)",
-                                params![
-                                    id,
-                                    crate::lexical::document_text(&c.text),
-                                    crate::lexical::path_text(&file.path),
-                                    c.symbol.as_deref().map(crate::lexical::document_text)
-                                ],
-                            )?;
-                            tx.execute(
-                                "UPDATE vectors SET orphaned_at = NULL WHERE id = ?1 AND orphaned_at IS NOT NULL",
-                                [vector_id],
-                            )?;
+                            let vector_id: i64 = vector_id.query_row([&c.key[..]], |r| r.get(0))?;
+                            let id = insert_chunk.insert(params![
+                                file_id,
+                                vector_id,
+                                c.start_line,
+                                c.end_line,
+                                c.symbol,
+                                c.kind,
+                                c.language
+                            ])?;
+                            insert_text.execute(params![
+                                id,
+                                crate::lexical::document_text(&c.text),
+                                path_text,
+                                c.symbol.as_deref().map(crate::lexical::document_text)
+                            ])?;
+                            claim_vector.execute([vector_id])?;
                             added.push((id as u64, c.key));
                         }
                     }
@@ -169,6 +177,8 @@ impl Store {
             .into_iter()
             .collect();
         let cached = self.vectors(&missing)?;
+        let sql_done = std::time::Instant::now();
+        self.times.sql += sql_done - started;
         let items: Vec<(u64, Vec<f32>)> = added
             .into_iter()
             .filter_map(|(id, k)| {
@@ -180,10 +190,24 @@ impl Store {
             .collect();
         // Small groups under the write lock: searches (readers) get in between.
         self.hnsw_mut().remove(&removed_ids)?;
-        for group in items.chunks(HNSW_ADDS_PER_LOCK) {
-            self.hnsw_mut().add(group)?;
+        if items.len() >= HNSW_PARALLEL_ADDS {
+            let mut stranded = 0;
+            for group in items.chunks(HNSW_PARALLEL_ADDS) {
+                stranded += self.hnsw_mut().add_parallel(group)?;
+            }
+            tracing::debug!(added = items.len(), stranded, "HNSW inserts on every core");
+        } else {
+            for group in items.chunks(HNSW_ADDS_PER_LOCK) {
+                self.hnsw_mut().add(group)?;
+            }
         }
         self.hnsw_dirty = true;
+        self.times.hnsw += sql_done.elapsed();
         Ok(())
+    }
+
+    /// Time spent in [`Store::apply`] since the store was opened.
+    pub fn write_times(&self) -> WriteTimes {
+        self.times
     }
 }
