@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chunk::{ChunkOptions, Chunker};
 use crate::embed::{EmbedError, Embedder, InputKind};
-use crate::store::{FileRow, FileUpdate, Key, NewChunk, Store, StoreError};
+use crate::store::{FileRow, FileUpdate, Key, NewChunk, Store, StoreError, VectorReader};
 use crate::walk::{self, Skips, WalkOptions};
 
 /// Indexing failures.
@@ -41,6 +41,10 @@ pub enum IndexError {
     /// stopped; the next run resumes from there.
     #[error("indexing was cancelled (the daemon is shutting down)")]
     Cancelled,
+    /// The writer thread stopped taking batches; [`index`] returns the writer's
+    /// own error instead whenever it has one.
+    #[error("the index writer stopped")]
+    WriterStopped,
 }
 
 /// What one indexing run did.
@@ -80,8 +84,12 @@ pub struct StageTimes {
     pub prepare: Duration,
     /// Waiting for the embedder.
     pub embed: Duration,
-    /// Writing to the store (SQLite, then the HNSW graph).
+    /// Writing to the store (SQLite, then the HNSW graph), on the writer
+    /// thread: it overlaps the next batch's reading and embedding.
     pub write: Duration,
+    /// Waiting for the writer: to take a batch while it still wrote the one
+    /// before, and at the end for the last one.
+    pub write_wait: Duration,
 }
 
 impl IndexStats {
@@ -212,10 +220,80 @@ pub fn parent_dir(rel: &str) -> &str {
 }
 
 /// Brings the store's `known` files in line with the `walked` ones.
+///
+/// A writer thread owns the store meanwhile: each batch is committed to SQLite
+/// and added to the HNSW graph there, while this thread reads, chunks and
+/// embeds the next one (on a GPU the host side is the limit, and this overlaps
+/// half of it). One batch waits at most, so memory stays bounded; the run
+/// returns once the writer has committed everything it was handed.
 fn apply(
     walked: walk::Walk,
-    mut known: HashMap<String, FileRow>,
+    known: HashMap<String, FileRow>,
     store: &mut Store,
+    embedder: &mut dyn Embedder,
+    chunker: &Chunker,
+    options: &IndexOptions,
+    progress: impl FnMut(&IndexStats),
+) -> Result<IndexStats, IndexError> {
+    let vectors = store.vector_reader()?;
+    std::thread::scope(|scope| {
+        let (send, receive) = std::sync::mpsc::sync_channel::<Vec<FileUpdate>>(1);
+        let writer = scope.spawn(move || -> Result<Duration, StoreError> {
+            let mut busy = Duration::ZERO;
+            for updates in receive {
+                let started = Instant::now();
+                store.apply(updates)?;
+                busy += started.elapsed();
+            }
+            Ok(busy)
+        });
+        let batches = Batches {
+            vectors: &vectors,
+            send,
+        };
+        let result = plan(
+            walked, known, &batches, embedder, chunker, options, progress,
+        );
+        // Closing the channel lets the writer finish what it holds.
+        drop(batches);
+        let waited = Instant::now();
+        let written = writer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        match (result, written) {
+            (_, Err(e)) => Err(e.into()),
+            (Err(e), Ok(_)) => Err(e),
+            (Ok(mut stats), Ok(busy)) => {
+                stats.times.write = busy;
+                stats.times.write_wait += waited.elapsed();
+                Ok(stats)
+            }
+        }
+    })
+}
+
+/// Where [`plan`] sends its batches: the writer thread, and the vectors it has
+/// committed so far.
+struct Batches<'a> {
+    vectors: &'a VectorReader,
+    send: std::sync::mpsc::SyncSender<Vec<FileUpdate>>,
+}
+
+impl Batches<'_> {
+    /// Hands `updates` to the writer; blocks while it still writes the batch before.
+    fn write(&self, updates: Vec<FileUpdate>, stats: &mut IndexStats) -> Result<(), IndexError> {
+        let started = Instant::now();
+        let sent = self.send.send(updates);
+        stats.times.write_wait += started.elapsed();
+        sent.map_err(|_| IndexError::WriterStopped)
+    }
+}
+
+/// [`apply`]'s planning side: what changed, chunked and embedded, in batches.
+fn plan(
+    walked: walk::Walk,
+    mut known: HashMap<String, FileRow>,
+    store: &Batches<'_>,
     embedder: &mut dyn Embedder,
     chunker: &Chunker,
     options: &IndexOptions,
@@ -426,7 +504,7 @@ fn prepare(
 /// (with every other update in hand) and returns [`IndexError::Cancelled`]; the
 /// files left out keep their old rows, so the next run picks them up again.
 fn flush(
-    store: &mut Store,
+    store: &Batches<'_>,
     embedder: &mut dyn Embedder,
     pending: &mut Vec<(FileRow, Vec<crate::chunk::Chunk>)>,
     updates: &mut Vec<FileUpdate>,
@@ -438,7 +516,7 @@ fn flush(
         .iter()
         .flat_map(|(_, chunks)| chunks.iter().map(|c| c.key()))
         .collect();
-    let cached = store.vectors(&keys)?;
+    let cached = store.vectors.vectors(&keys)?;
     // Each missing key once.
     let mut seen = HashSet::new();
     let mut to_embed: Vec<(Key, &str)> = Vec::new();
@@ -477,21 +555,24 @@ fn flush(
     }
     cancelled |= cancel.is_cancelled();
     // `zip` stops at the vectors computed: when cancelled, a prefix of the keys.
-    let mut fresh: Vec<(Key, Vec<f32>)> = to_embed.iter().map(|(k, _)| *k).zip(vectors).collect();
+    // The cached vectors go along too: the writer may prune an orphan between
+    // this lookup and the batch's commit, and the batch then stores it again.
+    let mut have: HashMap<Key, Vec<f32>> = to_embed.iter().map(|(k, _)| *k).zip(vectors).collect();
     if cancelled {
-        let have: HashSet<Key> = fresh.iter().map(|(k, _)| *k).collect();
         pending.retain(|(_, chunks)| {
             chunks.iter().all(|c| {
                 let k = c.key();
-                cached.contains_key(&k) || have.contains(&k)
+                cached.contains_key(&k) || have.contains_key(&k)
             })
         });
     }
+    have.extend(cached);
     for (row, chunks) in pending.drain(..) {
-        let keys: HashSet<Key> = chunks.iter().map(|c| c.key()).collect();
-        // Hand each new vector to the first file that uses it.
-        let (mine, rest): (Vec<_>, Vec<_>) = fresh.into_iter().partition(|(k, _)| keys.contains(k));
-        fresh = rest;
+        // Hand each vector to the first file that uses it.
+        let mine: Vec<(Key, Vec<f32>)> = chunks
+            .iter()
+            .filter_map(|c| have.remove_entry(&c.key()))
+            .collect();
         stats.files_indexed += 1;
         stats.chunks_written += chunks.len() as u64;
         updates.push(FileUpdate::Indexed {
@@ -511,9 +592,7 @@ fn flush(
             vectors: mine,
         });
     }
-    let started = Instant::now();
-    store.apply(std::mem::take(updates))?;
-    stats.times.write += started.elapsed();
+    store.write(std::mem::take(updates), stats)?;
     if cancelled {
         return Err(IndexError::Cancelled);
     }

@@ -132,13 +132,13 @@ pub fn run(
         let t = stats.times;
         writeln!(
             out,
-            "  time: read + chunk {:.1} s, embed {:.1} s, write {:.1} s (SQLite {:.1} s, HNSW {:.1} s), the rest {:.1} s",
+            "  time: read + chunk {:.1} s, embed {:.1} s, waiting for the writer {:.1} s; the writer, beside them: {:.1} s (SQLite {:.1} s, HNSW {:.1} s)",
             t.prepare.as_secs_f64(),
             t.embed.as_secs_f64(),
+            t.write_wait.as_secs_f64(),
             t.write.as_secs_f64(),
             (writes.sql - writes_before.sql).as_secs_f64(),
             (writes.hnsw - writes_before.hnsw).as_secs_f64(),
-            (secs - (t.prepare + t.embed + t.write).as_secs_f64()).max(0.0),
         )?;
         if stats.skips.total() > 0 {
             writeln!(
