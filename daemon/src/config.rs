@@ -46,6 +46,9 @@ pub const ENV_PRECISION: &str = "CODESEARCH_EMBEDDING_PRECISION";
 /// `avx2` or `scalar`: a lesser int8 kernel than the CPU's best, to measure
 /// what other CPUs get (read by `embed::int8`).
 pub const ENV_INT8_KERNEL: &str = "CODESEARCH_INT8_KERNEL";
+/// `serial`: HNSW inserts on one thread even for a GPU's large commits, to
+/// measure the parallel build against it (read by `store`).
+pub const ENV_HNSW_INSERTS: &str = "CODESEARCH_HNSW_INSERTS";
 /// `CODESEARCH_HOME`: config, indexes and logs (default `~/.codesearch`).
 pub const ENV_HOME: &str = codesearch_proto::paths::ENV_HOME;
 /// `CODESEARCH_SOCKET`: the daemon's socket (default `$CODESEARCH_HOME/codesearchd.sock`).

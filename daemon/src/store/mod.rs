@@ -452,7 +452,11 @@ impl Store {
                 items.push((id, bytes.iter().map(|&b| f32::from(b as i8)).collect()));
             }
             if items.len() == AT_ONCE || (row.is_none() && !items.is_empty()) {
-                hnsw.add_parallel(&items)?;
+                if write::parallel_inserts() {
+                    hnsw.add_parallel(&items)?;
+                } else {
+                    hnsw.add(&items)?;
+                }
                 total += items.len();
                 items.clear();
             }

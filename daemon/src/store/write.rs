@@ -22,6 +22,22 @@ impl VectorReader {
     }
 }
 
+/// Whether large commits insert into the HNSW graph on every core: yes, unless
+/// [`crate::config::ENV_HNSW_INSERTS`] says `serial` (for measuring).
+pub(super) fn parallel_inserts() -> bool {
+    static PARALLEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PARALLEL.get_or_init(|| {
+        let serial = std::env::var(crate::config::ENV_HNSW_INSERTS).is_ok_and(|v| v == "serial");
+        if serial {
+            tracing::info!(
+                "HNSW inserts on one thread ({}=serial)",
+                crate::config::ENV_HNSW_INSERTS
+            );
+        }
+        !serial
+    })
+}
+
 /// The vectors among `keys` that `db` holds, each once.
 fn vectors_of(db: &Connection, keys: &[Key]) -> rusqlite::Result<HashMap<Key, Vec<f32>>> {
     let mut stmt = db.prepare_cached("SELECT vector FROM vectors WHERE key = ?1")?;
@@ -222,7 +238,7 @@ impl Store {
             .collect();
         // Small groups under the write lock: searches (readers) get in between.
         self.hnsw_mut().remove(&removed_ids)?;
-        if items.len() >= HNSW_PARALLEL_ADDS {
+        if items.len() >= HNSW_PARALLEL_ADDS && parallel_inserts() {
             let mut stranded = 0;
             for group in items.chunks(HNSW_PARALLEL_ADDS) {
                 stranded += self.hnsw_mut().add_parallel(group)?;
