@@ -3,7 +3,12 @@
 # parse, embed, SQLite, HNSW), with one or more codesearchd builds in turn, so
 # that a change is measured against its base on the same machine in one run.
 #
-#   bench/gpu-index.sh --model MODEL_DIR --repo DIR BIN [BIN...]
+#   bench/gpu-index.sh --model MODEL_DIR --repo DIR [--recall PROBES [--queries FILE]] BIN [BIN...]
+#
+# --recall (and --queries) pass through to bench-index: the HNSW graph's recall@10
+# against an exact scan, with PROBES stored chunks (and the queries' texts) as probes.
+# The environment passes through too: CODESEARCH_HNSW_INSERTS=serial measures the
+# one-thread graph build.
 #
 # MODEL_DIR: an all-MiniLM-L6-v2 folder (config.json, tokenizer.json, model.safetensors);
 # BIN: codesearchd binaries built with `scripts/build-cuda.sh`. Each indexes this
@@ -16,11 +21,13 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
-model="" repo="" bins=()
+model="" repo="" bins=() extra=()
 while (($#)); do
   case "$1" in
     --model) model="$2"; shift 2 ;;
     --repo) repo="$2"; shift 2 ;;
+    --recall) extra+=(--recall "$2"); shift 2 ;;
+    --queries) extra+=(--queries "$2" --results /dev/null); shift 2 ;;
     -*) echo "gpu-index.sh: unknown argument $1" >&2; exit 2 ;;
     *) bins+=("$1"); shift ;;
   esac
@@ -42,7 +49,7 @@ for bin in "${bins[@]}"; do
   "$bin" bench-index --device cuda --model-path "$model" --index-dir "$scratch/warm" "$here" >/dev/null 2>&1
   rm -rf "$scratch/warm" "$scratch/index"
   echo "== $bin"
-  "$bin" bench-index --device cuda --model-path "$model" --index-dir "$scratch/index" "$repo" 2>&1 \
+  "$bin" bench-index --device cuda --model-path "$model" --index-dir "$scratch/index" "${extra[@]}" "$repo" 2>&1 \
     | grep -v -E '^\s*$|INFO'
 done
 reference="${REFERENCE:-$here/../../shared/reference}"
