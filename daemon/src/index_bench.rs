@@ -83,7 +83,6 @@ pub fn run(
         let mut store = Store::open(&dir, &manifest)?;
         // The model is loaded and the store open: what indexing adds is above this.
         let rss_before = crate::memory::rss_bytes();
-        let writes_before = store.write_times();
         let start = std::time::Instant::now();
         let stats = index::index(
             &root,
@@ -98,7 +97,6 @@ pub fn run(
         let secs = start.elapsed().as_secs_f64();
         let chunks = store.chunk_count()?;
         let (hnsw_bytes, hnsw_capacity) = store.hnsw_memory();
-        let writes = store.write_times();
         let rss_after = crate::memory::rss_bytes();
         drop(store);
         let bytes: u64 = std::fs::read_dir(&dir)?
@@ -132,13 +130,12 @@ pub fn run(
         let t = stats.times;
         writeln!(
             out,
-            "  time: read + chunk {:.1} s, embed {:.1} s, waiting for the writer {:.1} s; the writer, beside them: {:.1} s (SQLite {:.1} s, HNSW {:.1} s)",
+            "  time: read + chunk {:.1} s, embed {:.1} s, waiting for the writer {:.1} s; beside them, SQLite {:.1} s (writer thread), HNSW {:.1} s (graph thread)",
             t.prepare.as_secs_f64(),
             t.embed.as_secs_f64(),
             t.write_wait.as_secs_f64(),
             t.write.as_secs_f64(),
-            (writes.sql - writes_before.sql).as_secs_f64(),
-            (writes.hnsw - writes_before.hnsw).as_secs_f64(),
+            t.graph.as_secs_f64(),
         )?;
         if stats.skips.total() > 0 {
             writeln!(

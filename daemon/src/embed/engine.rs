@@ -20,8 +20,10 @@ use super::registry::ModelSpec;
 use super::{EmbedError, Embedder, InputKind};
 
 /// Texts tokenized (and length-sorted) together; a call with more is done a group
-/// at a time, the groups cut from the texts ordered by byte length.
-const TOKENIZE_GROUP: usize = 4096;
+/// at a time, the groups cut from the texts ordered by byte length, and the
+/// next group tokenized while the device runs this one. Two of a GPU's batches:
+/// the index pipeline's calls (a commit, 8,192 texts) overlap all but the first.
+const TOKENIZE_GROUP: usize = 1024;
 
 /// The dtype the encoder computes in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -46,7 +46,7 @@ use schema::{
     PRUNE_ORPHANS, SCHEMA, decode_vector, drop_chunks, encode_vector, file_row, keep_vectors,
     live_vectors, meta_int, old_vectors, upsert_file,
 };
-pub use write::VectorReader;
+pub use write::{GraphUpdate, GraphWriter, VectorReader};
 
 /// Bumped when the layout of the files below changes (3: the full-text index
 /// stems words with Porter's stemmer; 8: it holds the camelCase parts of
@@ -193,7 +193,25 @@ pub struct NewChunk {
     /// Language name.
     pub language: &'static str,
     /// Text for the full-text index.
-    pub text: String,
+    pub text: LexicalText,
+}
+
+/// A chunk's text as the full-text index stores it: the text, then the parts of
+/// its camelCase identifiers. Made before the write (the index pipeline makes a
+/// batch's in parallel), so the one SQLite writer only inserts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LexicalText(String);
+
+impl LexicalText {
+    /// `text` with the parts of its camelCase identifiers after it.
+    pub fn new(text: &str) -> Self {
+        Self(crate::lexical::document_text(text))
+    }
+
+    /// What the full-text index stores.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// A change to one file, applied with others in one transaction.
@@ -255,18 +273,6 @@ pub struct Store {
     /// A rebuild beside the live index holds all of the live index's vectors as
     /// orphans until its pass has claimed them: none is pruned before the swap.
     keep_orphans: bool,
-    /// Time [`Store::apply`] has spent, for the benchmarks' breakdown.
-    times: WriteTimes,
-}
-
-/// Time spent writing since the store was opened: SQLite (rows, FTS5, commit)
-/// and the HNSW graph, which [`Store::apply`] updates after the commit.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct WriteTimes {
-    /// The transaction: files, chunks, full-text rows and vectors.
-    pub sql: std::time::Duration,
-    /// Inserts into and removals from the HNSW graph.
-    pub hnsw: std::time::Duration,
 }
 
 impl Store {
@@ -386,7 +392,6 @@ impl Store {
             generation,
             hnsw_dirty: false,
             keep_orphans: false,
-            times: WriteTimes::default(),
         };
         let chunks = store.chunk_count()?;
         match loaded {

@@ -45,7 +45,7 @@ fn indexed(path: &str, keys: &[u8]) -> FileUpdate {
                 symbol: Some(format!("f{k}")),
                 kind: "function",
                 language: "rust",
-                text: format!("fn f{k}() {{}}"),
+                text: LexicalText::new(&format!("fn f{k}() {{}}")),
             })
             .collect(),
         vectors: keys.iter().map(|&k| (key(k), unit(k as usize))).collect(),
@@ -232,8 +232,8 @@ fn lexical_search_stems_words_on_both_sides() {
     let mut store = Store::open(dir.path(), &manifest("m")).unwrap();
     let mut update = indexed("src/eta.rs", &[1, 2]);
     if let FileUpdate::Indexed { chunks, .. } = &mut update {
-        chunks[0].text = "fn format_eta() { /* time remaining, in days */ }".to_owned();
-        chunks[1].text = "fn render_bar() { /* the filled part */ }".to_owned();
+        chunks[0].text = LexicalText::new("fn format_eta() { /* time remaining, in days */ }");
+        chunks[1].text = LexicalText::new("fn render_bar() { /* the filled part */ }");
     }
     store.apply(vec![update]).unwrap();
     // "remain" and "day" are not in the text as such.
@@ -248,8 +248,9 @@ fn camel_case_identifiers_and_file_names_match_their_words() {
     let mut store = Store::open(dir.path(), &manifest("m")).unwrap();
     let mut update = indexed("Source/Features/RetryPolicy.swift", &[1, 2]);
     if let FileUpdate::Indexed { chunks, .. } = &mut update {
-        chunks[0].text = "static int compressBlock(HTTPResponse *r) { return 0; }".to_owned();
-        chunks[1].text = "func other() {}".to_owned();
+        chunks[0].text =
+            LexicalText::new("static int compressBlock(HTTPResponse *r) { return 0; }");
+        chunks[1].text = LexicalText::new("func other() {}");
     }
     store
         .apply(vec![update, indexed("src/plain.rs", &[3])])

@@ -4,6 +4,43 @@
 
 use super::*;
 
+/// What a commit leaves for the HNSW graph: chunk ids to remove, then vectors
+/// to add (see [`Store::commit`]).
+#[derive(Debug, Default)]
+pub struct GraphUpdate {
+    removed: Vec<u64>,
+    items: Vec<(u64, Vec<f32>)>,
+}
+
+/// Updates a store's HNSW graph, from any thread (see [`Store::graph_writer`]).
+#[derive(Debug, Clone)]
+pub struct GraphWriter {
+    hnsw: Arc<RwLock<Hnsw>>,
+}
+
+impl GraphWriter {
+    /// Removes and adds what one commit changed. A CPU's commits insert on one
+    /// thread, a few vectors per hold of the write lock, so searches get in
+    /// between; a GPU's large ones on every core.
+    pub fn apply(&self, update: GraphUpdate) -> Result<(), StoreError> {
+        let hnsw = || self.hnsw.write().unwrap_or_else(|p| p.into_inner());
+        hnsw().remove(&update.removed)?;
+        let items = update.items;
+        if items.len() >= HNSW_PARALLEL_ADDS && parallel_inserts() {
+            let mut stranded = 0;
+            for group in items.chunks(HNSW_PARALLEL_ADDS) {
+                stranded += hnsw().add_parallel(group)?;
+            }
+            tracing::debug!(added = items.len(), stranded, "HNSW inserts on every core");
+        } else {
+            for group in items.chunks(HNSW_ADDS_PER_LOCK) {
+                hnsw().add(group)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Looks up stored vectors beside the writer (see [`Store::vector_reader`]):
 /// it sees what the writer has committed.
 #[derive(Debug)]
@@ -122,10 +159,17 @@ impl Store {
 
     /// Applies `updates` in one transaction, then mirrors them into the HNSW index.
     pub fn apply(&mut self, updates: Vec<FileUpdate>) -> Result<(), StoreError> {
+        let graph = self.commit(updates)?;
+        self.graph_writer().apply(graph)
+    }
+
+    /// Applies `updates` in one transaction and returns what the HNSW graph
+    /// must do to match ([`GraphWriter::apply`], which may run on another
+    /// thread: the index pipeline overlaps the two).
+    pub fn commit(&mut self, updates: Vec<FileUpdate>) -> Result<GraphUpdate, StoreError> {
         if updates.is_empty() {
-            return Ok(());
+            return Ok(GraphUpdate::default());
         }
-        let started = std::time::Instant::now();
         let now = unix_now();
         let mut removed_ids: Vec<u64> = Vec::new();
         let mut added: Vec<(u64, Key)> = Vec::new();
@@ -191,7 +235,7 @@ impl Store {
                             ])?;
                             insert_text.execute(params![
                                 id,
-                                crate::lexical::document_text(&c.text),
+                                c.text.as_str(),
                                 path_text,
                                 c.symbol.as_deref().map(crate::lexical::document_text)
                             ])?;
@@ -225,8 +269,6 @@ impl Store {
             .into_iter()
             .collect();
         let cached = self.vectors(&missing)?;
-        let sql_done = std::time::Instant::now();
-        self.times.sql += sql_done - started;
         let items: Vec<(u64, Vec<f32>)> = added
             .into_iter()
             .filter_map(|(id, k)| {
@@ -236,26 +278,19 @@ impl Store {
                     .map(|v| (id, v.clone()))
             })
             .collect();
-        // Small groups under the write lock: searches (readers) get in between.
-        self.hnsw_mut().remove(&removed_ids)?;
-        if items.len() >= HNSW_PARALLEL_ADDS && parallel_inserts() {
-            let mut stranded = 0;
-            for group in items.chunks(HNSW_PARALLEL_ADDS) {
-                stranded += self.hnsw_mut().add_parallel(group)?;
-            }
-            tracing::debug!(added = items.len(), stranded, "HNSW inserts on every core");
-        } else {
-            for group in items.chunks(HNSW_ADDS_PER_LOCK) {
-                self.hnsw_mut().add(group)?;
-            }
-        }
+        // The graph file no longer matches SQLite, whoever updates the graph.
         self.hnsw_dirty = true;
-        self.times.hnsw += sql_done.elapsed();
-        Ok(())
+        Ok(GraphUpdate {
+            removed: removed_ids,
+            items,
+        })
     }
 
-    /// Time spent in [`Store::apply`] since the store was opened.
-    pub fn write_times(&self) -> WriteTimes {
-        self.times
+    /// A handle that updates this store's HNSW graph (shared with its readers)
+    /// from another thread.
+    pub fn graph_writer(&self) -> GraphWriter {
+        GraphWriter {
+            hnsw: Arc::clone(&self.hnsw),
+        }
     }
 }
