@@ -354,7 +354,82 @@ fn plan(
     let mut updates: Vec<FileUpdate> = Vec::new();
     progress(&stats);
     let cancel = &options.cancel;
-    for window in walked.files.chunks(PREPARE_WINDOW) {
+    let files = &walked.files[..];
+    std::thread::scope(|scope| -> Result<IndexStats, IndexError> {
+        // The next window of files is checked, read and chunked on a thread of
+        // its own while this one embeds the last (on a GPU, chunking took a
+        // fifth of the run when it waited for the embedder and back).
+        let (send, windows) = std::sync::mpsc::sync_channel::<Window<'_>>(1);
+        let chunk_options = &chunk_options;
+        let reader = scope.spawn(move || {
+            for window in files.chunks(PREPARE_WINDOW) {
+                if cancel.is_cancelled()
+                    || send
+                        .send(read_window(
+                            window,
+                            &mut known,
+                            chunker,
+                            chunk_options,
+                            options,
+                        ))
+                        .is_err()
+                {
+                    break;
+                }
+            }
+            known
+        });
+        for window in windows {
+            if cancel.is_cancelled() {
+                break;
+            }
+            stats.files_unchanged += window.unchanged;
+            for (reason, rel) in window.skips {
+                stats.skips.add(reason, rel);
+            }
+            stats.times.prepare += window.took;
+            for ((entry, previous, _), file) in window.changed.iter().zip(window.prepared) {
+                progress(&stats);
+                match file {
+                    Prepared::Unreadable(err) => {
+                        tracing::debug!(path = %entry.path.display(), %err, "unreadable");
+                        stats.skips.add(walk::SkipReason::Unreadable, &entry.rel);
+                        stats.files_skipped += 1;
+                    }
+                    Prepared::Skipped(row, reason) => {
+                        stats.skips.add(reason, &entry.rel);
+                        stats.files_skipped += 1;
+                        if previous.as_ref().is_some_and(|p| p.skip.is_none()) {
+                            stats.files_removed += 1;
+                        }
+                        updates.push(FileUpdate::Removed {
+                            path: entry.rel.clone(),
+                            skipped: Some(row),
+                        });
+                    }
+                    Prepared::SameContent(row) => {
+                        stats.files_same_content += 1;
+                        updates.push(FileUpdate::Touched(row));
+                    }
+                    Prepared::Chunked(row, chunks) => {
+                        pending_chunks += chunks.len();
+                        pending.push((row, chunks));
+                    }
+                }
+                if pending_chunks >= per_commit || cancel.is_cancelled() {
+                    flush(
+                        store,
+                        embedder,
+                        &mut pending,
+                        &mut updates,
+                        &mut stats,
+                        &mut progress,
+                        cancel,
+                    )?;
+                    pending_chunks = 0;
+                }
+            }
+        }
         if cancel.is_cancelled() {
             return flush(
                 store,
@@ -367,110 +442,102 @@ fn plan(
             )
             .and(Err(IndexError::Cancelled));
         }
-        // Cheap checks in order; the files that changed are read, hashed and
-        // chunked in parallel (tree-sitter is most of the host's work when a GPU
-        // embeds), then applied in walk order.
-        let mut changed = Vec::new();
-        for entry in window {
-            progress(&stats);
-            let previous = known.remove(&entry.rel);
-            let mtime_ns = entry
-                .mtime
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as i64);
-            if let Some(p) = &previous
-                && p.size == entry.size
-                && p.mtime_ns == mtime_ns
-            {
-                stats.files_unchanged += 1;
-                if let Some(reason) = &p.skip {
-                    stats.skips.add(
-                        walk::SkipReason::from_name(reason).unwrap_or(walk::SkipReason::Unreadable),
-                        &entry.rel,
-                    );
-                }
-                continue;
+        let known = reader
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        // Whatever the walk no longer finds is gone (deleted, or ignored now).
+        for (path, row) in known {
+            if row.skip.is_none() {
+                stats.files_removed += 1;
             }
-            changed.push((entry, previous, mtime_ns));
+            updates.push(FileUpdate::Removed {
+                path,
+                skipped: None,
+            });
         }
-        let started = Instant::now();
-        let prepared: Vec<Prepared> = changed
-            .par_iter()
-            .map(|(entry, previous, mtime_ns)| {
-                prepare(
-                    entry,
-                    previous.as_ref(),
-                    *mtime_ns,
-                    chunker,
-                    &chunk_options,
-                    options,
-                )
-            })
-            .collect();
-        stats.times.prepare += started.elapsed();
-        for ((entry, previous, _), file) in changed.iter().zip(prepared) {
-            progress(&stats);
-            match file {
-                Prepared::Unreadable(err) => {
-                    tracing::debug!(path = %entry.path.display(), %err, "unreadable");
-                    stats.skips.add(walk::SkipReason::Unreadable, &entry.rel);
-                    stats.files_skipped += 1;
-                }
-                Prepared::Skipped(row, reason) => {
-                    stats.skips.add(reason, &entry.rel);
-                    stats.files_skipped += 1;
-                    if previous.as_ref().is_some_and(|p| p.skip.is_none()) {
-                        stats.files_removed += 1;
-                    }
-                    updates.push(FileUpdate::Removed {
-                        path: entry.rel.clone(),
-                        skipped: Some(row),
-                    });
-                }
-                Prepared::SameContent(row) => {
-                    stats.files_same_content += 1;
-                    updates.push(FileUpdate::Touched(row));
-                }
-                Prepared::Chunked(row, chunks) => {
-                    pending_chunks += chunks.len();
-                    pending.push((row, chunks));
-                }
+        flush(
+            store,
+            embedder,
+            &mut pending,
+            &mut updates,
+            &mut stats,
+            &mut progress,
+            cancel,
+        )?;
+        progress(&stats);
+        Ok(stats)
+    })
+}
+
+/// A window of the walk, checked and read ahead of the embedder.
+struct Window<'a> {
+    /// Files whose size and mtime changed, with their rows and mtimes…
+    changed: Vec<(&'a walk::FileEntry, Option<FileRow>, i64)>,
+    /// …and what reading each gave, in the same order.
+    prepared: Vec<Prepared>,
+    /// Files whose size and mtime match their rows.
+    unchanged: u64,
+    /// Skip reasons those rows record.
+    skips: Vec<(walk::SkipReason, &'a str)>,
+    /// Time spent reading and chunking.
+    took: Duration,
+}
+
+/// Cheap checks in walk order (taking each file's row out of `known`); the files
+/// that changed are then read, hashed and chunked in parallel (tree-sitter is
+/// most of the host's work when a GPU embeds).
+fn read_window<'a>(
+    window: &'a [walk::FileEntry],
+    known: &mut HashMap<String, FileRow>,
+    chunker: &Chunker,
+    chunk_options: &ChunkOptions,
+    options: &IndexOptions,
+) -> Window<'a> {
+    let mut changed = Vec::new();
+    let mut unchanged = 0;
+    let mut skips = Vec::new();
+    for entry in window {
+        let previous = known.remove(&entry.rel);
+        let mtime_ns = entry
+            .mtime
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        if let Some(p) = &previous
+            && p.size == entry.size
+            && p.mtime_ns == mtime_ns
+        {
+            unchanged += 1;
+            if let Some(reason) = &p.skip {
+                skips.push((
+                    walk::SkipReason::from_name(reason).unwrap_or(walk::SkipReason::Unreadable),
+                    entry.rel.as_str(),
+                ));
             }
-            if pending_chunks >= per_commit || cancel.is_cancelled() {
-                flush(
-                    store,
-                    embedder,
-                    &mut pending,
-                    &mut updates,
-                    &mut stats,
-                    &mut progress,
-                    cancel,
-                )?;
-                pending_chunks = 0;
-            }
+            continue;
         }
+        changed.push((entry, previous, mtime_ns));
     }
-    // Whatever the walk no longer finds is gone (deleted, or ignored now).
-    for (path, row) in known {
-        if row.skip.is_none() {
-            stats.files_removed += 1;
-        }
-        updates.push(FileUpdate::Removed {
-            path,
-            skipped: None,
-        });
+    let started = Instant::now();
+    let prepared = changed
+        .par_iter()
+        .map(|(entry, previous, mtime_ns)| {
+            prepare(
+                entry,
+                previous.as_ref(),
+                *mtime_ns,
+                chunker,
+                chunk_options,
+                options,
+            )
+        })
+        .collect();
+    Window {
+        changed,
+        prepared,
+        unchanged,
+        skips,
+        took: started.elapsed(),
     }
-    flush(
-        store,
-        embedder,
-        &mut pending,
-        &mut updates,
-        &mut stats,
-        &mut progress,
-        cancel,
-    )?;
-    progress(&stats);
-    Ok(stats)
 }
 
 /// Files read and chunked in parallel at a time: enough to keep every core busy

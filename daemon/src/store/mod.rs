@@ -77,6 +77,11 @@ const HNSW_ADDS_PER_LOCK: usize = 16;
 /// were found and added again.
 const HNSW_PARALLEL_ADDS: usize = 4096;
 
+/// The writer connection's page cache, in KiB (SQLite's `cache_size` takes
+/// negative numbers as KiB): allocated as it fills, so a small index pays for
+/// what it uses.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
+
 const MANIFEST: &str = "manifest.json";
 const SQLITE: &str = "index.sqlite";
 const HNSW: &str = "vectors.usearch";
@@ -365,6 +370,11 @@ impl Store {
         // `apply` keeps a dozen statements prepared across commits; rusqlite's
         // cache holds 16 by default, shared with the reads on this connection.
         db.set_prepared_statement_cache_capacity(64);
+        // The writer's page cache: SQLite's default 2 MB made a large commit
+        // re-read the pages of the random-keyed vector index and the full-text
+        // segments it merges, again and again.
+        db.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
+            .map_err(sql)?;
         db.execute_batch(SCHEMA).map_err(sql)?;
         if !carried.is_empty() {
             keep_vectors(&db, &carried).map_err(sql)?;
