@@ -238,12 +238,13 @@ pub fn parent_dir(rel: &str) -> &str {
 
 /// Brings the store's `known` files in line with the `walked` ones.
 ///
-/// Three stages run side by side: this thread reads, chunks and embeds a batch;
-/// a writer thread, which owns the store meanwhile, commits the batch before to
-/// SQLite; a graph thread adds the one before that to the HNSW graph (on a GPU
-/// the host side is the limit, and each of the three took a third of it). One
-/// batch waits between stages at most, so memory stays bounded; the run returns
-/// once both have done everything they were handed.
+/// Four stages run side by side: a reader thread reads and chunks the next
+/// window of files ([`plan`]); this thread embeds a batch; a writer thread,
+/// which owns the store meanwhile, commits the batch before to SQLite; a graph
+/// thread adds the one before that to the HNSW graph (on a GPU the host side is
+/// the limit, and reading, SQLite and the graph each took a large part of it).
+/// One item waits between stages at most, so memory stays bounded; the run
+/// returns once the writer and the graph thread have done all they were handed.
 fn apply(
     walked: walk::Walk,
     known: HashMap<String, FileRow>,
