@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::chunk::{ChunkOptions, Chunker};
 use crate::embed::{EmbedError, Embedder, InputKind};
 use crate::store::{
-    FileRow, FileUpdate, GraphUpdate, Key, LexicalText, NewChunk, Store, StoreError, VectorReader,
+    FileRow, FileUpdate, GraphUpdate, Key, LexicalText, NewChunk, Store, StoreError, StoreReader,
 };
 use crate::walk::{self, Skips, WalkOptions};
 
@@ -254,7 +254,8 @@ fn apply(
     options: &IndexOptions,
     progress: impl FnMut(&IndexStats),
 ) -> Result<IndexStats, IndexError> {
-    let vectors = store.vector_reader()?;
+    // A reader of its own: the writer thread owns the store meanwhile.
+    let vectors = store.reader()?;
     let graph = store.graph_writer();
     std::thread::scope(|scope| {
         let (send, receive) = std::sync::mpsc::sync_channel::<Vec<FileUpdate>>(1);
@@ -314,7 +315,7 @@ fn apply(
 /// Where [`plan`] sends its batches: the writer thread, and the vectors it has
 /// committed so far.
 struct Batches<'a> {
-    vectors: &'a VectorReader,
+    vectors: &'a StoreReader,
     send: std::sync::mpsc::SyncSender<Vec<FileUpdate>>,
 }
 

@@ -46,7 +46,7 @@ use schema::{
     PRUNE_ORPHANS, SCHEMA, decode_vector, drop_chunks, encode_vector, file_row, keep_vectors,
     live_vectors, meta_int, old_vectors, upsert_file,
 };
-pub use write::{GraphUpdate, GraphWriter, VectorReader};
+pub use write::{GraphUpdate, GraphWriter};
 
 /// Bumped when the layout of the files below changes (3: the full-text index
 /// stems words with Porter's stemmer; 8: it holds the camelCase parts of

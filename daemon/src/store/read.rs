@@ -50,6 +50,15 @@ impl StoreReader {
         })
     }
 
+    /// The stored vectors among `keys`, as [`Store::vectors`]: what the writer
+    /// has committed (the index pipeline looks them up here while it writes).
+    pub fn vectors(&self, keys: &[Key]) -> Result<HashMap<Key, Vec<f32>>, StoreError> {
+        super::write::vectors_of(&self.db, keys).map_err(|e| StoreError::Sqlite {
+            path: self.path.clone(),
+            source: e,
+        })
+    }
+
     /// The `k` nearest chunks to `query`, with cosine similarity, best first.
     pub fn nearest(&self, query: &[f32], k: usize) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
         nearest(&self.db, &self.path, &self.hnsw, query, k)

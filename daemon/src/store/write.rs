@@ -41,24 +41,6 @@ impl GraphWriter {
     }
 }
 
-/// Looks up stored vectors beside the writer (see [`Store::vector_reader`]):
-/// it sees what the writer has committed.
-#[derive(Debug)]
-pub struct VectorReader {
-    path: PathBuf,
-    db: Connection,
-}
-
-impl VectorReader {
-    /// The stored vectors among `keys`, as [`Store::vectors`].
-    pub fn vectors(&self, keys: &[Key]) -> Result<HashMap<Key, Vec<f32>>, StoreError> {
-        vectors_of(&self.db, keys).map_err(|e| StoreError::Sqlite {
-            path: self.path.clone(),
-            source: e,
-        })
-    }
-}
-
 /// Whether large commits insert into the HNSW graph on every core: yes, unless
 /// [`crate::config::ENV_HNSW_INSERTS`] says `serial` (for measuring).
 pub(super) fn parallel_inserts() -> bool {
@@ -76,7 +58,10 @@ pub(super) fn parallel_inserts() -> bool {
 }
 
 /// The vectors among `keys` that `db` holds, each once.
-fn vectors_of(db: &Connection, keys: &[Key]) -> rusqlite::Result<HashMap<Key, Vec<f32>>> {
+pub(super) fn vectors_of(
+    db: &Connection,
+    keys: &[Key],
+) -> rusqlite::Result<HashMap<Key, Vec<f32>>> {
     let mut stmt = db.prepare_cached("SELECT vector FROM vectors WHERE key = ?1")?;
     let mut out = HashMap::new();
     for key in keys {
@@ -140,21 +125,6 @@ impl Store {
     /// The stored vectors among `keys` (8-bit on disk, see [`quantize`]; f32 here).
     pub fn vectors(&self, keys: &[Key]) -> Result<HashMap<Key, Vec<f32>>, StoreError> {
         vectors_of(&self.db, keys).map_err(|e| self.sql(e))
-    }
-
-    /// A read-only connection that looks vectors up while this store writes
-    /// on another thread (the index pipeline's writer).
-    pub fn vector_reader(&self) -> Result<VectorReader, StoreError> {
-        let path = self.dir.join(SQLITE);
-        let db = Connection::open_with_flags(
-            &path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| StoreError::Sqlite {
-            path: path.clone(),
-            source: e,
-        })?;
-        Ok(VectorReader { path, db })
     }
 
     /// Applies `updates` in one transaction, then mirrors them into the HNSW index.
