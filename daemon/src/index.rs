@@ -84,6 +84,10 @@ pub struct IndexStats {
 pub struct StageTimes {
     /// Reading, hashing and chunking changed files (on every core).
     pub prepare: Duration,
+    /// Waiting for the reading thread's next window (the embedding thread).
+    pub read_wait: Duration,
+    /// Looking up the vectors the store already has (the embedding thread).
+    pub lookup: Duration,
     /// Waiting for the embedder.
     pub embed: Duration,
     /// Committing to SQLite, on the writer thread: it overlaps the next
@@ -277,7 +281,7 @@ fn apply(
             let mut busy = Duration::ZERO;
             for update in for_graph {
                 let started = Instant::now();
-                graph.apply(update)?;
+                in_pool(&GRAPH_POOL, "hnsw", || graph.apply(update))?;
                 busy += started.elapsed();
             }
             Ok(busy)
@@ -381,7 +385,9 @@ fn plan(
             }
             known
         });
+        let mut waited = Instant::now();
         for window in windows {
+            stats.times.read_wait += waited.elapsed();
             if cancel.is_cancelled() {
                 break;
             }
@@ -431,6 +437,7 @@ fn plan(
                     pending_chunks = 0;
                 }
             }
+            waited = Instant::now();
         }
         if cancel.is_cancelled() {
             return flush(
@@ -520,25 +527,58 @@ fn read_window<'a>(
         changed.push((entry, previous, mtime_ns));
     }
     let started = Instant::now();
-    let prepared = changed
-        .par_iter()
-        .map(|(entry, previous, mtime_ns)| {
-            prepare(
-                entry,
-                previous.as_ref(),
-                *mtime_ns,
-                chunker,
-                chunk_options,
-                options,
-            )
-        })
-        .collect();
+    let prepared = in_pool(&READ_POOL, "read", || {
+        changed
+            .par_iter()
+            .map(|(entry, previous, mtime_ns)| {
+                prepare(
+                    entry,
+                    previous.as_ref(),
+                    *mtime_ns,
+                    chunker,
+                    chunk_options,
+                    options,
+                )
+            })
+            .collect()
+    });
     Window {
         changed,
         prepared,
         unchanged,
         skips,
         took: started.elapsed(),
+    }
+}
+
+/// Thread pools of their own for the reading thread's parsing and the graph
+/// thread's HNSW inserts, each as wide as the machine. In rayon's global pool
+/// (where the tokenizer and the CPU model run) their tasks queue ahead of the
+/// tokenizer's: a worker takes injected work only once its own queue is empty,
+/// so each commit's parallel inserts (about 0.4 s on an H100's 16 cores) held
+/// back the tokenizing of the next embedding group while the GPU waited. In
+/// pools of their own the threads share the cores through the OS scheduler.
+static GRAPH_POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+static READ_POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+
+/// Runs `work` in `pool` (made on first use), or in the global pool when no
+/// thread could be started for it.
+fn in_pool<T: Send>(
+    pool: &std::sync::OnceLock<Option<rayon::ThreadPool>>,
+    name: &'static str,
+    work: impl FnOnce() -> T + Send,
+) -> T {
+    let pool = pool.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(rayon::current_num_threads())
+            .thread_name(move |i| format!("{name}-{i}"))
+            .build()
+            .inspect_err(|err| tracing::warn!(%err, pool = name, "no thread pool of its own; sharing rayon's"))
+            .ok()
+    });
+    match pool {
+        Some(pool) => pool.install(work),
+        None => work(),
     }
 }
 
@@ -623,7 +663,9 @@ fn flush(
         .iter()
         .flat_map(|(_, chunks)| chunks.iter().map(|c| c.key()))
         .collect();
+    let started = Instant::now();
     let cached = store.vectors.vectors(&keys)?;
+    stats.times.lookup += started.elapsed();
     // Each missing key once.
     let mut seen = HashSet::new();
     let mut to_embed: Vec<(Key, &str)> = Vec::new();

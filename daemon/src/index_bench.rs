@@ -130,8 +130,10 @@ pub fn run(
         let t = stats.times;
         writeln!(
             out,
-            "  time: read + chunk {:.1} s, embed {:.1} s, waiting for the writer {:.1} s; beside them, SQLite {:.1} s (writer thread), HNSW {:.1} s (graph thread)",
+            "  time: read + chunk {:.1} s (reading thread); waiting for it {:.1} s, vector lookups {:.1} s, embed {:.1} s, waiting for the writer {:.1} s (embedding thread); SQLite {:.1} s (writer thread), HNSW {:.1} s (graph thread)",
             t.prepare.as_secs_f64(),
+            t.read_wait.as_secs_f64(),
+            t.lookup.as_secs_f64(),
             t.embed.as_secs_f64(),
             t.write_wait.as_secs_f64(),
             t.write.as_secs_f64(),

@@ -42,6 +42,10 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
     text, path, symbol, content = '', contentless_delete = 1,
     tokenize = 'porter unicode61'
 );
+-- FTS5 writes its pending terms out as a segment when they pass 'hashsize'
+-- (1 MB by default): a GPU's commit of 8,192 chunks made a dozen small segments,
+-- and merging them again cost more than the writing. A persistent setting.
+INSERT INTO chunks_fts(chunks_fts, rank) VALUES('hashsize', 33554432);
 ";
 
 pub(super) fn meta_int(db: &Connection, key: &str) -> rusqlite::Result<i64> {
@@ -78,12 +82,14 @@ pub(super) fn upsert_file(tx: &rusqlite::Transaction<'_>, f: &FileRow) -> rusqli
     )
 }
 
-/// Deletes a file's chunks (and their full-text rows); returns their ids and marks
-/// vectors no chunk uses any more as orphans.
+/// Deletes a file's chunks (and their full-text rows, or the rows `pending` has
+/// yet to insert); returns their ids and marks vectors no chunk uses any more
+/// as orphans.
 pub(super) fn drop_chunks(
     tx: &rusqlite::Transaction<'_>,
     path: &str,
     now: i64,
+    pending: &mut super::write::PendingText,
 ) -> rusqlite::Result<Vec<u64>> {
     let mut stmt = tx.prepare_cached(
         "SELECT c.id, c.vector_id FROM chunks c JOIN files f ON f.id = c.file_id WHERE f.path = ?1",
@@ -94,7 +100,9 @@ pub(super) fn drop_chunks(
     let mut delete_text = tx.prepare_cached("DELETE FROM chunks_fts WHERE rowid = ?1")?;
     let mut delete_chunk = tx.prepare_cached("DELETE FROM chunks WHERE id = ?1")?;
     for (id, _) in &old {
-        delete_text.execute([id])?;
+        if !pending.forget(*id) {
+            delete_text.execute([id])?;
+        }
         delete_chunk.execute([id])?;
     }
     let mut orphan = tx.prepare_cached(

@@ -226,6 +226,59 @@ fn a_missing_corrupt_or_stale_hnsw_file_is_rebuilt() {
     assert_eq!(top(&s, 6)[0], "c.rs:f6");
 }
 
+/// The chunks whose full-text rows match `word`, and how many rows the
+/// full-text index holds (one per live chunk).
+fn text_rows(s: &Store, word: &str) -> (Vec<String>, i64) {
+    let found = s
+        .lexical(word, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(c, _)| format!("{}:{}", c.path, c.symbol.unwrap()))
+        .collect();
+    let rows =
+        s.db.query_row("SELECT count(*) FROM chunks_fts_docsize", [], |r| r.get(0))
+            .unwrap();
+    (found, rows)
+}
+
+#[test]
+fn full_text_rows_follow_a_file_indexed_and_dropped_in_one_commit() {
+    // The full-text rows of a commit go in after its other rows: a file indexed
+    // and then removed or indexed again within the same commit leaves no row
+    // behind, and a chunk id reused within it gets its new text.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Store::open(tmp.path(), &manifest("minilm")).unwrap();
+    s.apply(vec![
+        indexed("a.rs", &[1, 2]),
+        FileUpdate::Removed {
+            path: "a.rs".into(),
+            skipped: None,
+        },
+        indexed("b.rs", &[3]),
+        indexed("b.rs", &[4]),
+    ])
+    .unwrap();
+    assert_eq!(s.chunk_count().unwrap(), 1);
+    assert_eq!(text_rows(&s, "f1"), (vec![], 1));
+    assert_eq!(text_rows(&s, "f3"), (vec![], 1));
+    assert_eq!(text_rows(&s, "f4"), (vec!["b.rs:f4".to_owned()], 1));
+    // b.rs's chunk has the highest id: removed, its id is free for c.rs's chunk.
+    s.apply(vec![
+        FileUpdate::Removed {
+            path: "b.rs".into(),
+            skipped: None,
+        },
+        indexed("c.rs", &[5]),
+    ])
+    .unwrap();
+    assert_eq!(text_rows(&s, "f4"), (vec![], 1));
+    assert_eq!(text_rows(&s, "f5"), (vec!["c.rs:f5".to_owned()], 1));
+    // Nothing stale comes back after a reopen either.
+    drop(s);
+    let s = Store::open(tmp.path(), &manifest("minilm")).unwrap();
+    assert_eq!(text_rows(&s, "f5"), (vec!["c.rs:f5".to_owned()], 1));
+}
+
 #[test]
 fn lexical_search_stems_words_on_both_sides() {
     let dir = tempfile::tempdir().unwrap();

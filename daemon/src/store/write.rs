@@ -2,6 +2,8 @@
 //! transaction, the vectors of new content keys, and the rows it reads back to
 //! decide what changed (`files`, `vectors`).
 
+use std::rc::Rc;
+
 use super::*;
 
 /// What a commit leaves for the HNSW graph: chunk ids to remove, then vectors
@@ -144,6 +146,7 @@ impl Store {
         let mut removed_ids: Vec<u64> = Vec::new();
         let mut added: Vec<(u64, Key)> = Vec::new();
         let mut new_vectors: HashMap<Key, Vec<f32>> = HashMap::new();
+        let mut texts = PendingText::default();
         let keep_orphans = self.keep_orphans;
         let tx = self.db.transaction().map_err(|e| StoreError::Sqlite {
             path: self.dir.join(SQLITE),
@@ -154,7 +157,7 @@ impl Store {
                 match update {
                     FileUpdate::Touched(file) => upsert_file(&tx, &file).map(drop)?,
                     FileUpdate::Removed { path, skipped } => {
-                        removed_ids.extend(drop_chunks(&tx, &path, now)?);
+                        removed_ids.extend(drop_chunks(&tx, &path, now, &mut texts)?);
                         match skipped {
                             Some(file) => upsert_file(&tx, &file).map(drop)?,
                             None => tx
@@ -168,7 +171,7 @@ impl Store {
                         chunks,
                         vectors,
                     } => {
-                        removed_ids.extend(drop_chunks(&tx, &file.path, now)?);
+                        removed_ids.extend(drop_chunks(&tx, &file.path, now, &mut texts)?);
                         let file_id = upsert_file(&tx, &file)?;
                         let mut insert_vector = tx.prepare_cached(
                             "INSERT INTO vectors(key, vector, orphaned_at) VALUES (?1, ?2, NULL)
@@ -184,13 +187,10 @@ impl Store {
                             "INSERT INTO chunks(file_id, vector_id, start_line, end_line, symbol, kind, language)
                              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                         )?;
-                        let mut insert_text = tx.prepare_cached(
-                            "INSERT INTO chunks_fts(rowid, text, path, symbol) VALUES (?1, ?2, ?3, ?4)",
-                        )?;
                         let mut claim_vector = tx.prepare_cached(
                             "UPDATE vectors SET orphaned_at = NULL WHERE id = ?1 AND orphaned_at IS NOT NULL",
                         )?;
-                        let path_text = crate::lexical::path_text(&file.path);
+                        let path_text: Rc<str> = crate::lexical::path_text(&file.path).into();
                         for c in chunks {
                             // Every key has a vector by now (new, or cached).
                             let vector_id: i64 = vector_id.query_row([&c.key[..]], |r| r.get(0))?;
@@ -203,18 +203,15 @@ impl Store {
                                 c.kind,
                                 c.language
                             ])?;
-                            insert_text.execute(params![
-                                id,
-                                c.text.as_str(),
-                                path_text,
-                                c.symbol.as_deref().map(crate::lexical::document_text)
-                            ])?;
+                            let symbol = c.symbol.as_deref().map(crate::lexical::document_text);
+                            texts.push(id, c.text, &path_text, symbol);
                             claim_vector.execute([vector_id])?;
                             added.push((id as u64, c.key));
                         }
                     }
                 }
             }
+            texts.insert(&tx)?;
             // Keep a bounded cache of vectors no chunk uses, newest orphans first.
             if !keep_orphans {
                 tx.execute(PRUNE_ORPHANS, [ORPHAN_VECTORS_KEPT])?;
@@ -262,5 +259,53 @@ impl Store {
         GraphWriter {
             hnsw: Arc::clone(&self.hnsw),
         }
+    }
+}
+
+/// The full-text rows of a commit's new chunks, inserted together after every
+/// other row. FTS5 writes its in-memory terms out as a new segment whenever a
+/// statement opens a savepoint inside the transaction (`fts5SavepointMethod`),
+/// and inserting into `chunks` (foreign keys) opens one: interleaved, every
+/// chunk's terms became a segment of their own and the merges of those tiny
+/// segments were a third of the writer's time. Inserted last, a commit's terms
+/// reach the disk in segments of `hashsize` (see the schema).
+#[derive(Default)]
+pub(super) struct PendingText {
+    /// `(chunk id, text, path, symbol)`, in insertion order.
+    rows: Vec<(i64, LexicalText, Rc<str>, Option<String>)>,
+    /// Ids of `rows` a later update of the same commit deleted again.
+    dropped: HashSet<i64>,
+    /// Ids in `rows`.
+    ids: HashSet<i64>,
+}
+
+impl PendingText {
+    fn push(&mut self, id: i64, text: LexicalText, path: &Rc<str>, symbol: Option<String>) {
+        self.ids.insert(id);
+        self.dropped.remove(&id);
+        self.rows.push((id, text, Rc::clone(path), symbol));
+    }
+
+    /// Forgets chunk `id` if its row is still pending: `false` when its row is
+    /// in the full-text index and must be deleted there.
+    pub(super) fn forget(&mut self, id: i64) -> bool {
+        self.ids.contains(&id) && self.dropped.insert(id)
+    }
+
+    fn insert(self, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO chunks_fts(rowid, text, path, symbol) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        // A chunk id deleted and then reused within the commit has two rows: the last is live.
+        let mut last: HashMap<i64, usize> = HashMap::new();
+        for (n, (id, ..)) in self.rows.iter().enumerate() {
+            last.insert(*id, n);
+        }
+        for (n, (id, text, path, symbol)) in self.rows.iter().enumerate() {
+            if last[id] == n && !self.dropped.contains(id) {
+                insert.execute(params![id, text.as_str(), &**path, symbol])?;
+            }
+        }
+        Ok(())
     }
 }
