@@ -2,6 +2,7 @@
 //! transaction, the vectors of new content keys, and the rows it reads back to
 //! decide what changed (`files`, `vectors`).
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use super::*;
@@ -271,40 +272,28 @@ impl Store {
 /// reach the disk in segments of `hashsize` (see the schema).
 #[derive(Default)]
 pub(super) struct PendingText {
-    /// `(chunk id, text, path, symbol)`, in insertion order.
-    rows: Vec<(i64, LexicalText, Rc<str>, Option<String>)>,
-    /// Ids of `rows` a later update of the same commit deleted again.
-    dropped: HashSet<i64>,
-    /// Ids in `rows`.
-    ids: HashSet<i64>,
+    /// `chunk id → (text, path, symbol)`, in id order (the order they were made).
+    rows: BTreeMap<i64, (LexicalText, Rc<str>, Option<String>)>,
 }
 
 impl PendingText {
+    /// A chunk id deleted and reused within the commit takes its new text.
     fn push(&mut self, id: i64, text: LexicalText, path: &Rc<str>, symbol: Option<String>) {
-        self.ids.insert(id);
-        self.dropped.remove(&id);
-        self.rows.push((id, text, Rc::clone(path), symbol));
+        self.rows.insert(id, (text, Rc::clone(path), symbol));
     }
 
     /// Forgets chunk `id` if its row is still pending: `false` when its row is
     /// in the full-text index and must be deleted there.
     pub(super) fn forget(&mut self, id: i64) -> bool {
-        self.ids.contains(&id) && self.dropped.insert(id)
+        self.rows.remove(&id).is_some()
     }
 
     fn insert(self, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
         let mut insert = tx.prepare_cached(
             "INSERT INTO chunks_fts(rowid, text, path, symbol) VALUES (?1, ?2, ?3, ?4)",
         )?;
-        // A chunk id deleted and then reused within the commit has two rows: the last is live.
-        let mut last: HashMap<i64, usize> = HashMap::new();
-        for (n, (id, ..)) in self.rows.iter().enumerate() {
-            last.insert(*id, n);
-        }
-        for (n, (id, text, path, symbol)) in self.rows.iter().enumerate() {
-            if last[id] == n && !self.dropped.contains(id) {
-                insert.execute(params![id, text.as_str(), &**path, symbol])?;
-            }
+        for (id, (text, path, symbol)) in &self.rows {
+            insert.execute(params![id, text.as_str(), &**path, symbol])?;
         }
         Ok(())
     }
