@@ -166,8 +166,12 @@ fn main() -> ExitCode {
     }
 }
 
-// The one `unsafe` of the binary: `activation::inherited` edits the environment,
-// which is sound only before the runtime's threads exist.
+/// How many times candle's CPU workers spin before they sleep, waiting for the
+/// next op (candle's default is 25,000).
+const SPIN_LIMIT_VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+
+// The only `unsafe` of the binary: `activation::inherited` and the spin limit edit
+// the environment, which is sound only before the runtime's threads exist.
 #[allow(unsafe_code)]
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // SAFETY: no thread but this one exists yet (the logger spawns none, the
@@ -175,6 +179,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // `inherited` may remove the `LISTEN_*` variables.
     let activation = unsafe { codesearchd::activation::inherited() }
         .context("cannot take the socket the service manager passed")?;
+    // A daemon's model shares the cores with searches: a candle worker spinning
+    // between queries took the core a search needed (at 32 clients on 2 cores,
+    // 18 % of the daemon's CPU was spinning; docs/BENCHMARKS.md). Within a forward
+    // pass the next op comes within microseconds, so a short spin still catches it.
+    if std::env::var_os(SPIN_LIMIT_VAR).is_none() {
+        // SAFETY: as above, still no other thread.
+        unsafe { std::env::set_var(SPIN_LIMIT_VAR, "200") };
+    }
     let f = &args.embedding;
     let config = config::resolve(&config::Overrides {
         model: f.model.clone(),
