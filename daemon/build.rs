@@ -1,12 +1,14 @@
 //! With the `cuda` feature: compiles `src/embed/kernels.cu` to PTX with nvcc (from
 //! `NVCC`, `CUDA_HOME/bin`, or the PATH; `scripts/build-cuda.sh` sets them), for
-//! `CUDA_COMPUTE_CAP` when given. Without it: nothing.
+//! `CUDA_COMPUTE_CAP` when given (8.0 or later also turns on the fused attention
+//! kernel: cfg `fused_attention`). Without the feature: nothing.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo::rustc-check-cfg=cfg(fused_attention)");
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
     }
@@ -32,6 +34,11 @@ fn main() {
         // Plain compute_XX (no `a` suffix): the PTX then also runs on later GPUs.
         let digits: String = cap.chars().filter(char::is_ascii_digit).collect();
         cmd.arg(format!("--gpu-architecture=compute_{digits}"));
+        // The attention kernel's tensor-core ops on half and bfloat16 need 8.0 (it is
+        // compiled only then); without a capability nvcc's default is older.
+        if digits.parse::<u32>().is_ok_and(|d| d >= 80) {
+            println!("cargo::rustc-cfg=fused_attention");
+        }
     }
     let status = cmd.status().unwrap_or_else(|e| {
         panic!(

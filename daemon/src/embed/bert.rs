@@ -755,18 +755,25 @@ impl Bert {
         b: usize,
         len: usize,
     ) -> Result<Tensor> {
-        let split = cuda_ops::QkvSplit {
-            b,
-            len,
-            heads: self.heads,
-            head_dim: self.head_dim,
+        let projected = Self::gemm(x, &layer.qkv)?;
+        let dims = [b, len, self.heads, self.head_dim];
+        let fused = cuda_ops::Attention::plan(self.device.as_cuda_device()?, x.dtype(), dims)?;
+        let ctx = if let Some(attention) = fused {
+            projected.apply_op3_no_bwd(Self::bias(&layer.qkv)?, lens, &attention)?
+        } else {
+            let split = cuda_ops::QkvSplit {
+                b,
+                len,
+                heads: self.heads,
+                head_dim: self.head_dim,
+            };
+            let qkv = projected.apply_op2_no_bwd(Self::bias(&layer.qkv)?, &split)?;
+            let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
+            let probs = q
+                .matmul(&k.t()?)?
+                .apply_op2_no_bwd(lens, &cuda_ops::MaskedSoftmax)?;
+            probs.matmul(&v)?.apply_op1_no_bwd(&cuda_ops::MergeHeads)?
         };
-        let qkv = Self::gemm(x, &layer.qkv)?.apply_op2_no_bwd(Self::bias(&layer.qkv)?, &split)?;
-        let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
-        let probs = q
-            .matmul(&k.t()?)?
-            .apply_op2_no_bwd(lens, &cuda_ops::MaskedSoftmax)?;
-        let ctx = probs.matmul(&v)?.apply_op1_no_bwd(&cuda_ops::MergeHeads)?;
         Self::gemm(&ctx, &layer.attn_out)?.apply_op3_no_bwd(x, params, &self.add_norm())
     }
 

@@ -351,14 +351,21 @@ impl CustomOp2 for BiasGelu {
             let dev = x.device();
             let n = lx.shape().elem_count();
             let out = alloc::<T>(dev, n)?;
+            // Eight 2-byte elements a thread (16-byte loads) where rows and offsets allow.
+            let by8 = T::SUFFIX != "f32"
+                && cols % 8 == 0
+                && lx.start_offset() % 8 == 0
+                && lb.start_offset() % 8 == 0;
+            let name = if by8 { "bias_gelu8" } else { "bias_gelu" };
             let func =
-                dev.get_or_load_custom_func(&format!("bias_gelu_{}", T::SUFFIX), MODULE, PTX)?;
+                dev.get_or_load_custom_func(&format!("{name}_{}", T::SUFFIX), MODULE, PTX)?;
             let (x, bias) = (view::<T>(x, lx)?, view::<T>(bias, lb)?);
             let (n32_, cols32) = (n32(n)?, n32(cols)?);
             let mut args = func.builder();
             args.arg(&x).arg(&bias).arg(&out).arg(&n32_).arg(&cols32);
+            let cfg = flat(if by8 { n / 8 } else { n });
             // SAFETY: arguments match the kernel's signature; sizes checked above.
-            unsafe { args.launch(flat(n)) }.w()?;
+            unsafe { args.launch(cfg) }.w()?;
             Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
         }
         let out = by_dtype!(x.dtype(), run(x, lx, bias, lb, cols))?;
@@ -420,5 +427,177 @@ impl CustomOp2 for MeanPoolNorm {
         }
         let out = by_dtype!(hidden.dtype(), run(hidden, lh, lens, ll, [b, len, cols]))?;
         Ok((out, Shape::from((b, cols))))
+    }
+}
+
+/// Self-attention of every head in one kernel (`attention_*` in kernels.cu): the
+/// QKV projection `[b·len, 3·H]` (no bias; Q scaled), its bias `[3·H]` and the
+/// lengths (u32 `[b]`) → the heads merged, `[b·len, H]`. Only f16 and bf16, heads of
+/// 32 or 64, and where its shared memory fits the device; see [`Attention::plan`].
+#[derive(Debug)]
+pub(crate) struct Attention {
+    b: usize,
+    len: usize,
+    heads: usize,
+    head_dim: usize,
+    /// Warps per block, 16 queries each.
+    warps: usize,
+    /// Key slots in shared memory: `len` rounded up to 16, at least `head_dim`.
+    kv_cap: usize,
+}
+
+/// Key slots a warp's softmax holds in registers (kernels.cu's `MAX_KEY_SLOTS` × 32).
+#[cfg(fused_attention)]
+const MAX_KEYS: usize = 16 * 32;
+
+impl Attention {
+    /// The kernel's launch for this batch, or `None` where it does not apply (then
+    /// the head split, two batched GEMMs, softmax and head merge run instead).
+    /// `CODESEARCH_CUDA_ATTENTION=unfused` keeps the old path, for measuring.
+    #[cfg(fused_attention)]
+    pub(crate) fn plan(
+        dev: &CudaDevice,
+        dtype: DType,
+        [b, len, heads, head_dim]: [usize; 4],
+    ) -> Result<Option<Self>> {
+        use candle_core::cuda_backend::cudarc::driver::sys::CUdevice_attribute;
+        static UNFUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let unfused = *UNFUSED.get_or_init(|| {
+            std::env::var("CODESEARCH_CUDA_ATTENTION").is_ok_and(|v| v == "unfused")
+        });
+        if unfused || !matches!(dtype, DType::F16 | DType::BF16) || ![32, 64].contains(&head_dim) {
+            return Ok(None);
+        }
+        let kv_cap = len.next_multiple_of(16).max(head_dim);
+        if kv_cap > MAX_KEYS {
+            return Ok(None);
+        }
+        let limit = dev
+            .cuda_stream()
+            .context()
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .w()?;
+        let limit = usize::try_from(limit).unwrap_or(0);
+        static WARPS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let most = *WARPS.get_or_init(|| {
+            std::env::var("CODESEARCH_CUDA_ATTENTION_WARPS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|w| [1, 2, 4, 8, 16].contains(w))
+                .unwrap_or(4)
+        });
+        // Fewer queries a block where a long sequence's K, V and scores do not fit.
+        for warps in [16, 8, 4, 2, 1].into_iter().filter(|&w| w <= most) {
+            let op = Self {
+                b,
+                len,
+                heads,
+                head_dim,
+                warps,
+                kv_cap,
+            };
+            if op.shared_bytes() <= limit {
+                return Ok(Some(op));
+            }
+        }
+        Ok(None)
+    }
+
+    #[cfg(not(fused_attention))]
+    pub(crate) fn plan(
+        _dev: &CudaDevice,
+        _dtype: DType,
+        _dims: [usize; 4],
+    ) -> Result<Option<Self>> {
+        Ok(None)
+    }
+
+    /// K and V (2-byte elements, rows padded by 8), each warp's Q (the same rows),
+    /// each warp's f32 scores (rows padded by 4); as kernels.cu lays them out.
+    fn shared_bytes(&self) -> usize {
+        let row = self.head_dim + 8;
+        2 * self.kv_cap * row * 2
+            + self.warps * 16 * row * 2
+            + self.warps * 16 * (self.kv_cap + 4) * 4
+    }
+}
+
+impl CustomOp3 for Attention {
+    fn name(&self) -> &'static str {
+        "attention"
+    }
+    cpu_refuses!(s1, l1, s2, l2, s3, l3);
+    fn cuda_fwd(
+        &self,
+        qkv: &CudaStorage,
+        lq: &Layout,
+        bias: &CudaStorage,
+        lb: &Layout,
+        lens: &CudaStorage,
+        ll: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute;
+        let h = self.heads * self.head_dim;
+        // The kernel reads and writes 16 bytes at a time.
+        if lq.shape().dims() != [self.b * self.len, 3 * h]
+            || lb.shape().elem_count() != 3 * h
+            || ll.shape().dims() != [self.b]
+            || lq.start_offset() % 8 != 0
+            || lb.start_offset() % 8 != 0
+        {
+            bail!(
+                "attention: qkv {:?}, bias {:?}, lens {:?}",
+                lq.shape(),
+                lb.shape(),
+                ll.shape()
+            );
+        }
+        fn run<T: Elem>(
+            op: &Attention,
+            (qkv, lq): (&CudaStorage, &Layout),
+            (bias, lb): (&CudaStorage, &Layout),
+            (lens, ll): (&CudaStorage, &Layout),
+        ) -> Result<CudaStorage> {
+            let dev = qkv.device();
+            let n = op.b * op.len * op.heads * op.head_dim;
+            let out = alloc::<T>(dev, n)?;
+            let name = format!("attention_{}_{}", T::SUFFIX, op.head_dim);
+            let func = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
+            let smem = n32(op.shared_bytes())?;
+            func.set_attribute(
+                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                smem as i32,
+            )
+            .w()?;
+            let (qkv, bias, lens) = (
+                view::<T>(qkv, lq)?,
+                view::<T>(bias, lb)?,
+                view::<u32>(lens, ll)?,
+            );
+            let [len, heads, kv_cap] = n32s([op.len, op.heads, op.kv_cap])?;
+            n32(op.b * op.len * 3 * op.heads * op.head_dim)?;
+            let mut args = func.builder();
+            args.arg(&qkv).arg(&bias).arg(&lens).arg(&out);
+            args.arg(&len).arg(&heads).arg(&kv_cap);
+            let cfg = LaunchConfig {
+                grid_dim: (
+                    n32(op.len.div_ceil(16 * op.warps).max(1))?,
+                    heads,
+                    n32(op.b.max(1))?,
+                ),
+                block_dim: (n32(32 * op.warps)?, 1, 1),
+                shared_mem_bytes: smem,
+            };
+            // SAFETY: arguments match the kernel's signature; shapes checked above,
+            // and `plan` sized the shared memory within the device's limit.
+            unsafe { args.launch(cfg) }.w()?;
+            Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+        }
+        let out = match qkv.dtype() {
+            DType::F16 => run::<f16>(self, (qkv, lq), (bias, lb), (lens, ll))?,
+            DType::BF16 => run::<bf16>(self, (qkv, lq), (bias, lb), (lens, ll))?,
+            other => bail!("attention kernel takes f16 or bf16, not {other:?}"),
+        };
+        Ok((out, Shape::from((self.b * self.len, h))))
     }
 }

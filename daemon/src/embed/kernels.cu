@@ -5,6 +5,7 @@
 // storage type, as candle's and PyTorch's half-precision layer norms and softmaxes do.
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
+#include <mma.h>
 #include <stdint.h>
 
 __device__ __forceinline__ float to_f(float x) { return x; }
@@ -172,6 +173,230 @@ __device__ void mean_pool_norm(const T* hidden, const uint32_t* lens, float* out
   }
 }
 
+
+// 16 bytes (8 elements) at once; the callers keep rows 16-byte aligned.
+template <typename T>
+__device__ __forceinline__ uint4 load16(const T* __restrict__ p) {
+  static_assert(sizeof(T) == 2, "8 elements of 2 bytes");
+  return __ldg(reinterpret_cast<const uint4*>(p));
+}
+template <typename T>
+__device__ __forceinline__ void unpack8(uint4 u, float* f) {
+  const T* t = reinterpret_cast<const T*>(&u);
+#pragma unroll
+  for (int k = 0; k < 8; ++k) f[k] = to_f(t[k]);
+}
+template <typename T>
+__device__ __forceinline__ uint4 pack8(const float* f) {
+  uint4 u;
+  T* t = reinterpret_cast<T*>(&u);
+#pragma unroll
+  for (int k = 0; k < 8; ++k) t[k] = from_f<T>(f[k]);
+  return u;
+}
+
+// y = gelu(x + bias) as bias_gelu, 8 elements a thread (f16 and bf16); cols and n
+// multiples of 8.
+template <typename T>
+__device__ void bias_gelu8(const T* __restrict__ x, const T* __restrict__ bias, T* y,
+                           uint32_t n, uint32_t cols) {
+  for (uint32_t i = 8u * (blockIdx.x * blockDim.x + threadIdx.x); i < n;
+       i += 8u * gridDim.x * blockDim.x) {
+    float v[8], b[8];
+    unpack8<T>(load16(x + i), v);
+    unpack8<T>(load16(bias + i % cols), b);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const float t = v[k] + b[k];
+      v[k] = 0.5f * t * (1.f + erff(t * 0.70710678118654752f));
+    }
+    *reinterpret_cast<uint4*>(y + i) = pack8<T>(v);
+  }
+}
+
+// Self-attention of one head for 16 queries per warp, straight from the QKV
+// projection (bias added here; Q's weights and bias come scaled by 1/sqrt(HD)) to
+// the heads merged: out [b*len, heads*HD]. One pass in place of the head split,
+// two batched GEMMs, the softmax and the head merge, and the [b, heads, len, len]
+// scores never leave the multiprocessor. Tensor cores (WMMA, f32 sums) for
+// S = Q Kt and O = P V; the softmax in f32 over the first lens[b] keys.
+// Grid (ceil(len / (16 * warps)), heads, b); dynamic shared memory (host-sized):
+// K and V [kv_cap][HD + 8] (zero past the sequence), then per warp Q [16][HD + 8],
+// then per warp S [16][kv_cap + 4] f32, where P (as T) and at last O (f32)
+// overwrite S. The row paddings keep rows off the same banks.
+// kv_cap: len rounded up to 16, at least HD, at most 32 * MAX_KEY_SLOTS.
+constexpr int MAX_KEY_SLOTS = 16;
+template <typename T, int HD>
+__device__ void attention(const T* __restrict__ qkv, const T* __restrict__ bias,
+                          const uint32_t* __restrict__ lens, T* __restrict__ out, uint32_t len,
+                          uint32_t heads, uint32_t kv_cap) {
+  using namespace nvcuda;
+  constexpr uint32_t LD = HD + 8;  // K, V and Q rows in shared memory
+  constexpr uint32_t CH = HD / 8;  // 16-byte pieces of a row
+  extern __shared__ __align__(128) unsigned char smem[];
+  const uint32_t bb = blockIdx.z, h = blockIdx.y;
+  const uint32_t warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const uint32_t H = heads * HD, sld = kv_cap + 4;
+  const uint32_t valid = min(lens[bb], len);
+  const uint32_t kv = (valid + 15u) & ~15u;
+  const size_t row0 = (size_t)bb * len;
+  T* ks = reinterpret_cast<T*>(smem);
+  T* vs = ks + (size_t)kv_cap * LD;
+  T* qs = vs + (size_t)kv_cap * LD + (size_t)warp * 16 * LD;
+  float* ss = reinterpret_cast<float*>(vs + (size_t)kv_cap * LD + (size_t)warps * 16 * LD) +
+              (size_t)warp * 16 * sld;
+  const uint32_t q_first = blockIdx.x * warps * 16;
+  const uint4 zero = make_uint4(0, 0, 0, 0);
+  if (q_first >= valid) {  // queries past the sequence (padding): zeros
+    for (uint32_t i = threadIdx.x; i < warps * 16 * CH; i += blockDim.x) {
+      const uint32_t q = q_first + i / CH;
+      if (q < len) *reinterpret_cast<uint4*>(out + (row0 + q) * H + h * HD + (i % CH) * 8) = zero;
+    }
+    return;
+  }
+  // K and V with their bias, four 16-byte loads of each in flight per thread.
+  // blockDim is a multiple of CH, so a thread's column piece (and bias) is fixed.
+  {
+    const uint32_t piece = (threadIdx.x % CH) * 8;
+    float bk[8], bv[8];
+    unpack8<T>(load16(bias + H + h * HD + piece), bk);
+    unpack8<T>(load16(bias + 2 * H + h * HD + piece), bv);
+    const uint32_t pieces = kv * CH;
+    for (uint32_t base = threadIdx.x; base < pieces; base += 4 * blockDim.x) {
+      uint4 kr[4], vr[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const uint32_t r = (base + u * blockDim.x) / CH;
+        kr[u] = zero;
+        vr[u] = zero;
+        if (r < valid) {
+          const T* src = qkv + (row0 + r) * 3 * H + h * HD + piece;
+          kr[u] = load16(src + H);
+          vr[u] = load16(src + 2 * H);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const uint32_t r = (base + u * blockDim.x) / CH;
+        if (r >= kv) break;
+        float k[8], v[8];
+        unpack8<T>(kr[u], k);
+        unpack8<T>(vr[u], v);
+        if (r < valid) {
+#pragma unroll
+          for (int e = 0; e < 8; ++e) {
+            k[e] += bk[e];
+            v[e] += bv[e];
+          }
+        }
+        *reinterpret_cast<uint4*>(ks + r * LD + piece) = pack8<T>(k);
+        *reinterpret_cast<uint4*>(vs + r * LD + piece) = pack8<T>(v);
+      }
+    }
+  }
+  const uint32_t q0 = q_first + warp * 16;
+  {
+    const uint32_t piece = (lane % CH) * 8;
+    float bq[8];
+    unpack8<T>(load16(bias + h * HD + piece), bq);
+    uint4 qr[16 * CH / 32];
+#pragma unroll
+    for (uint32_t u = 0; u < 16 * CH / 32; ++u) {
+      const uint32_t r = (lane + 32 * u) / CH;
+      qr[u] = q0 + r < valid ? load16(qkv + (row0 + q0 + r) * 3 * H + h * HD + piece) : zero;
+    }
+#pragma unroll
+    for (uint32_t u = 0; u < 16 * CH / 32; ++u) {
+      const uint32_t r = (lane + 32 * u) / CH;
+      float q[8];
+      unpack8<T>(qr[u], q);
+      if (q0 + r < valid) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) q[e] += bq[e];
+      }
+      *reinterpret_cast<uint4*>(qs + r * LD + piece) = pack8<T>(q);
+    }
+  }
+  __syncthreads();
+  if (q0 >= valid) {  // this warp's queries are all padding
+    for (uint32_t i = lane; i < 16 * CH; i += 32) {
+      const uint32_t q = q0 + i / CH;
+      if (q < len) *reinterpret_cast<uint4*>(out + (row0 + q) * H + h * HD + (i % CH) * 8) = zero;
+    }
+    return;
+  }
+  // S = Q Kt, 16 keys at a time.
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> qa[HD / 16];
+#pragma unroll
+  for (int k = 0; k < HD / 16; ++k) wmma::load_matrix_sync(qa[k], qs + k * 16, LD);
+  for (uint32_t j = 0; j < kv; j += 16) {
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    wmma::fill_fragment(acc, 0.f);
+#pragma unroll
+    for (int k = 0; k < HD / 16; ++k) {
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> kb;
+      wmma::load_matrix_sync(kb, ks + (size_t)j * LD + k * 16, LD);
+      wmma::mma_sync(acc, qa[k], kb, acc);
+    }
+    wmma::store_matrix_sync(ss + j, acc, sld, wmma::mem_row_major);
+  }
+  __syncwarp();
+  // Softmax row by row; P (as T) overwrites the row's own scores.
+  for (int r = 0; r < 16; ++r) {
+    float* srow = ss + (size_t)r * sld;
+    float x[MAX_KEY_SLOTS];
+    float m = -INFINITY;
+#pragma unroll
+    for (int t = 0; t < MAX_KEY_SLOTS; ++t) {
+      const uint32_t c = lane + 32u * t;
+      x[t] = c < valid ? srow[c] : -INFINITY;
+      m = fmaxf(m, x[t]);
+    }
+    m = warp_max(m);
+    float sum = 0.f;
+#pragma unroll
+    for (int t = 0; t < MAX_KEY_SLOTS; ++t) {
+      x[t] = lane + 32u * t < valid ? __expf(x[t] - m) : 0.f;
+      sum += x[t];
+    }
+    const float inv = 1.f / warp_sum(sum);
+    __syncwarp();
+    T* prow = reinterpret_cast<T*>(srow);
+#pragma unroll
+    for (int t = 0; t < MAX_KEY_SLOTS; ++t) {
+      const uint32_t c = lane + 32u * t;
+      if (c < kv) prow[c] = from_f<T>(x[t] * inv);
+    }
+    __syncwarp();
+  }
+  // O = P V.
+  const T* ps = reinterpret_cast<const T*>(ss);
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> o[HD / 16];
+#pragma unroll
+  for (int d = 0; d < HD / 16; ++d) wmma::fill_fragment(o[d], 0.f);
+  for (uint32_t j = 0; j < kv; j += 16) {
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> pa;
+    wmma::load_matrix_sync(pa, ps + j, 2 * sld);
+#pragma unroll
+    for (int d = 0; d < HD / 16; ++d) {
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> vb;
+      wmma::load_matrix_sync(vb, vs + (size_t)j * LD + d * 16, LD);
+      wmma::mma_sync(o[d], pa, vb, o[d]);
+    }
+  }
+  __syncwarp();
+#pragma unroll
+  for (int d = 0; d < HD / 16; ++d)
+    wmma::store_matrix_sync(ss + d * 16, o[d], HD + 4, wmma::mem_row_major);
+  __syncwarp();
+  for (uint32_t i = lane; i < 16 * CH; i += 32) {
+    const uint32_t r = i / CH, piece = (i % CH) * 8;
+    if (q0 + r < len)
+      *reinterpret_cast<uint4*>(out + (row0 + q0 + r) * H + h * HD + piece) =
+          pack8<T>(ss + r * (HD + 4) + piece);
+  }
+}
+
 #define INSTANTIATE(T, S)                                                                      \
   extern "C" __global__ void qkv_split_##S(const T* qkv, const T* bias, T* out, uint32_t b,     \
                                            uint32_t len, uint32_t heads, uint32_t hd) {         \
@@ -201,3 +426,26 @@ __device__ void mean_pool_norm(const T* hidden, const uint32_t* lens, float* out
 INSTANTIATE(float, f32)
 INSTANTIATE(__half, f16)
 INSTANTIATE(__nv_bfloat16, bf16)
+
+#define INSTANTIATE_HALF(T, S)                                                                 \
+  extern "C" __global__ void bias_gelu8_##S(const T* x, const T* bias, T* y, uint32_t n,        \
+                                            uint32_t cols) {                                    \
+    bias_gelu8<T>(x, bias, y, n, cols);                                                        \
+  }
+INSTANTIATE_HALF(__half, f16)
+INSTANTIATE_HALF(__nv_bfloat16, bf16)
+
+// WMMA on half and bfloat16 needs compute capability 8.0; build.rs tells the Rust
+// side (cfg `fused_attention`) whether these exist.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#define INSTANTIATE_ATTENTION(T, S, HD)                                                         \
+  extern "C" __global__ void attention_##S##_##HD(const T* qkv, const T* bias,                  \
+                                                  const uint32_t* lens, T* out, uint32_t len,   \
+                                                  uint32_t heads, uint32_t kv_cap) {            \
+    attention<T, HD>(qkv, bias, lens, out, len, heads, kv_cap);                                 \
+  }
+INSTANTIATE_ATTENTION(__half, f16, 32)
+INSTANTIATE_ATTENTION(__half, f16, 64)
+INSTANTIATE_ATTENTION(__nv_bfloat16, bf16, 32)
+INSTANTIATE_ATTENTION(__nv_bfloat16, bf16, 64)
+#endif
