@@ -169,9 +169,12 @@ fn main() -> ExitCode {
 /// How many times candle's CPU workers spin before they sleep, waiting for the
 /// next op (candle's default is 25,000).
 const SPIN_LIMIT_VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+/// How many threads run candle's element-wise CPU ops (its default: one per
+/// core; the matrix products use rayon's pool, one per core, either way).
+const ELEMENTWISE_THREADS_VAR: &str = "CANDLE_NUM_THREADS";
 
-// The only `unsafe` of the binary: `activation::inherited` and the spin limit edit
-// the environment, which is sound only before the runtime's threads exist.
+// The only `unsafe` of the binary: `activation::inherited` and candle's thread
+// settings edit the environment, which is sound only before the runtime's threads exist.
 #[allow(unsafe_code)]
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // SAFETY: no thread but this one exists yet (the logger spawns none, the
@@ -186,6 +189,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if std::env::var_os(SPIN_LIMIT_VAR).is_none() {
         // SAFETY: as above, still no other thread.
         unsafe { std::env::set_var(SPIN_LIMIT_VAR, "200") };
+    }
+    // Half the cores for the element-wise ops: each op waits for its slowest
+    // thread, and a thread whose core a search holds stalls the whole model. On 2
+    // cores, 32 clients got 1.11x the searches/s and documents 0.985x
+    // (docs/BENCHMARKS.md).
+    if std::env::var_os(ELEMENTWISE_THREADS_VAR).is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        // SAFETY: as above, still no other thread.
+        unsafe { std::env::set_var(ELEMENTWISE_THREADS_VAR, (cores / 2).max(1).to_string()) };
     }
     let f = &args.embedding;
     let config = config::resolve(&config::Overrides {
