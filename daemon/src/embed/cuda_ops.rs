@@ -353,9 +353,9 @@ impl CustomOp2 for BiasGelu {
             let out = alloc::<T>(dev, n)?;
             // Eight 2-byte elements a thread (16-byte loads) where rows and offsets allow.
             let by8 = T::SUFFIX != "f32"
-                && cols % 8 == 0
-                && lx.start_offset() % 8 == 0
-                && lb.start_offset() % 8 == 0;
+                && cols.is_multiple_of(8)
+                && lx.start_offset().is_multiple_of(8)
+                && lb.start_offset().is_multiple_of(8);
             let name = if by8 { "bias_gelu8" } else { "bias_gelu" };
             let func =
                 dev.get_or_load_custom_func(&format!("{name}_{}", T::SUFFIX), MODULE, PTX)?;
@@ -442,10 +442,20 @@ pub(crate) struct Attention {
     head_dim: usize,
     /// Warps per block, 16 queries each.
     warps: usize,
-    /// Key slots in shared memory: `len` rounded up to 16, at least `head_dim`.
-    kv_cap: usize,
+    kernel: AttentionKernel,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AttentionKernel {
+    /// `attention_mma_*`: scores in registers; sequences of at most `keys`.
+    Registers { keys: usize },
+    /// `attention_*`: scores in shared memory (WMMA); `kv_cap` key slots.
+    Shared { kv_cap: usize },
+}
+
+/// The longest sequence `attention_mma_*` takes (its scores live in registers).
+#[cfg(fused_attention)]
+const MAX_REGISTER_KEYS: usize = 256;
 /// Key slots a warp's softmax holds in registers (kernels.cu's `MAX_KEY_SLOTS` × 32).
 #[cfg(fused_attention)]
 const MAX_KEYS: usize = 16 * 32;
@@ -453,7 +463,9 @@ const MAX_KEYS: usize = 16 * 32;
 impl Attention {
     /// The kernel's launch for this batch, or `None` where it does not apply (then
     /// the head split, two batched GEMMs, softmax and head merge run instead).
-    /// `CODESEARCH_CUDA_ATTENTION=unfused` keeps the old path, for measuring.
+    /// `CODESEARCH_CUDA_ATTENTION=unfused` (or `shared`) picks the old path (or the
+    /// shared-memory kernel), and `CODESEARCH_CUDA_ATTENTION_WARPS` the warps a block
+    /// (1 to 16), for measuring.
     #[cfg(fused_attention)]
     pub(crate) fn plan(
         dev: &CudaDevice,
@@ -461,15 +473,21 @@ impl Attention {
         [b, len, heads, head_dim]: [usize; 4],
     ) -> Result<Option<Self>> {
         use candle_core::cuda_backend::cudarc::driver::sys::CUdevice_attribute;
-        static UNFUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        let unfused = *UNFUSED.get_or_init(|| {
-            std::env::var("CODESEARCH_CUDA_ATTENTION").is_ok_and(|v| v == "unfused")
+        static CHOICE: std::sync::OnceLock<(String, Option<usize>)> = std::sync::OnceLock::new();
+        let (choice, warps) = CHOICE.get_or_init(|| {
+            let warps = std::env::var("CODESEARCH_CUDA_ATTENTION_WARPS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|w| [1, 2, 4, 8, 16].contains(w));
+            (
+                std::env::var("CODESEARCH_CUDA_ATTENTION").unwrap_or_default(),
+                warps,
+            )
         });
-        if unfused || !matches!(dtype, DType::F16 | DType::BF16) || ![32, 64].contains(&head_dim) {
-            return Ok(None);
-        }
-        let kv_cap = len.next_multiple_of(16).max(head_dim);
-        if kv_cap > MAX_KEYS {
+        if choice == "unfused"
+            || !matches!(dtype, DType::F16 | DType::BF16)
+            || ![32, 64].contains(&head_dim)
+        {
             return Ok(None);
         }
         let limit = dev
@@ -478,26 +496,37 @@ impl Attention {
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
             .w()?;
         let limit = usize::try_from(limit).unwrap_or(0);
-        static WARPS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-        let most = *WARPS.get_or_init(|| {
-            std::env::var("CODESEARCH_CUDA_ATTENTION_WARPS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .filter(|w| [1, 2, 4, 8, 16].contains(w))
-                .unwrap_or(4)
-        });
-        // Fewer queries a block where a long sequence's K, V and scores do not fit.
-        for warps in [16, 8, 4, 2, 1].into_iter().filter(|&w| w <= most) {
-            let op = Self {
-                b,
-                len,
-                heads,
-                head_dim,
-                warps,
-                kv_cap,
-            };
-            if op.shared_bytes() <= limit {
-                return Ok(Some(op));
+        let mut kernels = Vec::with_capacity(2);
+        let keys = [64, 128, 256]
+            .into_iter()
+            .find(|&k| k >= len && k <= MAX_REGISTER_KEYS);
+        if let (Some(keys), false) = (keys, choice == "shared") {
+            kernels.push(AttentionKernel::Registers { keys });
+        }
+        let kv_cap = len.next_multiple_of(16).max(head_dim);
+        if kv_cap <= MAX_KEYS {
+            kernels.push(AttentionKernel::Shared { kv_cap });
+        }
+        for kernel in kernels {
+            // Measured on an H100 (docs/BENCHMARKS.md): 8 warps a block for scores in
+            // registers, 4 in shared memory; `CODESEARCH_CUDA_ATTENTION_WARPS` sets it.
+            let most = warps.unwrap_or(match kernel {
+                AttentionKernel::Registers { .. } => 8,
+                AttentionKernel::Shared { .. } => 4,
+            });
+            // Fewer queries a block where a long sequence's K, V and scores do not fit.
+            for warps in [16, 8, 4, 2, 1].into_iter().filter(|&w| w <= most) {
+                let op = Self {
+                    b,
+                    len,
+                    heads,
+                    head_dim,
+                    warps,
+                    kernel,
+                };
+                if op.shared_bytes() <= limit {
+                    return Ok(Some(op));
+                }
             }
         }
         Ok(None)
@@ -512,13 +541,20 @@ impl Attention {
         Ok(None)
     }
 
-    /// K and V (2-byte elements, rows padded by 8), each warp's Q (the same rows),
-    /// each warp's f32 scores (rows padded by 4); as kernels.cu lays them out.
+    /// Shared memory as kernels.cu lays it out (2-byte elements, padded rows).
     fn shared_bytes(&self) -> usize {
         let row = self.head_dim + 8;
-        2 * self.kv_cap * row * 2
-            + self.warps * 16 * row * 2
-            + self.warps * 16 * (self.kv_cap + 4) * 4
+        match self.kernel {
+            // K [keys][hd + 8], V transposed [hd][keys + 8].
+            AttentionKernel::Registers { keys } => keys * row * 2 + self.head_dim * (keys + 8) * 2,
+            // K and V [kv_cap][hd + 8], each warp's Q [16][hd + 8] and f32 scores
+            // [16][kv_cap + 4].
+            AttentionKernel::Shared { kv_cap } => {
+                2 * kv_cap * row * 2
+                    + self.warps * 16 * row * 2
+                    + self.warps * 16 * (kv_cap + 4) * 4
+            }
+        }
     }
 }
 
@@ -538,12 +574,12 @@ impl CustomOp3 for Attention {
     ) -> Result<(CudaStorage, Shape)> {
         use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute;
         let h = self.heads * self.head_dim;
-        // The kernel reads and writes 16 bytes at a time.
+        // The kernels read and write 16 bytes at a time.
         if lq.shape().dims() != [self.b * self.len, 3 * h]
             || lb.shape().elem_count() != 3 * h
             || ll.shape().dims() != [self.b]
-            || lq.start_offset() % 8 != 0
-            || lb.start_offset() % 8 != 0
+            || !lq.start_offset().is_multiple_of(8)
+            || !lb.start_offset().is_multiple_of(8)
         {
             bail!(
                 "attention: qkv {:?}, bias {:?}, lens {:?}",
@@ -561,7 +597,14 @@ impl CustomOp3 for Attention {
             let dev = qkv.device();
             let n = op.b * op.len * op.heads * op.head_dim;
             let out = alloc::<T>(dev, n)?;
-            let name = format!("attention_{}_{}", T::SUFFIX, op.head_dim);
+            let name = match op.kernel {
+                AttentionKernel::Registers { keys } => {
+                    format!("attention_mma_{}_{}_{keys}", T::SUFFIX, op.head_dim)
+                }
+                AttentionKernel::Shared { .. } => {
+                    format!("attention_{}_{}", T::SUFFIX, op.head_dim)
+                }
+            };
             let func = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
             let smem = n32(op.shared_bytes())?;
             func.set_attribute(
@@ -574,11 +617,16 @@ impl CustomOp3 for Attention {
                 view::<T>(bias, lb)?,
                 view::<u32>(lens, ll)?,
             );
-            let [len, heads, kv_cap] = n32s([op.len, op.heads, op.kv_cap])?;
+            let [len, heads] = n32s([op.len, op.heads])?;
             n32(op.b * op.len * 3 * op.heads * op.head_dim)?;
             let mut args = func.builder();
             args.arg(&qkv).arg(&bias).arg(&lens).arg(&out);
-            args.arg(&len).arg(&heads).arg(&kv_cap);
+            args.arg(&len).arg(&heads);
+            let kv_cap;
+            if let AttentionKernel::Shared { kv_cap: cap } = op.kernel {
+                kv_cap = n32(cap)?;
+                args.arg(&kv_cap);
+            }
             let cfg = LaunchConfig {
                 grid_dim: (
                     n32(op.len.div_ceil(16 * op.warps).max(1))?,

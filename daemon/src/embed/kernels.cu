@@ -397,6 +397,213 @@ __device__ void attention(const T* __restrict__ qkv, const T* __restrict__ bias,
   }
 }
 
+// One m16n8k16 tensor-core product, d += a b (f32 sums), and two floats packed as
+// the pair of 16-bit values an operand register holds (the lower column first).
+template <typename T>
+struct Mma;
+template <>
+struct Mma<__half> {
+  static __device__ __forceinline__ void run(float* d, const uint32_t* a, const uint32_t* b) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+    __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&v);
+  }
+};
+template <>
+struct Mma<__nv_bfloat16> {
+  static __device__ __forceinline__ void run(float* d, const uint32_t* a, const uint32_t* b) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&v);
+  }
+};
+
+// The same attention with the scores in registers (the fragment layouts of PTX's
+// mma.m16n8k16: lane = 4 g + t holds rows g and g + 8, columns 2t and 2t + 1 of each
+// 8-wide tile), so the softmax needs two shuffles a row and P goes from the score
+// registers straight into the P V product. KEYS (64, 128 or 256) bounds the
+// sequence length. Shared memory: K [KEYS][HD + 8], V transposed [HD][KEYS + 8].
+template <typename T, int HD, int KEYS>
+__device__ void attention_mma(const T* __restrict__ qkv, const T* __restrict__ bias,
+                              const uint32_t* __restrict__ lens, T* __restrict__ out,
+                              uint32_t len, uint32_t heads) {
+  constexpr uint32_t KLD = HD + 8, VLD = KEYS + 8, CH = HD / 8, NT = KEYS / 8;
+  extern __shared__ __align__(128) unsigned char smem[];
+  T* ks = reinterpret_cast<T*>(smem);
+  T* vt = ks + KEYS * KLD;
+  const uint32_t bb = blockIdx.z, h = blockIdx.y;
+  const uint32_t warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const uint32_t H = heads * HD;
+  const uint32_t valid = min(min(lens[bb], len), (uint32_t)KEYS);
+  const uint32_t kv = (valid + 15u) & ~15u;
+  const size_t row0 = (size_t)bb * len;
+  const uint32_t q_first = blockIdx.x * warps * 16;
+  const uint4 zero = make_uint4(0, 0, 0, 0);
+  if (q_first >= valid) {  // queries past the sequence (padding): zeros
+    for (uint32_t i = threadIdx.x; i < warps * 16 * CH; i += blockDim.x) {
+      const uint32_t q = q_first + i / CH;
+      if (q < len) *reinterpret_cast<uint4*>(out + (row0 + q) * H + h * HD + (i % CH) * 8) = zero;
+    }
+    return;
+  }
+  {
+    const uint32_t piece = (threadIdx.x % CH) * 8;
+    float bk[8], bv[8];
+    unpack8<T>(load16(bias + H + h * HD + piece), bk);
+    unpack8<T>(load16(bias + 2 * H + h * HD + piece), bv);
+    const uint32_t pieces = kv * CH;
+    for (uint32_t base = threadIdx.x; base < pieces; base += 4 * blockDim.x) {
+      uint4 kr[4], vr[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const uint32_t r = (base + u * blockDim.x) / CH;
+        kr[u] = zero;
+        vr[u] = zero;
+        if (r < valid) {
+          const T* src = qkv + (row0 + r) * 3 * H + h * HD + piece;
+          kr[u] = load16(src + H);
+          vr[u] = load16(src + 2 * H);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const uint32_t r = (base + u * blockDim.x) / CH;
+        if (r >= kv) break;
+        float k[8], v[8];
+        unpack8<T>(kr[u], k);
+        unpack8<T>(vr[u], v);
+        if (r < valid) {
+#pragma unroll
+          for (int e = 0; e < 8; ++e) {
+            k[e] += bk[e];
+            v[e] += bv[e];
+          }
+        }
+        *reinterpret_cast<uint4*>(ks + r * KLD + piece) = pack8<T>(k);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) vt[(piece + e) * VLD + r] = from_f<T>(v[e]);
+      }
+    }
+  }
+  __syncthreads();
+  const uint32_t q0 = q_first + warp * 16;
+  if (q0 >= valid) {  // this warp's queries are all padding
+    for (uint32_t i = lane; i < 16 * CH; i += 32) {
+      const uint32_t q = q0 + i / CH;
+      if (q < len) *reinterpret_cast<uint4*>(out + (row0 + q) * H + h * HD + (i % CH) * 8) = zero;
+    }
+    return;
+  }
+  const uint32_t g = lane >> 2, t = lane & 3;
+  // Q as A operands, straight from the projection, with its bias.
+  uint32_t qa[HD / 16][4];
+  {
+    const bool in0 = q0 + g < valid, in1 = q0 + g + 8 < valid;
+    const T* r0 = qkv + (row0 + q0 + g) * 3 * H + h * HD;
+    const T* r1 = qkv + (row0 + q0 + g + 8) * 3 * H + h * HD;
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk) {
+#pragma unroll
+      for (int p = 0; p < 2; ++p) {
+        const uint32_t c = kk * 16 + 8 * p + 2 * t;
+        const float b0 = to_f(bias[h * HD + c]), b1 = to_f(bias[h * HD + c + 1]);
+        qa[kk][2 * p] = Mma<T>::pack(in0 ? to_f(r0[c]) + b0 : 0.f, in0 ? to_f(r0[c + 1]) + b1 : 0.f);
+        qa[kk][2 * p + 1] =
+            Mma<T>::pack(in1 ? to_f(r1[c]) + b0 : 0.f, in1 ? to_f(r1[c + 1]) + b1 : 0.f);
+      }
+    }
+  }
+  // S = Q Kt, 8 keys a tile; keys past the sequence masked.
+  float s[NT][4];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+    if (8u * nt < kv) {
+      const T* krow = ks + (8 * nt + g) * KLD;
+#pragma unroll
+      for (int kk = 0; kk < HD / 16; ++kk) {
+        const uint32_t b[2] = {*reinterpret_cast<const uint32_t*>(krow + kk * 16 + 2 * t),
+                               *reinterpret_cast<const uint32_t*>(krow + kk * 16 + 8 + 2 * t)};
+        Mma<T>::run(s[nt], qa[kk], b);
+      }
+    }
+  }
+  float m0 = -INFINITY, m1 = -INFINITY;
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      if (8u * nt + 2 * t + e >= valid) s[nt][e] = s[nt][2 + e] = -INFINITY;
+      m0 = fmaxf(m0, s[nt][e]);
+      m1 = fmaxf(m1, s[nt][2 + e]);
+    }
+  }
+#pragma unroll
+  for (int o = 1; o < 4; o <<= 1) {
+    m0 = fmaxf(m0, __shfl_xor_sync(0xffffffff, m0, o));
+    m1 = fmaxf(m1, __shfl_xor_sync(0xffffffff, m1, o));
+  }
+  float l0 = 0.f, l1 = 0.f;
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      s[nt][e] = __expf(s[nt][e] - m0);
+      s[nt][2 + e] = __expf(s[nt][2 + e] - m1);
+      l0 += s[nt][e];
+      l1 += s[nt][2 + e];
+    }
+  }
+#pragma unroll
+  for (int o = 1; o < 4; o <<= 1) {
+    l0 += __shfl_xor_sync(0xffffffff, l0, o);
+    l1 += __shfl_xor_sync(0xffffffff, l1, o);
+  }
+  // O = P V (P unnormalised, in [0, 1]; the sums divide at the end).
+  float o[HD / 8][4];
+#pragma unroll
+  for (int dt = 0; dt < HD / 8; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
+#pragma unroll
+  for (int kt = 0; kt < NT / 2; ++kt) {
+    if (16u * kt < kv) {
+      const uint32_t pa[4] = {Mma<T>::pack(s[2 * kt][0], s[2 * kt][1]),
+                              Mma<T>::pack(s[2 * kt][2], s[2 * kt][3]),
+                              Mma<T>::pack(s[2 * kt + 1][0], s[2 * kt + 1][1]),
+                              Mma<T>::pack(s[2 * kt + 1][2], s[2 * kt + 1][3])};
+#pragma unroll
+      for (int dt = 0; dt < HD / 8; ++dt) {
+        const T* vrow = vt + (dt * 8 + g) * VLD + 16 * kt;
+        const uint32_t b[2] = {*reinterpret_cast<const uint32_t*>(vrow + 2 * t),
+                               *reinterpret_cast<const uint32_t*>(vrow + 8 + 2 * t)};
+        Mma<T>::run(o[dt], pa, b);
+      }
+    }
+  }
+  const float i0 = 1.f / l0, i1 = 1.f / l1;
+#pragma unroll
+  for (int dt = 0; dt < HD / 8; ++dt) {
+    const uint32_t col = h * HD + dt * 8 + 2 * t;
+    if (q0 + g < len)
+      *reinterpret_cast<uint32_t*>(out + (row0 + q0 + g) * H + col) =
+          Mma<T>::pack(o[dt][0] * i0, o[dt][1] * i0);
+    if (q0 + g + 8 < len)
+      *reinterpret_cast<uint32_t*>(out + (row0 + q0 + g + 8) * H + col) =
+          Mma<T>::pack(o[dt][2] * i1, o[dt][3] * i1);
+  }
+}
+
 #define INSTANTIATE(T, S)                                                                      \
   extern "C" __global__ void qkv_split_##S(const T* qkv, const T* bias, T* out, uint32_t b,     \
                                            uint32_t len, uint32_t heads, uint32_t hd) {         \
@@ -444,6 +651,20 @@ INSTANTIATE_HALF(__nv_bfloat16, bf16)
                                                   uint32_t heads, uint32_t kv_cap) {            \
     attention<T, HD>(qkv, bias, lens, out, len, heads, kv_cap);                                 \
   }
+#define INSTANTIATE_MMA(T, S, HD, KEYS)                                                         \
+  extern "C" __global__ void attention_mma_##S##_##HD##_##KEYS(                                  \
+      const T* qkv, const T* bias, const uint32_t* lens, T* out, uint32_t len, uint32_t heads) { \
+    attention_mma<T, HD, KEYS>(qkv, bias, lens, out, len, heads);                                \
+  }
+#define INSTANTIATE_MMA_ALL(T, S)                                                               \
+  INSTANTIATE_MMA(T, S, 32, 64)                                                                 \
+  INSTANTIATE_MMA(T, S, 32, 128)                                                                \
+  INSTANTIATE_MMA(T, S, 32, 256)                                                                \
+  INSTANTIATE_MMA(T, S, 64, 64)                                                                 \
+  INSTANTIATE_MMA(T, S, 64, 128)                                                                \
+  INSTANTIATE_MMA(T, S, 64, 256)
+INSTANTIATE_MMA_ALL(__half, f16)
+INSTANTIATE_MMA_ALL(__nv_bfloat16, bf16)
 INSTANTIATE_ATTENTION(__half, f16, 32)
 INSTANTIATE_ATTENTION(__half, f16, 64)
 INSTANTIATE_ATTENTION(__nv_bfloat16, bf16, 32)
