@@ -75,6 +75,13 @@ fn alloc<T: DeviceRepr>(dev: &CudaDevice, n: usize) -> Result<CudaSlice<T>> {
     unsafe { dev.alloc::<T>(n) }
 }
 
+/// Whether the 16-byte kernels (`add_norm8`, `bias_gelu8`) may run:
+/// `CODESEARCH_CUDA_NARROW=1` keeps the 2-byte ones, for measuring.
+fn wide_loads() -> bool {
+    static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WIDE.get_or_init(|| std::env::var("CODESEARCH_CUDA_NARROW").is_err())
+}
+
 /// Grid-stride elementwise launch.
 fn flat(n: usize) -> LaunchConfig {
     LaunchConfig {
@@ -295,8 +302,16 @@ impl CustomOp3 for AddNorm {
         ) -> Result<CudaStorage> {
             let dev = x.device();
             let out = alloc::<T>(dev, rows * cols)?;
+            // Eight 2-byte elements a lane (16-byte loads) where rows and offsets allow.
+            let by8 = wide_loads()
+                && T::SUFFIX != "f32"
+                && cols.is_multiple_of(8)
+                && [lx, lr, lp]
+                    .iter()
+                    .all(|l| l.start_offset().is_multiple_of(8));
+            let name = if by8 { "add_norm8" } else { "add_norm" };
             let func =
-                dev.get_or_load_custom_func(&format!("add_norm_{}", T::SUFFIX), MODULE, PTX)?;
+                dev.get_or_load_custom_func(&format!("{name}_{}", T::SUFFIX), MODULE, PTX)?;
             let (x, res, params) = (
                 view::<T>(x, lx)?,
                 view::<T>(res, lr)?,
@@ -352,7 +367,8 @@ impl CustomOp2 for BiasGelu {
             let n = lx.shape().elem_count();
             let out = alloc::<T>(dev, n)?;
             // Eight 2-byte elements a thread (16-byte loads) where rows and offsets allow.
-            let by8 = T::SUFFIX != "f32"
+            let by8 = wide_loads()
+                && T::SUFFIX != "f32"
                 && cols.is_multiple_of(8)
                 && lx.start_offset().is_multiple_of(8)
                 && lb.start_offset().is_multiple_of(8);
