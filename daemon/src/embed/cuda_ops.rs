@@ -481,7 +481,7 @@ impl Attention {
     /// the head split, two batched GEMMs, softmax and head merge run instead).
     /// `CODESEARCH_CUDA_ATTENTION=unfused` (or `shared`) picks the old path (or the
     /// shared-memory kernel), and `CODESEARCH_CUDA_ATTENTION_WARPS` the warps a block
-    /// (1 to 16), for measuring.
+    /// (1 to 16; at most 8 for the register kernel), for measuring.
     #[cfg(fused_attention)]
     pub(crate) fn plan(
         dev: &CudaDevice,
@@ -526,10 +526,12 @@ impl Attention {
         for kernel in kernels {
             // Measured on an H100 (docs/BENCHMARKS.md): 8 warps a block for scores in
             // registers, 4 in shared memory; `CODESEARCH_CUDA_ATTENTION_WARPS` sets it.
-            let most = warps.unwrap_or(match kernel {
-                AttentionKernel::Registers { .. } => 8,
-                AttentionKernel::Shared { .. } => 4,
-            });
+            // The register kernel uses up to 179 registers a thread: 16 warps of it
+            // would not fit a multiprocessor's 65,536.
+            let most = match kernel {
+                AttentionKernel::Registers { .. } => warps.unwrap_or(8).min(8),
+                AttentionKernel::Shared { .. } => warps.unwrap_or(4),
+            };
             // Fewer queries a block where a long sequence's K, V and scores do not fit.
             for warps in [16, 8, 4, 2, 1].into_iter().filter(|&w| w <= most) {
                 let op = Self {
