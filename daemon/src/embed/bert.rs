@@ -293,11 +293,6 @@ impl Bert {
         &self.device
     }
 
-    /// The dtype the encoder computes in.
-    pub(super) fn dtype(&self) -> DType {
-        self.dtype
-    }
-
     /// Whether [`Bert::quantize`] has run.
     pub(super) fn is_quantized(&self) -> bool {
         self.layers.iter().any(|l| l.int8.is_some())
@@ -336,26 +331,42 @@ impl Bert {
         Ok(true)
     }
 
-    /// Starts a forward pass over a padded batch; [`Bert::step`] advances it one
-    /// layer at a time, so the caller can do something urgent between layers.
+    /// Whether [`Bert::begin`] packs a batch's rows without padding.
+    pub(super) fn packs(&self) -> bool {
+        self.fused_cpu && self.rotary.is_none() && self.position.is_some()
+    }
+
+    /// Starts a forward pass over a batch of token rows; [`Bert::step`] advances it
+    /// one layer at a time, so the caller can do something urgent between layers.
     ///
-    /// `ids` is `[batch, len]` (u32); `mask` is `[batch, len]` with 1 for real tokens
-    /// and 0 for padding, in the model's dtype; `lens` holds each sequence's real
-    /// length (the same information, for the fused CPU kernels). Real tokens come
-    /// first in every row.
-    /// `int8` runs the dense layers in int8 where [`Bert::quantize`] made them.
-    pub(super) fn begin(
-        &self,
-        ids: &Tensor,
-        mask: &Tensor,
-        lens: &[usize],
-        int8: bool,
-    ) -> Result<Pass> {
-        let (b, len) = ids.dims2()?;
+    /// On the fused CPU kernels (f32, absolute positions) the rows are packed back
+    /// to back with no padding: every dense layer, norm and GELU then runs on real
+    /// tokens only (a batch of queries, whose lengths vary, had ~1.4 padded slots
+    /// per token). Elsewhere rows are padded on the right to the longest with
+    /// `pad_id`. `int8` runs the dense layers in int8 where [`Bert::quantize`] made
+    /// them.
+    pub(super) fn begin(&self, rows: &[&[u32]], pad_id: u32, int8: bool) -> Result<Pass> {
+        let lens: Vec<usize> = rows.iter().map(|r| r.len()).collect();
+        let (b, len) = (rows.len(), lens.iter().copied().max().unwrap_or(0));
+        if self.packs()
+            && let Some(position) = &self.position
+        {
+            return self.begin_packed(rows, position, lens, int8);
+        }
+        let mut ids = Vec::with_capacity(b * len);
+        let mut mask = Vec::with_capacity(b * len);
+        for r in rows {
+            ids.extend_from_slice(r);
+            ids.extend(std::iter::repeat_n(pad_id, len - r.len()));
+            mask.extend(std::iter::repeat_n(1f32, r.len()));
+            mask.extend(std::iter::repeat_n(0f32, len - r.len()));
+        }
+        let ids = Tensor::from_vec(ids, (b, len), &self.device)?;
         #[cfg(feature = "cuda")]
         if self.fused_cuda {
-            return self.begin_fused(ids, lens);
+            return self.begin_fused(&ids, &lens);
         }
+        let mask = Tensor::from_vec(mask, (b, len), &self.device)?.to_dtype(self.dtype)?;
         let positions = Tensor::arange(
             self.position_offset,
             self.position_offset + len as u32,
@@ -373,7 +384,7 @@ impl Bert {
         // 0 where attended, a large finite negative where padded: finite in every
         // dtype, so `0 * fill` never makes NaN and softmax gives padding zero weight.
         let bias =
-            ((mask.ones_like()? - mask)? * fill_value(self.dtype))?.reshape((b, 1, 1, len))?;
+            ((mask.ones_like()? - &mask)? * fill_value(self.dtype))?.reshape((b, 1, 1, len))?;
         let rotary = match &self.rotary {
             Some(r) => Some(r.tables(len, &self.device, self.dtype)?),
             None => None,
@@ -382,12 +393,44 @@ impl Bert {
             x,
             bias: Some(bias),
             lens_dev: None,
-            lens: lens.to_vec(),
+            lens,
             b,
             len,
+            packed: false,
             next_layer: 0,
             attended: false,
             rotary,
+            int8,
+        })
+    }
+
+    /// The embeddings of rows packed back to back: `[Σ lens, hidden]`.
+    fn begin_packed(
+        &self,
+        rows: &[&[u32]],
+        position: &Embedding,
+        lens: Vec<usize>,
+        int8: bool,
+    ) -> Result<Pass> {
+        let total: usize = lens.iter().sum();
+        let ids: Vec<u32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+        let first = self.position_offset;
+        let positions: Vec<u32> = lens.iter().flat_map(|&l| first..first + l as u32).collect();
+        let ids = Tensor::from_vec(ids, total, &self.device)?;
+        let positions = Tensor::from_vec(positions, total, &self.device)?;
+        let x = (self.word.forward(&ids)? + position.forward(&positions)?)?
+            .broadcast_add(&self.token_type)?;
+        Ok(Pass {
+            x: self.emb_norm.forward(&x)?,
+            bias: None,
+            lens_dev: None,
+            b: rows.len(),
+            len: lens.iter().copied().max().unwrap_or(0),
+            lens,
+            packed: true,
+            next_layer: 0,
+            attended: false,
+            rotary: None,
             int8,
         })
     }
@@ -418,14 +461,12 @@ impl Bert {
                 pass.x = self.feed_forward(layer, int8, &pass.x)?;
                 pass.next_layer += 1;
             } else {
-                let Some(bias) = &pass.bias else {
-                    candle_core::bail!("forward pass without an attention mask");
-                };
                 let batch = Batch {
-                    bias,
+                    bias: pass.bias.as_ref(),
                     lens: &pass.lens,
                     b: pass.b,
                     len: pass.len,
+                    packed: pass.packed,
                     scale: 1.0 / (self.head_dim as f64).sqrt(),
                     rotary: pass.rotary.as_ref(),
                 };
@@ -436,14 +477,59 @@ impl Bert {
         Ok(pass.next_layer >= self.layers.len())
     }
 
-    /// The output of a finished pass: `[batch, len, hidden]`.
+    /// The output of a finished pass: `[batch, len, hidden]`, zeros past each
+    /// sequence's length where the pass was packed.
     pub(super) fn finish(&self, pass: Pass) -> Result<Tensor> {
-        pass.x.reshape((pass.b, pass.len, self.hidden))
+        if !pass.packed {
+            return pass.x.reshape((pass.b, pass.len, self.hidden));
+        }
+        // Row `total` is a row of zeros that every padding slot gathers.
+        let total = pass.x.dim(0)?;
+        let zero = Tensor::zeros((1, self.hidden), pass.x.dtype(), &self.device)?;
+        let x = Tensor::cat(&[&pass.x, &zero], 0)?;
+        let mut index = Vec::with_capacity(pass.b * pass.len);
+        let mut start = 0;
+        for &l in &pass.lens {
+            index.extend((start..start + l).map(|i| i as u32));
+            index.extend(std::iter::repeat_n(total as u32, pass.len - l));
+            start += l;
+        }
+        let index = Tensor::from_vec(index, pass.b * pass.len, &self.device)?;
+        x.index_select(&index, 0)?
+            .reshape((pass.b, pass.len, self.hidden))
     }
 
-    /// Mean pooling and L2 normalisation of a finished pass in one kernel, as f32
-    /// `[batch, hidden]`, where the fused CUDA kernels run; `None` elsewhere.
+    /// Each sequence's real length.
+    pub(super) fn lens<'a>(&self, pass: &'a Pass) -> &'a [usize] {
+        &pass.lens
+    }
+
+    /// Mean pooling and L2 normalisation of a finished pass, as f32 `[batch,
+    /// hidden]`: in one kernel where the fused CUDA kernels run, over each packed
+    /// sequence's rows on the CPU; `None` elsewhere.
     pub(super) fn mean_pooled(&self, pass: &Pass) -> Result<Option<Tensor>> {
+        if pass.packed {
+            let x = pass
+                .x
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let h = self.hidden;
+            let mut out = vec![0f32; pass.b * h];
+            let mut rows = x.chunks_exact(h);
+            for (pooled, &l) in out.chunks_exact_mut(h).zip(&pass.lens) {
+                for row in rows.by_ref().take(l) {
+                    for (p, &v) in pooled.iter_mut().zip(row) {
+                        *p += v;
+                    }
+                }
+                let scale = 1.0 / (l.max(1) as f32);
+                let norm = pooled.iter().map(|v| v * v * scale * scale).sum::<f32>();
+                let inv = scale / norm.sqrt().max(1e-12);
+                pooled.iter_mut().for_each(|v| *v *= inv);
+            }
+            return Ok(Some(Tensor::from_vec(out, (pass.b, h), &self.device)?));
+        }
         #[cfg(feature = "cuda")]
         if let Some(lens) = &pass.lens_dev {
             let hidden = pass.x.reshape((pass.b, pass.len, self.hidden))?;
@@ -470,13 +556,17 @@ impl Bert {
             qkv.apply_op1_no_bwd(&Attention {
                 batch: batch.b,
                 len: batch.len,
+                packed: batch.packed,
                 heads: self.heads,
                 head_dim: self.head_dim,
                 lens: batch.lens.to_vec(),
                 scale: batch.scale as f32,
             })?
         } else {
-            self.attention(&qkv, batch)?
+            let Some(bias) = batch.bias else {
+                candle_core::bail!("forward pass without an attention mask");
+            };
+            self.attention(&qkv, batch, bias)?
         };
         layer.attn_norm.forward(
             &(self.linear(
@@ -523,7 +613,7 @@ impl Bert {
     }
 
     /// Attention with candle's generic ops, for GPUs and half precision.
-    fn attention(&self, qkv: &Tensor, batch: &Batch) -> Result<Tensor> {
+    fn attention(&self, qkv: &Tensor, batch: &Batch, bias: &Tensor) -> Result<Tensor> {
         let (nh, hd, b, len) = (self.heads, self.head_dim, batch.b, batch.len);
         // [tokens, 3h] -> [3, b, heads, len, head_dim]: one copy puts q, k and v each
         // in the contiguous layout the batched matmul wants.
@@ -535,7 +625,7 @@ impl Bert {
         let q = qkv.get(0)?;
         let k = qkv.get(1)?;
         let v = qkv.get(2)?;
-        let scores = q.matmul(&k.t()?)?.broadcast_add(batch.bias)?;
+        let scores = q.matmul(&k.t()?)?.broadcast_add(bias)?;
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         probs
             .matmul(&v)?
@@ -557,7 +647,10 @@ pub(super) struct Pass {
     lens_dev: Option<Tensor>,
     lens: Vec<usize>,
     b: usize,
+    /// The longest sequence (every row's length, unless `packed`).
     len: usize,
+    /// `x` holds the sequences back to back, `lens[i]` rows each, no padding.
+    packed: bool,
     next_layer: usize,
     /// The attention half of `next_layer` has run.
     attended: bool,
@@ -569,12 +662,15 @@ pub(super) struct Pass {
 
 /// The shape of one forward pass, shared by every layer.
 struct Batch<'a> {
-    /// `[b, 1, 1, len]`: 0 for real keys, a large negative for padding.
-    bias: &'a Tensor,
+    /// `[b, 1, 1, len]`: 0 for real keys, a large negative for padding (candle's
+    /// generic ops; `None` on the fused CPU kernels, which read `lens`).
+    bias: Option<&'a Tensor>,
     /// Real length of each sequence.
     lens: &'a [usize],
     b: usize,
     len: usize,
+    /// Rows are the sequences back to back (see [`Pass`]).
+    packed: bool,
     /// `1/√head_dim`.
     scale: f64,
     /// Rotates queries and keys (NomicBert).
@@ -721,6 +817,7 @@ impl Bert {
             lens: lens.to_vec(),
             b,
             len,
+            packed: false,
             next_layer: 0,
             attended: false,
             // The fused kernels run only with absolute positions.

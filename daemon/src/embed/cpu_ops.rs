@@ -57,8 +57,10 @@ impl pulp::WithSimd for GeluKernel<'_> {
 pub(super) struct Attention {
     /// Sequences in the batch.
     pub batch: usize,
-    /// Padded length of every sequence.
+    /// Padded length of every sequence (unless `packed`).
     pub len: usize,
+    /// The sequences lie back to back, `lens[b]` rows each, with no padding rows.
+    pub packed: bool,
     /// Attention heads.
     pub heads: usize,
     /// Width of one head.
@@ -77,7 +79,11 @@ impl CustomOp1 for Attention {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let qkv = f32_input(storage, layout, self.name())?;
         let hidden = self.heads * self.head_dim;
-        let rows = self.batch * self.len;
+        let rows = if self.packed {
+            self.lens.iter().sum()
+        } else {
+            self.batch * self.len
+        };
         if qkv.len() != rows * 3 * hidden || self.lens.len() != self.batch {
             candle_core::bail!(
                 "cpu-attention: input of {} values does not match {} rows of 3×{hidden}",
@@ -86,22 +92,29 @@ impl CustomOp1 for Attention {
             );
         }
         let mut out = vec![0f32; rows * hidden];
-        out.par_chunks_mut(self.len * hidden)
-            .zip(qkv.par_chunks(self.len * 3 * hidden))
-            .zip(self.lens.par_iter())
-            .for_each(|((out, qkv), &real)| {
-                let kernel = AttentionKernel {
-                    op: self,
-                    qkv,
-                    out,
-                    real: real.min(self.len),
-                };
-                if self.head_dim.is_multiple_of(LANES) {
-                    pulp::Arch::new().dispatch(TiledAttention(kernel))
-                } else {
-                    pulp::Arch::new().dispatch(kernel)
-                }
-            });
+        // Each sequence's output and input rows.
+        let mut work = Vec::with_capacity(self.batch);
+        let (mut out_rest, mut qkv_rest) = (out.as_mut_slice(), qkv);
+        for &real in &self.lens {
+            let n = if self.packed { real } else { self.len };
+            let (o, rest) = out_rest.split_at_mut(n * hidden);
+            let (q, qrest) = qkv_rest.split_at(n * 3 * hidden);
+            work.push((o, q, real));
+            (out_rest, qkv_rest) = (rest, qrest);
+        }
+        work.into_par_iter().for_each(|(out, qkv, real)| {
+            let kernel = AttentionKernel {
+                op: self,
+                qkv,
+                out,
+                real: real.min(self.len),
+            };
+            if self.head_dim.is_multiple_of(LANES) {
+                pulp::Arch::new().dispatch(TiledAttention(kernel))
+            } else {
+                pulp::Arch::new().dispatch(kernel)
+            }
+        });
         Ok((CpuStorage::F32(out), Shape::from((rows, hidden))))
     }
 }
@@ -559,6 +572,7 @@ mod tests {
             let op = Attention {
                 batch,
                 len,
+                packed: false,
                 heads,
                 head_dim,
                 lens: lens.clone(),
@@ -579,6 +593,47 @@ mod tests {
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert!((g - w).abs() < 1e-4, "len {real}, value {i}: {g} vs {w}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn packed_sequences_attend_as_padded_ones() {
+        use candle_core::{Device, Tensor};
+        let (heads, head_dim, lens) = (3, 32, vec![4, 17, 1, 9]);
+        let hidden = heads * head_dim;
+        let (batch, len) = (lens.len(), *lens.iter().max().unwrap());
+        // Padding rows hold values too: they must not reach any real row.
+        let padded: Vec<f32> = (0..batch * len * 3 * hidden)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 2.0)
+            .collect();
+        let mut packed = Vec::new();
+        for (b, &real) in lens.iter().enumerate() {
+            packed.extend_from_slice(&padded[b * len * 3 * hidden..][..real * 3 * hidden]);
+        }
+        let op = |packed| Attention {
+            batch,
+            len,
+            packed,
+            heads,
+            head_dim,
+            lens: lens.clone(),
+            scale: 1.0 / (head_dim as f32).sqrt(),
+        };
+        let run = |values: Vec<f32>, packed: bool| {
+            let rows = values.len() / (3 * hidden);
+            Tensor::from_vec(values, (rows, 3 * hidden), &Device::Cpu)
+                .and_then(|t| t.apply_op1_no_bwd(&op(packed)))
+                .and_then(|t| t.to_vec2::<f32>())
+                .expect("attention runs")
+        };
+        let (want, got) = (run(padded, false), run(packed, true));
+        assert_eq!(got.len(), lens.iter().sum::<usize>());
+        let mut next = 0;
+        for (b, &real) in lens.iter().enumerate() {
+            for i in 0..real {
+                assert_eq!(got[next], want[b * len + i], "sequence {b}, row {i}");
+                next += 1;
             }
         }
     }

@@ -421,41 +421,25 @@ impl CandleEmbedder {
         }
     }
 
-    /// Pads texts of similar length into one batch and starts its forward pass;
-    /// the mask comes back for pooling.
-    fn begin(&self, rows: &[&[u32]], int8: bool) -> candle_core::Result<(bert::Pass, Tensor)> {
-        let device = self.model.device();
-        let lens: Vec<usize> = rows.iter().map(|r| r.len()).collect();
-        let len = lens.iter().copied().max().unwrap_or(0);
-        let mut ids = Vec::with_capacity(rows.len() * len);
-        let mut mask = Vec::with_capacity(rows.len() * len);
-        for r in rows {
-            ids.extend_from_slice(r);
-            ids.extend(std::iter::repeat_n(self.pad_id, len - r.len()));
-            mask.extend(std::iter::repeat_n(1f32, r.len()));
-            mask.extend(std::iter::repeat_n(0f32, len - r.len()));
-        }
-        let ids = Tensor::from_vec(ids, (rows.len(), len), device)?;
-        let mask = Tensor::from_vec(mask, (rows.len(), len), device)?;
-        let pass = self
-            .model
-            .begin(&ids, &mask.to_dtype(self.model.dtype())?, &lens, int8)?;
-        Ok((pass, mask))
-    }
-
     /// Pools and normalises a finished pass into `[n, dims]` f32 rows, on the device.
-    fn pool(&self, pass: bert::Pass, mask: &Tensor) -> candle_core::Result<Tensor> {
+    fn pool(&self, pass: bert::Pass) -> candle_core::Result<Tensor> {
         if self.pooling == Pooling::Mean
             && let Some(pooled) = self.model.mean_pooled(&pass)?
         {
             return Ok(pooled);
         }
+        let lens = self.model.lens(&pass).to_vec();
         let hidden = self.model.finish(pass)?.to_dtype(DType::F32)?;
         let pooled = match self.pooling {
             Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
             // `Server` is a remote model's; a local one reads `Mean` or `Cls`.
             Pooling::Mean | Pooling::Server => {
-                let m = mask.unsqueeze(2)?;
+                let len = hidden.dim(1)?;
+                let mask: Vec<f32> = lens
+                    .iter()
+                    .flat_map(|&l| (0..len).map(move |i| if i < l { 1.0 } else { 0.0 }))
+                    .collect();
+                let m = Tensor::from_vec(mask, (lens.len(), len, 1), hidden.device())?;
                 let sum = hidden.broadcast_mul(&m)?.sum(1)?;
                 sum.broadcast_div(&m.sum(1)?.clamp(1e-9, f64::MAX)?)?
             }
@@ -555,8 +539,10 @@ impl Embedder for CandleEmbedder {
                 let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
                 for group in batch::plan(&lens, self.policy) {
                     let rows: Vec<&[u32]> = group.iter().map(|&i| ids[i].as_slice()).collect();
-                    let (mut pass, mask) =
-                        self.begin(&rows, int8).map_err(|e| self.compute_err(e))?;
+                    let mut pass = self
+                        .model
+                        .begin(&rows, self.pad_id, int8)
+                        .map_err(|e| self.compute_err(e))?;
                     loop {
                         let done = self
                             .model
@@ -567,10 +553,15 @@ impl Embedder for CandleEmbedder {
                             break;
                         }
                     }
-                    pooled.push(self.pool(pass, &mask).map_err(|e| self.compute_err(e))?);
+                    pooled.push(self.pool(pass).map_err(|e| self.compute_err(e))?);
                     self.stats.batches += 1;
-                    self.stats.padded_tokens += (group.len() * lens[group[0]]) as u64;
-                    self.stats.tokens += group.iter().map(|&i| lens[i] as u64).sum::<u64>();
+                    let tokens = group.iter().map(|&i| lens[i] as u64).sum::<u64>();
+                    self.stats.padded_tokens += if self.model.packs() {
+                        tokens
+                    } else {
+                        (group.len() * lens[group[0]]) as u64
+                    };
+                    self.stats.tokens += tokens;
                     order.extend(group.into_iter().map(|i| index[i]));
                 }
             }
