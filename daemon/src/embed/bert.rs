@@ -354,19 +354,16 @@ impl Bert {
             return self.begin_packed(rows, position, lens, int8);
         }
         let mut ids = Vec::with_capacity(b * len);
-        let mut mask = Vec::with_capacity(b * len);
         for r in rows {
             ids.extend_from_slice(r);
             ids.extend(std::iter::repeat_n(pad_id, len - r.len()));
-            mask.extend(std::iter::repeat_n(1f32, r.len()));
-            mask.extend(std::iter::repeat_n(0f32, len - r.len()));
         }
         let ids = Tensor::from_vec(ids, (b, len), &self.device)?;
         #[cfg(feature = "cuda")]
         if self.fused_cuda {
             return self.begin_fused(&ids, &lens);
         }
-        let mask = Tensor::from_vec(mask, (b, len), &self.device)?.to_dtype(self.dtype)?;
+        let mask = padding_mask(&lens, len, &self.device)?.to_dtype(self.dtype)?;
         let positions = Tensor::arange(
             self.position_offset,
             self.position_offset + len as u32,
@@ -675,6 +672,16 @@ struct Batch<'a> {
     scale: f64,
     /// Rotates queries and keys (NomicBert).
     rotary: Option<&'a RotaryTables>,
+}
+
+/// `[lens.len(), len]` f32: 1 for each sequence's first `lens[i]` tokens, 0 for
+/// its padding.
+pub(super) fn padding_mask(lens: &[usize], len: usize, device: &Device) -> Result<Tensor> {
+    let mask: Vec<f32> = lens
+        .iter()
+        .flat_map(|&l| (0..len).map(move |i| if i < l { 1.0 } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(mask, (lens.len(), len), device)
 }
 
 fn fill_value(dtype: DType) -> f64 {

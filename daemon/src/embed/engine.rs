@@ -434,12 +434,7 @@ impl CandleEmbedder {
             Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
             // `Server` is a remote model's; a local one reads `Mean` or `Cls`.
             Pooling::Mean | Pooling::Server => {
-                let len = hidden.dim(1)?;
-                let mask: Vec<f32> = lens
-                    .iter()
-                    .flat_map(|&l| (0..len).map(move |i| if i < l { 1.0 } else { 0.0 }))
-                    .collect();
-                let m = Tensor::from_vec(mask, (lens.len(), len, 1), hidden.device())?;
+                let m = bert::padding_mask(&lens, hidden.dim(1)?, hidden.device())?.unsqueeze(2)?;
                 let sum = hidden.broadcast_mul(&m)?.sum(1)?;
                 sum.broadcast_div(&m.sum(1)?.clamp(1e-9, f64::MAX)?)?
             }
