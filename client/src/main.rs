@@ -352,6 +352,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             max_tokens,
             context,
         } => {
+            // Hits are many short lines: one write at the end, not one per line.
+            let mut out = std::io::BufWriter::new(&mut out);
             let mut c = connect(&p)?;
             let repos = repos
                 .iter()

@@ -270,10 +270,13 @@ impl pulp::WithSimd for TiledAttention<'_> {
     }
 }
 
-/// Inputs with at most this many rows take [`SmallLinear`] instead of GEMM.
-pub(super) const SMALL_ROWS: usize = 32;
+/// Inputs with at most this many rows take [`SmallLinear`] instead of GEMM: where
+/// they crossed on a 2-core AVX-512 box, batches of 10–12 queries of ~20 tokens
+/// (`bench-embed --chunks` of eval queries; 8 queries: 249 against GEMM's 214 a
+/// second, 16: 248 against 271).
+pub(super) const SMALL_ROWS: usize = 192;
 
-/// `x · Wᵀ + b` for a handful of rows (a search query): one pass over the weights.
+/// `x · Wᵀ + b` for a few rows (search queries): one pass over the weights.
 ///
 /// GEMM packs the whole weight matrix on every call, which for a 7-token query
 /// costs more than the arithmetic; here each weight row is read once and dotted
@@ -338,34 +341,104 @@ impl pulp::WithSimd for LinearKernel<'_> {
     /// `[rows][columns of this block]`.
     type Output = Vec<f32>;
 
+    /// Tiles of 4 input rows × 4 weight rows: sixteen independent accumulators.
+    /// One dot product at a time is one chain of dependent multiply-adds, so the
+    /// core waits out each one's latency (a 20-token query took 13 ms that way);
+    /// sixteen chains keep both FMA units busy, and each weight row loaded is used
+    /// for four input rows.
     #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _: S) -> Vec<f32> {
+    fn with_simd<S: pulp::Simd>(self, simd: S) -> Vec<f32> {
         let Self { x, w, b, inputs } = self;
         let rows = x.len() / inputs;
         let cols = b.len();
         let mut out = vec![0f32; rows * cols];
-        for (c, (w_row, &bias)) in w.chunks_exact(inputs).zip(b).enumerate() {
-            for (r, x_row) in x.chunks_exact(inputs).enumerate() {
-                out[r * cols + c] = dot(x_row, w_row) + bias;
+        let row = |r: usize| &x[r * inputs..][..inputs];
+        let col = |c: usize| &w[c * inputs..][..inputs];
+        let mut put = |r: usize, c: usize, v: f32| out[r * cols + c] = v + b[c];
+        let (full_rows, full_cols) = (rows - rows % 4, cols - cols % 4);
+        for c in (0..full_cols).step_by(4) {
+            let ws = [col(c), col(c + 1), col(c + 2), col(c + 3)];
+            for r in (0..full_rows).step_by(4) {
+                let t = tile::<S, 4, 4>(simd, [row(r), row(r + 1), row(r + 2), row(r + 3)], ws);
+                for (i, t) in t.iter().enumerate() {
+                    for (j, &v) in t.iter().enumerate() {
+                        put(r + i, c + j, v);
+                    }
+                }
+            }
+            for r in full_rows..rows {
+                for (j, &v) in tile::<S, 1, 4>(simd, [row(r)], ws)[0].iter().enumerate() {
+                    put(r, c + j, v);
+                }
+            }
+        }
+        for c in full_cols..cols {
+            for r in (0..full_rows).step_by(4) {
+                let t =
+                    tile::<S, 4, 1>(simd, [row(r), row(r + 1), row(r + 2), row(r + 3)], [col(c)]);
+                for (i, t) in t.iter().enumerate() {
+                    put(r + i, c, t[0]);
+                }
+            }
+            for r in full_rows..rows {
+                put(r, c, tile::<S, 1, 1>(simd, [row(r)], [col(c)])[0][0]);
             }
         }
         out
     }
 }
 
-/// Dot product with sixteen independent accumulators, so it vectorises.
+/// The `R × C` dot products of `xs` with `ws` (all of one length), a SIMD vector
+/// at a time with one accumulator per pair, held in registers.
+///
+/// Plain loops, no closures: a closure does not inherit the SIMD target features,
+/// and the intrinsics called inside one stop being inlined.
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (a_chunks, a_rest) = a.as_chunks::<16>();
-    let (b_chunks, b_rest) = b.as_chunks::<16>();
-    for (x, y) in a_chunks.iter().zip(b_chunks) {
-        for i in 0..16 {
-            acc[i] += x[i] * y[i];
+fn tile<S: pulp::Simd, const R: usize, const C: usize>(
+    simd: S,
+    xs: [&[f32]; R],
+    ws: [&[f32]; C],
+) -> [[f32; C]; R] {
+    let zero = simd.splat_f32s(0.0);
+    let mut xv = [(&[][..], &[][..]); R];
+    let mut wv = [(&[][..], &[][..]); C];
+    for i in 0..R {
+        xv[i] = S::as_simd_f32s(xs[i]);
+    }
+    for j in 0..C {
+        wv[j] = S::as_simd_f32s(ws[j]);
+    }
+    let steps = xv[0].0.len();
+    for v in xv.iter().chain(&wv) {
+        assert_eq!(v.0.len(), steps);
+    }
+    let mut acc = [[zero; C]; R];
+    for k in 0..steps {
+        let mut a = [zero; R];
+        let mut b = [zero; C];
+        for i in 0..R {
+            a[i] = xv[i].0[k];
+        }
+        for j in 0..C {
+            b[j] = wv[j].0[k];
+        }
+        for i in 0..R {
+            for j in 0..C {
+                acc[i][j] = simd.mul_add_e_f32s(a[i], b[j], acc[i][j]);
+            }
         }
     }
-    let tail: f32 = a_rest.iter().zip(b_rest).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
+    let mut out = [[0f32; C]; R];
+    for i in 0..R {
+        for j in 0..C {
+            let mut tail = 0f32;
+            for (a, b) in xv[i].1.iter().zip(wv[j].1) {
+                tail += a * b;
+            }
+            out[i][j] = simd.reduce_sum_f32s(acc[i][j]) + tail;
+        }
+    }
+    out
 }
 
 /// `out = scale · Σ_j weights[j] · rows[j]`, where row `j` is `out.len()` values
@@ -540,25 +613,31 @@ mod tests {
     fn small_linear_matches_candle_matmul() {
         use candle_core::{Device, Tensor};
         let dev = Device::Cpu;
-        let (rows, inputs, outputs) = (7, 40, 300);
-        let x = Tensor::randn(0f32, 1.0, (rows, inputs), &dev).unwrap();
-        let w = Tensor::randn(0f32, 1.0, (outputs, inputs), &dev).unwrap();
-        let b = Tensor::randn(0f32, 1.0, outputs, &dev).unwrap();
-        let want = x
-            .matmul(&w.t().unwrap())
-            .unwrap()
-            .broadcast_add(&b)
-            .unwrap();
-        let got = x.apply_op3_no_bwd(&w, &b, &SmallLinear).unwrap();
-        let diff: f32 = (want - got)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        assert!(diff < 1e-4, "max difference {diff}");
+        // Whole tiles of 4 × 4, leftover rows and columns, inputs with a tail past
+        // the sixteen lanes, a column block (128) with a partial tile.
+        for (rows, inputs, outputs) in [(7, 40, 303), (4, 384, 384), (1, 16, 5), (32, 33, 130)] {
+            let x = Tensor::randn(0f32, 1.0, (rows, inputs), &dev).unwrap();
+            let w = Tensor::randn(0f32, 1.0, (outputs, inputs), &dev).unwrap();
+            let b = Tensor::randn(0f32, 1.0, outputs, &dev).unwrap();
+            let want = x
+                .matmul(&w.t().unwrap())
+                .unwrap()
+                .broadcast_add(&b)
+                .unwrap();
+            let got = x.apply_op3_no_bwd(&w, &b, &SmallLinear).unwrap();
+            let diff: f32 = (want - got)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert!(
+                diff < 1e-3,
+                "{rows}×{inputs}·{outputs}: max difference {diff}"
+            );
+        }
     }
 
     #[test]

@@ -34,10 +34,14 @@ impl Service {
                 None => repos.values().cloned().collect(),
             }
         };
+        // One query vector per model, then every repository searched at once: each
+        // search reads its own SQLite connection and HNSW graph on a blocking thread.
         let mut vectors: HashMap<String, Vec<f32>> = HashMap::new();
-        let mut hits: Vec<Hit> = Vec::new();
-        for repo in selected {
-            if mode != crate::search::Mode::Lexical && !vectors.contains_key(&repo.model) {
+        if mode != crate::search::Mode::Lexical {
+            for repo in &selected {
+                if vectors.contains_key(&repo.model) {
+                    continue;
+                }
                 let handle = self.embedder(Some(&repo.model)).await?;
                 let v = handle
                     .embed_async(vec![p.query.clone()], InputKind::Query)
@@ -47,48 +51,23 @@ impl Service {
                     .unwrap_or_default();
                 vectors.insert(repo.model.clone(), v);
             }
-            let query = vectors.get(&repo.model).cloned().unwrap_or_default();
-            let text = p.query.clone();
-            let (k, languages, paths) = (p.k, p.languages.clone(), paths.clone());
-            let filtered = languages.is_some() || paths.is_some();
-            let found = tokio::task::spawn_blocking(move || {
-                let reader = repo.readers.get()?;
-                let keep = |r: &crate::store::ChunkRow| {
-                    languages
-                        .as_ref()
-                        .is_none_or(|l| l.iter().any(|x| x == &r.language))
-                        && paths.as_ref().is_none_or(|g| g.is_match(&r.path))
-                };
-                let req = crate::search::Request {
-                    text: &text,
-                    vector: (mode != crate::search::Mode::Lexical).then_some(query.as_slice()),
-                    k,
-                    mode,
-                    keep: filtered
-                        .then_some(&keep as &(dyn Fn(&crate::store::ChunkRow) -> bool + Sync)),
-                };
-                let rows = crate::search::ranked(&*reader, &req)?;
-                let root = repo.root.display().to_string();
-                Ok::<_, StoreError>(
-                    crate::search::hits(&repo.root, rows, k)
-                        .into_iter()
-                        .map(|h| Hit {
-                            repo: root.clone(),
-                            path: h.path,
-                            start_line: h.start_line,
-                            end_line: h.end_line,
-                            symbol: h.symbol,
-                            kind: h.kind,
-                            language: h.language,
-                            score: h.score,
-                            snippet: h.snippet,
-                            stale: h.stale,
-                        })
-                        .collect::<Vec<_>>(),
-                )
+        }
+        let searches: Vec<_> = selected
+            .into_iter()
+            .map(|repo| {
+                let query = vectors.get(&repo.model).cloned().unwrap_or_default();
+                let text = p.query.clone();
+                let (k, languages, paths) = (p.k, p.languages.clone(), paths.clone());
+                tokio::task::spawn_blocking(move || {
+                    search_repo(&repo, &text, &query, k, mode, languages, paths)
+                })
             })
-            .await
-            .map_err(|e| ServiceError::Internal(format!("search panicked: {e}")))??;
+            .collect();
+        let mut hits: Vec<Hit> = Vec::new();
+        for search in searches {
+            let found = search
+                .await
+                .map_err(|e| ServiceError::Internal(format!("search panicked: {e}")))??;
             hits.extend(found);
         }
         hits.sort_by(|a, b| b.score.total_cmp(&a.score));
@@ -98,6 +77,50 @@ impl Service {
             took_ms: started.elapsed().as_secs_f64() * 1e3,
         })
     }
+}
+
+/// One repository's hits for the query (its vector empty in lexical mode).
+fn search_repo(
+    repo: &Repo,
+    text: &str,
+    query: &[f32],
+    k: usize,
+    mode: crate::search::Mode,
+    languages: Option<Vec<String>>,
+    paths: Option<globset::GlobSet>,
+) -> Result<Vec<Hit>, StoreError> {
+    let reader = repo.readers.get()?;
+    let filtered = languages.is_some() || paths.is_some();
+    let keep = |r: &crate::store::ChunkRow| {
+        languages
+            .as_ref()
+            .is_none_or(|l| l.iter().any(|x| x == &r.language))
+            && paths.as_ref().is_none_or(|g| g.is_match(&r.path))
+    };
+    let req = crate::search::Request {
+        text,
+        vector: (mode != crate::search::Mode::Lexical).then_some(query),
+        k,
+        mode,
+        keep: filtered.then_some(&keep as &(dyn Fn(&crate::store::ChunkRow) -> bool + Sync)),
+    };
+    let rows = crate::search::ranked(&*reader, &req)?;
+    let root = repo.root.display().to_string();
+    Ok(crate::search::hits(&repo.root, rows, k)
+        .into_iter()
+        .map(|h| Hit {
+            repo: root.clone(),
+            path: h.path,
+            start_line: h.start_line,
+            end_line: h.end_line,
+            symbol: h.symbol,
+            kind: h.kind,
+            language: h.language,
+            score: h.score,
+            snippet: h.snippet,
+            stale: h.stale,
+        })
+        .collect())
 }
 
 /// The limits of `search` params (`codesearch_proto::limits`), before any work.
