@@ -52,30 +52,39 @@ impl BatchPolicy {
 /// Splits texts of the given token lengths into batches, longest first.
 ///
 /// Returns indices into `lens`; every index appears exactly once. A text longer
-/// than the budget still gets a batch of its own.
+/// than the budget still gets a batch of its own. (The engine takes one batch at
+/// a time with [`take`], its policy able to change between them.)
+#[cfg(test)]
 pub(super) fn plan(lens: &[usize], policy: BatchPolicy) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..lens.len()).collect();
-    // Stable, so equal lengths keep input order and results are reproducible.
-    order.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
-    let max_batch = policy.max_batch.max(1);
+    let order = longest_first(lens);
+    let mut rest = &order[..];
     let mut batches = Vec::new();
-    let mut current: Vec<usize> = Vec::new();
-    let mut longest = 0;
-    for i in order {
-        let fits = current.len() < max_batch
-            && (current.len() + 1) * longest.max(lens[i]) <= policy.token_budget;
-        if !current.is_empty() && !fits {
-            batches.push(std::mem::take(&mut current));
-        }
-        if current.is_empty() {
-            longest = lens[i];
-        }
-        current.push(i);
-    }
-    if !current.is_empty() {
-        batches.push(current);
+    while !rest.is_empty() {
+        let (batch, tail) = rest.split_at(take(lens, rest, policy));
+        batches.push(batch.to_vec());
+        rest = tail;
     }
     batches
+}
+
+/// Indices into `lens`, longest first. Stable, so equal lengths keep input order
+/// and results are reproducible.
+pub(super) fn longest_first(lens: &[usize]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..lens.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
+    order
+}
+
+/// How many texts of `order` (longest first, not empty) the next batch takes:
+/// at least one, at most `max_batch`, and no more than the budget holds padded
+/// to the first (longest).
+pub(super) fn take(lens: &[usize], order: &[usize], policy: BatchPolicy) -> usize {
+    let (max_batch, longest) = (policy.max_batch.max(1), lens[order[0]]);
+    let mut n = 1;
+    while n < order.len().min(max_batch) && (n + 1) * longest <= policy.token_budget {
+        n += 1;
+    }
+    n
 }
 
 #[cfg(test)]
@@ -131,5 +140,34 @@ mod tests {
             .collect();
         seen.sort();
         assert_eq!(seen, (0..1000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_smaller_budget_takes_effect_from_the_next_batch() {
+        let lens = [100; 40];
+        let order = longest_first(&lens);
+        let full = BatchPolicy {
+            max_batch: 32,
+            token_budget: 4096,
+        };
+        let small = BatchPolicy {
+            token_budget: 1024,
+            ..full
+        };
+        let first = take(&lens, &order, full);
+        assert_eq!(first, 32);
+        assert_eq!(take(&lens, &order[first..], small), 8);
+        // A text past the budget still goes alone.
+        assert_eq!(
+            take(
+                &[300, 200],
+                &[0, 1],
+                BatchPolicy {
+                    max_batch: 32,
+                    token_budget: 256
+                }
+            ),
+            1
+        );
     }
 }

@@ -25,6 +25,9 @@ use super::{EmbedError, Embedder, InputKind};
 /// the index pipeline's calls (a commit, 8,192 texts) overlap all but the first.
 const TOKENIZE_GROUP: usize = 1024;
 
+/// How long after a query document batches stay small ([`CandleEmbedder::policy_now`]).
+const SEARCHES_KEEP_BATCHES_SMALL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The dtype the encoder computes in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
@@ -97,6 +100,9 @@ pub struct CandleEmbedder {
     document_prefix: String,
     /// Document batches run the dense layers in int8 ([`Precision::Int8`]).
     int8_documents: bool,
+    /// When the last query was embedded: while searches come, document batches
+    /// on the CPU shrink ([`Self::policy_now`]).
+    last_query: Option<std::time::Instant>,
 }
 
 /// The model's tokenizer: `tokenizer.json`, or for checkpoints that ship
@@ -387,6 +393,7 @@ impl CandleEmbedder {
             query_prefix,
             document_prefix,
             int8_documents,
+            last_query: None,
         })
     }
 
@@ -411,6 +418,26 @@ impl CandleEmbedder {
     /// How texts are grouped into forward passes.
     pub fn policy(&self) -> BatchPolicy {
         self.policy
+    }
+
+    /// The batch policy for the next forward pass. A query waits at the model for
+    /// the half-layer of a document batch under way, which on a CPU is tens of
+    /// milliseconds at the full token budget, more while the index pipeline's other
+    /// stages share the cores; so for a while after each query, document batches
+    /// on the CPU take a quarter of the budget (about 13 % fewer chunks a second
+    /// while searches come, docs/BENCHMARKS.md). GPU batches are fast either way.
+    fn policy_now(&self, kind: InputKind) -> BatchPolicy {
+        let searching = self
+            .last_query
+            .is_some_and(|t| t.elapsed() < SEARCHES_KEEP_BATCHES_SMALL);
+        if kind == InputKind::Document && searching && self.model.device().is_cpu() {
+            BatchPolicy {
+                token_budget: (self.policy.token_budget / 4).max(self.max_tokens),
+                ..self.policy
+            }
+        } else {
+            self.policy
+        }
     }
 
     fn compute_err(&self, source: candle_core::Error) -> EmbedError {
@@ -489,6 +516,9 @@ impl Embedder for CandleEmbedder {
         let prefix = prefix.as_str();
         let int8 = self.int8_documents && kind == InputKind::Document;
         let started = std::time::Instant::now();
+        if kind == InputKind::Query {
+            self.last_query = Some(started);
+        }
         // Groups of texts tokenized and length-sorted together. A call of more than one
         // group is ordered by byte length first, so each group holds texts of similar
         // token lengths (padding as low as one global sort), and a thread tokenizes the
@@ -532,7 +562,14 @@ impl Embedder for CandleEmbedder {
                 let (index, ids, took) = tokenized?;
                 tokenizing += took;
                 let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
-                for group in batch::plan(&lens, self.policy) {
+                // Batch by batch, so a search that arrives mid-call shrinks the
+                // batches after the current one (`policy_now`).
+                let by_length = batch::longest_first(&lens);
+                let mut rest = &by_length[..];
+                while !rest.is_empty() {
+                    let (group, tail) =
+                        rest.split_at(batch::take(&lens, rest, self.policy_now(kind)));
+                    rest = tail;
                     let rows: Vec<&[u32]> = group.iter().map(|&i| ids[i].as_slice()).collect();
                     let mut pass = self
                         .model
@@ -557,7 +594,7 @@ impl Embedder for CandleEmbedder {
                         (group.len() * lens[group[0]]) as u64
                     };
                     self.stats.tokens += tokens;
-                    order.extend(group.into_iter().map(|i| index[i]));
+                    order.extend(group.iter().map(|&i| index[i]));
                 }
             }
             Ok(())
