@@ -190,9 +190,10 @@ pub(super) struct Bert {
     /// On CUDA (with GELU-erf, hidden ≤ 1,024): the fused kernels of `cuda_ops`.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     fused_cuda: bool,
-    /// For the fused CUDA kernels: `[3, hidden]` = token-type row, norm weight, norm bias.
+    /// For the fused CUDA kernels, the embedding kernel's one table: the word rows,
+    /// the position rows, then the token-type row, norm weight and norm bias.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    emb_params: Option<Tensor>,
+    emb_table: Option<Tensor>,
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     eps: f64,
     /// The first real token's position id ([`BertConfig::position_offset`]).
@@ -262,10 +263,17 @@ impl Bert {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        let emb_params = if fused_cuda {
-            Some(norm_params(&token_type, &emb_norm)?)
+        let (word, position, emb_table) = if fused_cuda {
+            let params = norm_params(&token_type, &emb_norm)?;
+            let rows = [word.embeddings(), position.embeddings(), &params];
+            let table = Tensor::cat(&rows, 0)?.contiguous()?;
+            // The tables as views of the one copy (a large vocabulary is not held twice).
+            let (words, positions) = (cfg.vocab_size, cfg.max_position_embeddings);
+            let word = Embedding::new(table.narrow(0, 0, words)?, h);
+            let position = Embedding::new(table.narrow(0, words, positions)?, h);
+            (word, position, Some(table))
         } else {
-            None
+            (word, position, None)
         };
         Ok(Self {
             word,
@@ -282,7 +290,7 @@ impl Bert {
             device: vb.device().clone(),
             fused_cpu,
             fused_cuda,
-            emb_params,
+            emb_table,
             eps,
             position_offset: cfg.position_offset() as u32,
         })
@@ -741,7 +749,7 @@ impl Bert {
             device,
             fused_cpu,
             fused_cuda: false,
-            emb_params: None,
+            emb_table: None,
             eps: parts.eps,
             position_offset: 0,
         }
@@ -800,22 +808,21 @@ fn load_layer(
 
 #[cfg(feature = "cuda")]
 impl Bert {
-    /// Embeddings for the fused path: word rows, position rows gathered per token,
-    /// then one add-and-norm kernel.
+    /// Embeddings for the fused path: word and position rows gathered, added and
+    /// normalised in one kernel.
     fn begin_fused(&self, ids: &Tensor, lens: &[usize]) -> Result<Pass> {
         let (b, len) = ids.dims2()?;
-        let first = self.position_offset;
-        let positions: Vec<u32> = (0..b).flat_map(|_| first..first + len as u32).collect();
-        let positions = Tensor::from_vec(positions, b * len, &self.device)?;
-        let word = self.word.forward(&ids.flatten_all()?)?;
-        let Some(position) = &self.position else {
-            candle_core::bail!("fused CUDA path without a position table");
+        let (Some(table), Some(position)) = (&self.emb_table, &self.position) else {
+            candle_core::bail!("fused CUDA path without its embedding table");
         };
-        let pos = position.forward(&positions)?;
-        let Some(params) = &self.emb_params else {
-            candle_core::bail!("fused CUDA path without its embedding parameters");
+        let embed = cuda_ops::EmbedNorm {
+            vocab: self.word.embeddings().dim(0)?,
+            positions: position.embeddings().dim(0)?,
+            first: self.position_offset as usize,
+            len,
+            eps: self.eps as f32,
         };
-        let x = word.apply_op3_no_bwd(&pos, params, &self.add_norm())?;
+        let x = ids.flatten_all()?.apply_op2_no_bwd(table, &embed)?;
         let lens_dev: Vec<u32> = lens.iter().map(|&l| l as u32).collect();
         Ok(Pass {
             x,

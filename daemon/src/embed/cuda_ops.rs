@@ -334,6 +334,93 @@ impl CustomOp3 for AddNorm {
     }
 }
 
+/// The embeddings and their norm in one kernel: ids u32 `[rows]` (the batch
+/// flattened, `len` tokens a sequence) and the table `[vocab + positions + 3, cols]`
+/// (word rows, position rows, then the token-type row, gamma and beta) →
+/// `LayerNorm(word[id] + position[first + i % len] + token_type)`, `[rows, cols]`.
+/// One pass where candle's two gathers wrote the rows out and an add-and-norm read
+/// them back.
+#[derive(Debug)]
+pub(crate) struct EmbedNorm {
+    pub(crate) vocab: usize,
+    pub(crate) positions: usize,
+    /// The position of a sequence's first token.
+    pub(crate) first: usize,
+    pub(crate) len: usize,
+    pub(crate) eps: f32,
+}
+
+impl CustomOp2 for EmbedNorm {
+    fn name(&self) -> &'static str {
+        "embed-norm"
+    }
+    cpu_refuses!(s1, l1, s2, l2);
+    fn cuda_fwd(
+        &self,
+        ids: &CudaStorage,
+        li: &Layout,
+        table: &CudaStorage,
+        lt: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let &[rows] = li.shape().dims() else {
+            bail!("embed-norm: ids {:?}", li.shape());
+        };
+        let &[table_rows, cols] = lt.shape().dims() else {
+            bail!("embed-norm: table {:?}", lt.shape());
+        };
+        let params = self.vocab + self.positions;
+        if table_rows != params + 3
+            || cols > MAX_NORM_COLS
+            || self.len == 0
+            || !rows.is_multiple_of(self.len)
+            || self.first + self.len > self.positions
+        {
+            bail!(
+                "embed-norm: ids {:?}, table {:?}, {} words, {} positions from {} for {} tokens",
+                li.shape(),
+                lt.shape(),
+                self.vocab,
+                self.positions,
+                self.first,
+                self.len
+            );
+        }
+        fn run<T: Elem>(
+            op: &EmbedNorm,
+            (ids, li): (&CudaStorage, &Layout),
+            (table, lt): (&CudaStorage, &Layout),
+            [rows, cols, params]: [usize; 3],
+        ) -> Result<CudaStorage> {
+            let dev = table.device();
+            let out = alloc::<T>(dev, rows * cols)?;
+            let by8 = wide_loads()
+                && T::SUFFIX != "f32"
+                && cols.is_multiple_of(8)
+                && lt.start_offset().is_multiple_of(8);
+            let name = if by8 { "embed_norm8" } else { "embed_norm" };
+            let func =
+                dev.get_or_load_custom_func(&format!("{name}_{}", T::SUFFIX), MODULE, PTX)?;
+            let (ids, table) = (view::<u32>(ids, li)?, view::<T>(table, lt)?);
+            let [rows32, len, cols32, vocab, first, params] =
+                n32s([rows, op.len, cols, op.vocab, op.first, params])?;
+            n32(rows * cols)?;
+            let mut args = func.builder();
+            args.arg(&ids).arg(&table).arg(&out);
+            args.arg(&rows32).arg(&len).arg(&cols32);
+            args.arg(&vocab).arg(&first).arg(&params).arg(&op.eps);
+            // SAFETY: arguments match the kernel's signature; sizes checked above (the
+            // kernel maps an id past the vocabulary to row 0).
+            unsafe { args.launch(warp_rows(rows)) }.w()?;
+            Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+        }
+        let out = by_dtype!(
+            table.dtype(),
+            run(self, (ids, li), (table, lt), [rows, cols, params])
+        )?;
+        Ok((out, Shape::from((rows, cols))))
+    }
+}
+
 /// `gelu(x + bias)` (erf form) on `[rows, cols]` with bias `[cols]`.
 #[derive(Debug)]
 pub(crate) struct BiasGelu;
@@ -425,8 +512,18 @@ impl CustomOp2 for MeanPoolNorm {
         ) -> Result<CudaStorage> {
             let dev = hidden.device();
             let out = alloc::<f32>(dev, b * cols)?;
+            // 16-byte loads and several tokens in flight a block, where rows allow.
+            let by8 = wide_loads()
+                && T::SUFFIX != "f32"
+                && cols.is_multiple_of(8)
+                && lh.start_offset().is_multiple_of(8);
+            let name = if by8 {
+                "mean_pool_norm8"
+            } else {
+                "mean_pool_norm"
+            };
             let func =
-                dev.get_or_load_custom_func(&format!("mean_pool_norm_{}", T::SUFFIX), MODULE, PTX)?;
+                dev.get_or_load_custom_func(&format!("{name}_{}", T::SUFFIX), MODULE, PTX)?;
             let (h, lens) = (view::<T>(hidden, lh)?, view::<u32>(lens, ll)?);
             let (len32, cols32) = (n32(len)?, n32(cols)?);
             n32(b * len * cols)?;

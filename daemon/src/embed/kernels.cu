@@ -84,15 +84,11 @@ __device__ void merge_heads(const T* ctx, T* out, uint32_t b, uint32_t len, uint
   }
 }
 
-// y = LayerNorm(x + res + p[0]) * p[1] + p[2], rows of `cols` ≤ 1024; p: [3, cols]
-// (bias, gamma, beta). One warp per row, the row in registers.
+// y = LayerNorm(x + res + p[0]) * p[1] + p[2] for one row of `cols` ≤ 1024; p: [3, cols]
+// (bias, gamma, beta). One warp, the row in registers.
 template <typename T>
-__device__ void add_norm(const T* x, const T* res, const T* p, T* y, uint32_t rows,
-                         uint32_t cols, float eps) {
-  const uint32_t row = blockIdx.x * blockDim.y + threadIdx.y;
-  if (row >= rows) return;
-  const T* xr = x + (size_t)row * cols;
-  const T* rr = res + (size_t)row * cols;
+__device__ void add_norm_row(const T* xr, const T* rr, const T* p, T* yr, uint32_t cols,
+                             float eps) {
   float v[32];
   float sum = 0.f;
 #pragma unroll
@@ -115,7 +111,6 @@ __device__ void add_norm(const T* x, const T* res, const T* p, T* y, uint32_t ro
     }
   }
   const float rstd = rsqrtf(warp_sum(var) / cols + eps);
-  T* yr = y + (size_t)row * cols;
 #pragma unroll
   for (int k = 0; k < 32; ++k) {
     const uint32_t c = threadIdx.x + 32u * k;
@@ -214,16 +209,12 @@ __device__ void bias_gelu8(const T* __restrict__ x, const T* __restrict__ bias, 
   }
 }
 
-// add_norm with 16-byte loads (f16 and bf16): a lane takes 8 adjacent columns at a
-// time; cols a multiple of 8, at most 1,024.
+// add_norm_row with 16-byte loads (f16 and bf16): a lane takes 8 adjacent columns at
+// a time; cols a multiple of 8, at most 1,024, and every row 16-byte aligned.
 template <typename T>
-__device__ void add_norm8(const T* __restrict__ x, const T* __restrict__ res,
-                          const T* __restrict__ p, T* __restrict__ y, uint32_t rows,
-                          uint32_t cols, float eps) {
-  const uint32_t row = blockIdx.x * blockDim.y + threadIdx.y;
-  if (row >= rows) return;
-  const T* xr = x + (size_t)row * cols;
-  const T* rr = res + (size_t)row * cols;
+__device__ void add_norm8_row(const T* __restrict__ xr, const T* __restrict__ rr,
+                              const T* __restrict__ p, T* __restrict__ yr, uint32_t cols,
+                              float eps) {
   float v[4][8];
   float sum = 0.f;
 #pragma unroll
@@ -257,7 +248,6 @@ __device__ void add_norm8(const T* __restrict__ x, const T* __restrict__ res,
     }
   }
   const float rstd = rsqrtf(warp_sum(var) / cols + eps);
-  T* yr = y + (size_t)row * cols;
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
     const uint32_t c = (threadIdx.x + 32u * k) * 8;
@@ -270,6 +260,96 @@ __device__ void add_norm8(const T* __restrict__ x, const T* __restrict__ res,
       *reinterpret_cast<uint4*>(yr + c) = pack8<T>(o);
     }
   }
+}
+
+// add_norm_row, or add_norm8_row where WIDE (f16 and bf16 with cols a multiple of 8).
+template <typename T, bool WIDE>
+__device__ __forceinline__ void norm_row(const T* xr, const T* rr, const T* p, T* yr,
+                                         uint32_t cols, float eps) {
+  if constexpr (WIDE) {
+    add_norm8_row<T>(xr, rr, p, yr, cols, eps);
+  } else {
+    add_norm_row<T>(xr, rr, p, yr, cols, eps);
+  }
+}
+
+// norm_row over `rows` rows of x and res, one warp per row.
+template <typename T, bool WIDE>
+__device__ void add_norm(const T* __restrict__ x, const T* __restrict__ res,
+                         const T* __restrict__ p, T* __restrict__ y, uint32_t rows,
+                         uint32_t cols, float eps) {
+  const uint32_t row = blockIdx.x * blockDim.y + threadIdx.y;
+  if (row >= rows) return;
+  const size_t at = (size_t)row * cols;
+  norm_row<T, WIDE>(x + at, res + at, p, y + at, cols, eps);
+}
+
+// The embeddings in one pass: row r of y is norm_row of word row ids[r] and
+// position row first + r % len, with the token-type row as the bias. `table` holds
+// the word rows, then the position rows (from row `vocab`), then p (from row
+// `params`). An id past the vocabulary takes row 0 (the tokenizer never makes one).
+// Replaces two gathers and an add-and-norm, which wrote and read the gathered rows.
+template <typename T, bool WIDE>
+__device__ void embed_norm(const uint32_t* __restrict__ ids, const T* __restrict__ table,
+                           T* __restrict__ y, uint32_t rows, uint32_t len, uint32_t cols,
+                           uint32_t vocab, uint32_t first, uint32_t params, float eps) {
+  const uint32_t row = blockIdx.x * blockDim.y + threadIdx.y;
+  if (row >= rows) return;
+  const uint32_t id = ids[row];
+  const T* word = table + (size_t)(id < vocab ? id : 0u) * cols;
+  const T* pos = table + (size_t)(vocab + first + row % len) * cols;
+  norm_row<T, WIDE>(word, pos, table + (size_t)params * cols, y + (size_t)row * cols, cols, eps);
+}
+
+// mean_pool_norm with 16-byte loads (f16 and bf16): the block's threads split into
+// groups of cols / 8, each group walking every g-th token, so a block has g rows in
+// flight instead of one (the one-row walk was bound by load latency); the groups'
+// sums meet in shared memory. blockDim 256; cols a multiple of 8, at most 1,024.
+constexpr uint32_t POOL_THREADS = 256;
+template <typename T>
+__device__ void mean_pool_norm8(const T* __restrict__ hidden, const uint32_t* __restrict__ lens,
+                                float* __restrict__ out, uint32_t len, uint32_t cols) {
+  // groups * cols ≤ (256 / (cols / 8)) * cols = 2,048 floats.
+  __shared__ float sums[8 * POOL_THREADS];
+  __shared__ float partial[POOL_THREADS / 32];
+  const uint32_t bb = blockIdx.x;
+  const uint32_t valid = lens[bb];
+  const uint32_t lanes = cols / 8;
+  const uint32_t groups = POOL_THREADS / lanes;
+  const uint32_t group = threadIdx.x / lanes;
+  const uint32_t lane = threadIdx.x - group * lanes;
+  const T* hs = hidden + (size_t)bb * len * cols + lane * 8;
+  if (group < groups) {
+    float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+#pragma unroll 4
+    for (uint32_t l = group; l < valid; l += groups) {
+      float v[8];
+      unpack8<T>(load16(hs + (size_t)l * cols), v);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[e] += v[e];
+    }
+#pragma unroll
+    for (int e = 0; e < 8; ++e) sums[group * cols + lane * 8 + e] = acc[e];
+  }
+  __syncthreads();
+  const float denom = fmaxf((float)valid, 1e-9f);
+  float sq = 0.f;
+  for (uint32_t c = threadIdx.x; c < cols; c += POOL_THREADS) {
+    float s = 0.f;
+    for (uint32_t g = 0; g < groups; ++g) s += sums[g * cols + c];
+    s /= denom;
+    sums[c] = s;  // only this thread reads column c of group 0 from here on
+    sq += s * s;
+  }
+  sq = warp_sum(sq);
+  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = sq;
+  __syncthreads();
+  float t = 0.f;
+#pragma unroll
+  for (uint32_t w = 0; w < POOL_THREADS / 32; ++w) t += partial[w];
+  const float inv = 1.f / fmaxf(sqrtf(t), 1e-12f);
+  for (uint32_t c = threadIdx.x; c < cols; c += POOL_THREADS)
+    out[(size_t)bb * cols + c] = sums[c] * inv;
 }
 
 // Self-attention of one head for 16 queries per warp, straight from the QKV
@@ -677,7 +757,7 @@ __device__ void attention_mma(const T* __restrict__ qkv, const T* __restrict__ b
   }                                                                                            \
   extern "C" __global__ void add_norm_##S(const T* x, const T* res, const T* p, T* y,           \
                                           uint32_t rows, uint32_t cols, float eps) {            \
-    add_norm<T>(x, res, p, y, rows, cols, eps);                                                \
+    add_norm<T, false>(x, res, p, y, rows, cols, eps);                                         \
   }                                                                                            \
   extern "C" __global__ void bias_gelu_##S(const T* x, const T* bias, T* y, uint32_t n,         \
                                            uint32_t cols) {                                     \
@@ -686,6 +766,12 @@ __device__ void attention_mma(const T* __restrict__ qkv, const T* __restrict__ b
   extern "C" __global__ void mean_pool_norm_##S(const T* hidden, const uint32_t* lens,          \
                                                 float* out, uint32_t len, uint32_t cols) {      \
     mean_pool_norm<T>(hidden, lens, out, len, cols);                                           \
+  }                                                                                            \
+  extern "C" __global__ void embed_norm_##S(const uint32_t* ids, const T* table, T* y,          \
+                                            uint32_t rows, uint32_t len, uint32_t cols,         \
+                                            uint32_t vocab, uint32_t first, uint32_t params,    \
+                                            float eps) {                                        \
+    embed_norm<T, false>(ids, table, y, rows, len, cols, vocab, first, params, eps);           \
   }
 
 INSTANTIATE(float, f32)
@@ -699,7 +785,17 @@ INSTANTIATE(__nv_bfloat16, bf16)
   }                                                                                            \
   extern "C" __global__ void add_norm8_##S(const T* x, const T* res, const T* p, T* y,          \
                                            uint32_t rows, uint32_t cols, float eps) {           \
-    add_norm8<T>(x, res, p, y, rows, cols, eps);                                               \
+    add_norm<T, true>(x, res, p, y, rows, cols, eps);                                          \
+  }                                                                                            \
+  extern "C" __global__ void embed_norm8_##S(const uint32_t* ids, const T* table, T* y,         \
+                                             uint32_t rows, uint32_t len, uint32_t cols,        \
+                                             uint32_t vocab, uint32_t first, uint32_t params,   \
+                                             float eps) {                                       \
+    embed_norm<T, true>(ids, table, y, rows, len, cols, vocab, first, params, eps);            \
+  }                                                                                            \
+  extern "C" __global__ void mean_pool_norm8_##S(const T* hidden, const uint32_t* lens,         \
+                                                 float* out, uint32_t len, uint32_t cols) {     \
+    mean_pool_norm8<T>(hidden, lens, out, len, cols);                                          \
   }
 INSTANTIATE_HALF(__half, f16)
 INSTANTIATE_HALF(__nv_bfloat16, bf16)
