@@ -148,22 +148,26 @@ const SYMBOL_CANDIDATES: usize = 64;
 /// symbol lookup), the filters, then [`rank::rank`]. The daemon's `search`
 /// method, `benchmark.run` and `bench-index` all come through here.
 pub fn ranked(src: &dyn Retrieve, req: &Request<'_>) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
-    // Filters drop candidates after the probes: ask for more.
-    let want = overfetch(if req.keep.is_some() { req.k * 8 } else { req.k });
-    let keep = |rows: Vec<(ChunkRow, f32)>| -> Vec<(ChunkRow, f32)> {
-        match req.keep {
-            Some(f) => rows.into_iter().filter(|(r, _)| f(r)).collect(),
-            None => rows,
-        }
-    };
-    let semantic = match (req.mode, req.vector) {
-        (Mode::Lexical, _) | (_, None) => Vec::new(),
-        (_, Some(v)) => keep(src.nearest(v, want)?),
-    };
+    let text = text_side(src, req)?;
+    ranked_with(src, req, text)
+}
+
+/// What a search finds from the query's words alone: the full-text matches and
+/// the symbol lookup. It needs no query vector, so the daemon runs it while the
+/// model embeds the query.
+#[derive(Debug)]
+pub struct TextSide {
+    lexical: Vec<(ChunkRow, f32)>,
+    symbols: Vec<ChunkRow>,
+    analysis: query::Analysis,
+}
+
+/// The first half of [`ranked`]: everything `req.vector` is not needed for.
+pub fn text_side(src: &dyn Retrieve, req: &Request<'_>) -> Result<TextSide, StoreError> {
     let lexical = if req.mode == Mode::Semantic {
         Vec::new()
     } else {
-        keep(src.lexical(req.text, want)?)
+        keep(req, src.lexical(req.text, want(req))?)
     };
     let analysis = query::analyse(req.text);
     let symbols = if req.mode == Mode::Hybrid && analysis.symbol_query {
@@ -175,7 +179,43 @@ pub fn ranked(src: &dyn Retrieve, req: &Request<'_>) -> Result<Vec<(ChunkRow, f3
     } else {
         Vec::new()
     };
-    Ok(rank::rank(req.mode, &analysis, semantic, lexical, symbols))
+    Ok(TextSide {
+        lexical,
+        symbols,
+        analysis,
+    })
+}
+
+/// The second half of [`ranked`]: the vector ranking, then the fusion with
+/// `text` (made by [`text_side`] for the same request).
+pub fn ranked_with(
+    src: &dyn Retrieve,
+    req: &Request<'_>,
+    text: TextSide,
+) -> Result<Vec<(ChunkRow, f32)>, StoreError> {
+    let semantic = match (req.mode, req.vector) {
+        (Mode::Lexical, _) | (_, None) => Vec::new(),
+        (_, Some(v)) => keep(req, src.nearest(v, want(req))?),
+    };
+    Ok(rank::rank(
+        req.mode,
+        &text.analysis,
+        semantic,
+        text.lexical,
+        text.symbols,
+    ))
+}
+
+/// Candidates to ask each retrieval for: filters drop some after the probes.
+fn want(req: &Request<'_>) -> usize {
+    overfetch(if req.keep.is_some() { req.k * 8 } else { req.k })
+}
+
+fn keep(req: &Request<'_>, rows: Vec<(ChunkRow, f32)>) -> Vec<(ChunkRow, f32)> {
+    match req.keep {
+        Some(f) => rows.into_iter().filter(|(r, _)| f(r)).collect(),
+        None => rows,
+    }
 }
 
 /// How many candidates to ask the HNSW index for, to fill `k` hits after collapsing.
@@ -245,22 +285,82 @@ fn snippet(
             .map_or(0, |d| d.as_nanos() as i64);
         m.len() != size || mtime != mtime_ns
     });
-    let text = match crate::walk::read_at_most(&path, SNIPPET_READ_LIMIT) {
-        Ok(crate::walk::Bounded::Bytes(b)) => String::from_utf8_lossy(&b).into_owned(),
+    let bytes = match crate::walk::read_at_most(&path, SNIPPET_READ_LIMIT) {
+        Ok(crate::walk::Bounded::Bytes(b)) => b,
         _ => return (String::new(), true),
     };
     let count = (end.saturating_sub(start) as usize + 1).min(SNIPPET_LINES);
-    let snippet = text
-        .lines()
-        .skip(start.saturating_sub(1) as usize)
-        .take(count)
-        .collect::<Vec<_>>()
-        .join("\n");
-    (snippet, stale)
+    (
+        lines_of(&bytes, start.saturating_sub(1) as usize, count),
+        stale,
+    )
+}
+
+/// `count` lines from the 0-based line `first` of a file's bytes, as
+/// `str::lines` splits them (`\n`, or `\r\n`), joined by `\n`. Only those
+/// lines are decoded: a hit late in a large file skips the rest with memchr,
+/// where decoding the whole file as UTF-8 was a tenth of a lexical search.
+fn lines_of(bytes: &[u8], first: usize, count: usize) -> String {
+    let mut at = 0;
+    for _ in 0..first {
+        match memchr::memchr(b'\n', &bytes[at..]) {
+            Some(i) => at += i + 1,
+            None => return String::new(),
+        }
+    }
+    let mut out = String::new();
+    for n in 0..count {
+        if at >= bytes.len() {
+            break;
+        }
+        let stop = memchr::memchr(b'\n', &bytes[at..]).map_or(bytes.len(), |i| at + i);
+        let line = &bytes[at..stop];
+        let line = line
+            .strip_suffix(b"\r")
+            .filter(|_| stop < bytes.len())
+            .unwrap_or(line);
+        if n > 0 {
+            out.push('\n');
+        }
+        out.push_str(&String::from_utf8_lossy(line));
+        at = stop + 1;
+    }
+    out
 }
 
 impl From<EmbedError> for SearchError {
     fn from(e: EmbedError) -> Self {
         Self::Embed(Box::new(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lines_of;
+
+    #[test]
+    fn snippet_lines_split_as_str_lines_does() {
+        let texts: [&[u8]; 6] = [
+            b"one\ntwo\r\nthree\n\nfive\r",
+            b"no newline at all",
+            b"ends\n",
+            b"\n\n\n",
+            b"caf\xc3\xa9\r\nbad \xff byte\nlast",
+            b"",
+        ];
+        for bytes in texts {
+            let text = String::from_utf8_lossy(bytes);
+            let total = text.lines().count();
+            for first in 0..=total + 1 {
+                for count in [0, 1, 2, 12] {
+                    let want: Vec<&str> = text.lines().skip(first).take(count).collect();
+                    assert_eq!(
+                        lines_of(bytes, first, count),
+                        want.join("\n"),
+                        "{text:?} from line {first}, {count} lines"
+                    );
+                }
+            }
+        }
     }
 }

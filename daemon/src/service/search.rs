@@ -1,7 +1,6 @@
 //! The `search` method: one query vector per model, every selected repository
 //! searched, hits merged by score.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,35 +33,48 @@ impl Service {
                 None => repos.values().cloned().collect(),
             }
         };
-        // One query vector per model, then every repository searched at once: each
-        // search reads its own SQLite connection and HNSW graph on a blocking thread.
-        let mut vectors: HashMap<String, Vec<f32>> = HashMap::new();
-        if mode != crate::search::Mode::Lexical {
-            for repo in &selected {
-                if vectors.contains_key(&repo.model) {
-                    continue;
-                }
-                let handle = self.embedder(Some(&repo.model)).await?;
-                let v = handle
-                    .embed_async(vec![p.query.clone()], InputKind::Query)
-                    .await
-                    .map_err(|e| ServiceError::Model(Box::new(e)))?
-                    .pop()
-                    .unwrap_or_default();
-                vectors.insert(repo.model.clone(), v);
-            }
-        }
+        // Every repository is searched at once, each on a blocking thread with
+        // its own SQLite connection: the words' side (full text, symbols) right
+        // away, beside the model embedding the query; the vector side when the
+        // query vector of the repository's model arrives.
+        let mut waiting: Vec<(String, std::sync::mpsc::Sender<Arc<Vec<f32>>>)> = Vec::new();
         let searches: Vec<_> = selected
-            .into_iter()
+            .iter()
             .map(|repo| {
-                let query = vectors.get(&repo.model).cloned().unwrap_or_default();
+                let (tx, rx) = std::sync::mpsc::channel();
+                if mode != crate::search::Mode::Lexical {
+                    waiting.push((repo.model.clone(), tx));
+                }
+                let repo = repo.clone();
                 let text = p.query.clone();
                 let (k, languages, paths) = (p.k, p.languages.clone(), paths.clone());
                 tokio::task::spawn_blocking(move || {
-                    search_repo(&repo, &text, &query, k, mode, languages, paths)
+                    search_repo(&repo, &text, rx, k, mode, languages, paths)
                 })
             })
             .collect();
+        // One query vector per model. On an error the senders drop, and the
+        // searches waiting for it end without one.
+        while let Some((model, _)) = waiting.first() {
+            let model = model.clone();
+            let handle = self.embedder(Some(&model)).await?;
+            let v = handle
+                .embed_async(vec![p.query.clone()], InputKind::Query)
+                .await
+                .map_err(|e| ServiceError::Model(Box::new(e)))?
+                .pop()
+                .unwrap_or_default();
+            let v = Arc::new(v);
+            waiting.retain(|(m, tx)| {
+                if *m == model {
+                    // A search that already failed has dropped its receiver.
+                    let _ = tx.send(v.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+        }
         let mut hits: Vec<Hit> = Vec::new();
         for search in searches {
             let found = search
@@ -79,17 +91,19 @@ impl Service {
     }
 }
 
-/// One repository's hits for the query (its vector empty in lexical mode).
+/// One repository's hits for the query: the words' side first, then the
+/// vector side once `vector` delivers the query's embedding (nothing is
+/// awaited in lexical mode). Each side borrows a reader of its own, so none is
+/// held while the model works.
 fn search_repo(
     repo: &Repo,
     text: &str,
-    query: &[f32],
+    vector: std::sync::mpsc::Receiver<Arc<Vec<f32>>>,
     k: usize,
     mode: crate::search::Mode,
     languages: Option<Vec<String>>,
     paths: Option<globset::GlobSet>,
 ) -> Result<Vec<Hit>, StoreError> {
-    let reader = repo.readers.get()?;
     let filtered = languages.is_some() || paths.is_some();
     let keep = |r: &crate::store::ChunkRow| {
         languages
@@ -97,14 +111,24 @@ fn search_repo(
             .is_none_or(|l| l.iter().any(|x| x == &r.language))
             && paths.as_ref().is_none_or(|g| g.is_match(&r.path))
     };
-    let req = crate::search::Request {
+    let mut req = crate::search::Request {
         text,
-        vector: (mode != crate::search::Mode::Lexical).then_some(query),
+        vector: None,
         k,
         mode,
         keep: filtered.then_some(&keep as &(dyn Fn(&crate::store::ChunkRow) -> bool + Sync)),
     };
-    let rows = crate::search::ranked(&*reader, &req)?;
+    let words = crate::search::text_side(&*repo.readers.get()?, &req)?;
+    let query = match mode {
+        crate::search::Mode::Lexical => None,
+        // No vector: the embedding failed and the search returns its error.
+        _ => match vector.recv() {
+            Ok(v) => Some(v),
+            Err(_) => return Ok(Vec::new()),
+        },
+    };
+    req.vector = query.as_deref().map(Vec::as_slice);
+    let rows = crate::search::ranked_with(&*repo.readers.get()?, &req, words)?;
     let root = repo.root.display().to_string();
     Ok(crate::search::hits(&repo.root, rows, k)
         .into_iter()

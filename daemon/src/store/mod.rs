@@ -44,7 +44,7 @@ pub use readers::{Lent, Readers};
 pub use recall::Recall;
 use schema::{
     PRUNE_ORPHANS, SCHEMA, decode_vector, drop_chunks, encode_vector, file_row, keep_vectors,
-    live_vectors, meta_int, old_vectors, upsert_file,
+    live_vectors, meta_int, old_vectors, stable_plans, upsert_file,
 };
 pub use write::{GraphUpdate, GraphWriter};
 
@@ -367,6 +367,7 @@ impl Store {
             source,
         };
         let db = Connection::open(&db_path).map_err(sql)?;
+        stable_plans(&db).map_err(sql)?;
         // `apply` keeps a dozen statements prepared across commits; rusqlite's
         // cache holds 16 by default, shared with the reads on this connection.
         db.set_prepared_statement_cache_capacity(64);
@@ -558,6 +559,7 @@ impl Store {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| self.sql(e))?;
+        stable_plans(&db).map_err(|e| self.sql(e))?;
         // The writer swaps index files (a full re-index) only through this
         // Store, so the file at the path now is the one its HNSW belongs to.
         let file = file_identity(&path).map_err(|e| StoreError::io(&path, e))?;

@@ -31,6 +31,7 @@ impl StoreReader {
             &self.path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
+        .and_then(|db| stable_plans(&db).map(|()| db))
         .map_err(|e| StoreError::Sqlite {
             path: self.path.clone(),
             source: e,

@@ -49,6 +49,20 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
 INSERT INTO chunks_fts(chunks_fts, rank) VALUES('hashsize', 33554432);
 ";
 
+/// Every connection's plans are made once per statement, whatever is bound.
+/// SQLite 3.54 re-prepares a statement on the next bind of a parameter the
+/// planner looked at: our `LIMIT ?` on every search, and FTS5's own segment
+/// lookup (`segid=? … ORDER BY term`) whenever segment 1 is involved. `perf`
+/// put a sixth of a lexical search's time in parsing SQL again
+/// (`sqlite3Reprepare`); the query-planner stability guarantee turns that off.
+pub(super) fn stable_plans(db: &Connection) -> rusqlite::Result<()> {
+    db.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
+    Ok(())
+}
+
 pub(super) fn meta_int(db: &Connection, key: &str) -> rusqlite::Result<i64> {
     db.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
         .optional()
