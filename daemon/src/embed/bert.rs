@@ -253,7 +253,7 @@ impl Bert {
             && act == Act::GeluErf
             && h <= 1024
             && matches!(vb.dtype(), DType::F32 | DType::F16 | DType::BF16);
-        let layers = (0..cfg.num_hidden_layers)
+        let mut layers = (0..cfg.num_hidden_layers)
             .map(|i| {
                 load_layer(
                     vb.pp(format!("encoder.layer.{i}")),
@@ -263,6 +263,18 @@ impl Bert {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
+        if fused_cpu {
+            for layer in &mut layers {
+                for linear in [
+                    &mut layer.qkv,
+                    &mut layer.attn_out,
+                    &mut layer.up,
+                    &mut layer.down,
+                ] {
+                    *linear = stored_in_out(linear)?;
+                }
+            }
+        }
         let (word, position, emb_table) = if fused_cuda {
             let params = norm_params(&token_type, &emb_norm)?;
             let rows = [word.embeddings(), position.embeddings(), &params];
@@ -754,6 +766,14 @@ impl Bert {
             position_offset: 0,
         }
     }
+}
+
+/// The same layer with its weight stored `[in, out]` (the `[out, in]` weight a
+/// transposed view of it), for the fused CPU path: the query kernel
+/// (`SmallLinear`) then sums in vector lanes, and GEMM reads either layout.
+fn stored_in_out(linear: &Linear) -> Result<Linear> {
+    let w = linear.weight().t()?.contiguous()?.t()?;
+    Ok(Linear::new(w, linear.bias().cloned()))
 }
 
 /// One encoder layer; `q_scale` multiplies the query projection (weights and bias).

@@ -285,7 +285,7 @@ pub(super) const SMALL_ROWS: usize = 192;
 pub(super) struct SmallLinear;
 
 /// Output columns per parallel task.
-const COLUMNS_PER_TASK: usize = 128;
+const COLUMNS_PER_TASK: usize = 32;
 
 impl CustomOp3 for SmallLinear {
     fn name(&self) -> &'static str {
@@ -301,9 +301,8 @@ impl CustomOp3 for SmallLinear {
         b: &CpuStorage,
         b_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, w, b) = (
+        let (x, b) = (
             f32_input(x, x_layout, self.name())?,
-            f32_input(w, w_layout, self.name())?,
             f32_input(b, b_layout, self.name())?,
         );
         let (rows, inputs) = x_layout.shape().dims2()?;
@@ -314,11 +313,35 @@ impl CustomOp3 for SmallLinear {
                 b.len()
             );
         }
-        let blocks: Vec<Vec<f32>> = w
-            .par_chunks(COLUMNS_PER_TASK * inputs)
-            .zip(b.par_chunks(COLUMNS_PER_TASK))
-            .map(|(w, b)| pulp::Arch::new().dispatch(LinearKernel { x, w, b, inputs }))
-            .collect();
+        // `Bert::load` stores the weights of the fused CPU path as `[in, out]`
+        // (the `[out, in]` weight is its transpose, a view): the kernel then
+        // needs no horizontal sums. A plain `[out, in]` weight (tests, other
+        // callers) takes the dot-product kernel.
+        let w_transposed = w_layout.transpose(0, 1)?;
+        let blocks: Vec<Vec<f32>> = if w_layout.is_contiguous() {
+            let w = f32_input(w, w_layout, self.name())?;
+            w.par_chunks(COLUMNS_PER_TASK * inputs)
+                .zip(b.par_chunks(COLUMNS_PER_TASK))
+                .map(|(w, b)| pulp::Arch::new().dispatch(LinearKernel { x, w, b, inputs }))
+                .collect()
+        } else if w_transposed.is_contiguous() {
+            let wt = f32_input(w, &w_transposed, self.name())?;
+            b.par_chunks(COLUMNS_PER_TASK)
+                .enumerate()
+                .map(|(block, b)| {
+                    pulp::Arch::new().dispatch(OuterKernel {
+                        x,
+                        wt,
+                        b,
+                        inputs,
+                        outputs,
+                        first: block * COLUMNS_PER_TASK,
+                    })
+                })
+                .collect()
+        } else {
+            candle_core::bail!("cpu-small-linear: the weight must be contiguous or its transpose");
+        };
         let mut out = vec![0f32; rows * outputs];
         for (block, cols) in blocks.iter().enumerate() {
             let width = cols.len() / rows.max(1);
@@ -327,6 +350,142 @@ impl CustomOp3 for SmallLinear {
             }
         }
         Ok((CpuStorage::F32(out), Shape::from((rows, outputs))))
+    }
+}
+
+/// One block of output columns, `first..first + b.len()`, from weights stored
+/// `[in, out]`: each step broadcasts one input of a row and multiplies it into
+/// whole vectors of outputs, so sums stay in vector lanes (the dot-product
+/// kernel's horizontal sum per output was a quarter of its work at 384 inputs).
+struct OuterKernel<'a> {
+    x: &'a [f32],
+    wt: &'a [f32],
+    b: &'a [f32],
+    inputs: usize,
+    outputs: usize,
+    first: usize,
+}
+
+impl pulp::WithSimd for OuterKernel<'_> {
+    /// `[rows][columns of this block]`.
+    type Output = Vec<f32>;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) -> Vec<f32> {
+        let Self {
+            x,
+            wt,
+            b,
+            inputs,
+            outputs,
+            first,
+        } = self;
+        let lanes = std::mem::size_of::<S::f32s>() / std::mem::size_of::<f32>();
+        let rows = x.len() / inputs;
+        let width = b.len();
+        let mut out = vec![0f32; rows * width];
+        let full_rows = rows - rows % 4;
+        // Columns in groups of two vectors, then one, then one at a time. Fewer
+        // than four rows split the inputs among more accumulators instead
+        // (`U`): two chains of dependent multiply-adds leave the core waiting.
+        let mut col = 0;
+        while col + 2 * lanes <= width {
+            for r in (0..full_rows).step_by(4) {
+                outer_tile::<S, 4, 2, 1>(simd, x, r, inputs, wt, outputs, first, b, col, &mut out);
+            }
+            let r = full_rows;
+            match rows - full_rows {
+                3 => outer_tile::<S, 3, 2, 2>(
+                    simd, x, r, inputs, wt, outputs, first, b, col, &mut out,
+                ),
+                2 => outer_tile::<S, 2, 2, 2>(
+                    simd, x, r, inputs, wt, outputs, first, b, col, &mut out,
+                ),
+                1 => outer_tile::<S, 1, 2, 4>(
+                    simd, x, r, inputs, wt, outputs, first, b, col, &mut out,
+                ),
+                _ => {}
+            }
+            col += 2 * lanes;
+        }
+        while col + lanes <= width {
+            for r in 0..rows {
+                outer_tile::<S, 1, 1, 4>(simd, x, r, inputs, wt, outputs, first, b, col, &mut out);
+            }
+            col += lanes;
+        }
+        for c in col..width {
+            for r in 0..rows {
+                let xr = &x[r * inputs..][..inputs];
+                let mut sum = b[c];
+                for (k, &xv) in xr.iter().enumerate() {
+                    sum += xv * wt[k * outputs + first + c];
+                }
+                out[r * width + c] = sum;
+            }
+        }
+        out
+    }
+}
+
+/// Rows `r..r + R` × `C` vectors of this block's columns from `col`: `U × R × C`
+/// accumulators held in registers across all inputs (input `k` goes to the
+/// `k % U`-th), summed and added to the bias at the end.
+/// Plain loops, no closures (see [`tile`]).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn outer_tile<S: pulp::Simd, const R: usize, const C: usize, const U: usize>(
+    simd: S,
+    x: &[f32],
+    r: usize,
+    inputs: usize,
+    wt: &[f32],
+    outputs: usize,
+    first: usize,
+    b: &[f32],
+    col: usize,
+    out: &mut [f32],
+) {
+    let lanes = std::mem::size_of::<S::f32s>() / std::mem::size_of::<f32>();
+    let width = b.len();
+    let mut acc = [[[simd.splat_f32s(0.0); C]; R]; U];
+    let mut xs = [&[][..]; R];
+    for (i, xr) in xs.iter_mut().enumerate() {
+        *xr = &x[(r + i) * inputs..][..inputs];
+    }
+    let wt = &wt[..inputs * outputs];
+    let whole = inputs - inputs % U;
+    for k0 in (0..whole).step_by(U) {
+        for (u, acc) in acc.iter_mut().enumerate() {
+            let k = k0 + u;
+            let w = S::as_simd_f32s(&wt[k * outputs + first + col..][..C * lanes]).0;
+            for i in 0..R {
+                let a = simd.splat_f32s(xs[i][k]);
+                for j in 0..C {
+                    acc[i][j] = simd.mul_add_e_f32s(a, w[j], acc[i][j]);
+                }
+            }
+        }
+    }
+    for k in whole..inputs {
+        let w = S::as_simd_f32s(&wt[k * outputs + first + col..][..C * lanes]).0;
+        for i in 0..R {
+            let a = simd.splat_f32s(xs[i][k]);
+            for j in 0..C {
+                acc[0][i][j] = simd.mul_add_e_f32s(a, w[j], acc[0][i][j]);
+            }
+        }
+    }
+    let bias = S::as_simd_f32s(&b[col..][..C * lanes]).0;
+    for i in 0..R {
+        let dst = S::as_mut_simd_f32s(&mut out[(r + i) * width + col..][..C * lanes]).0;
+        for j in 0..C {
+            let mut v = bias[j];
+            for part in &acc {
+                v = simd.add_f32s(v, part[i][j]);
+            }
+            dst[j] = v;
+        }
     }
 }
 
@@ -615,7 +774,13 @@ mod tests {
         let dev = Device::Cpu;
         // Whole tiles of 4 × 4, leftover rows and columns, inputs with a tail past
         // the sixteen lanes, a column block (128) with a partial tile.
-        for (rows, inputs, outputs) in [(7, 40, 303), (4, 384, 384), (1, 16, 5), (32, 33, 130)] {
+        for (rows, inputs, outputs) in [
+            (7, 40, 303),
+            (4, 384, 384),
+            (1, 16, 5),
+            (32, 33, 130),
+            (9, 384, 1536),
+        ] {
             let x = Tensor::randn(0f32, 1.0, (rows, inputs), &dev).unwrap();
             let w = Tensor::randn(0f32, 1.0, (outputs, inputs), &dev).unwrap();
             let b = Tensor::randn(0f32, 1.0, outputs, &dev).unwrap();
@@ -624,19 +789,25 @@ mod tests {
                 .unwrap()
                 .broadcast_add(&b)
                 .unwrap();
-            let got = x.apply_op3_no_bwd(&w, &b, &SmallLinear).unwrap();
-            let diff: f32 = (want - got)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
-            assert!(
-                diff < 1e-3,
-                "{rows}×{inputs}·{outputs}: max difference {diff}"
-            );
+            // `[out, in]` as stored, and `[in, out]` seen through its transpose (as
+            // `Bert::load` keeps the weights of the fused CPU path).
+            let stored_transposed = w.t().unwrap().contiguous().unwrap().t().unwrap();
+            assert!(!stored_transposed.is_contiguous());
+            for (layout, w) in [("[out, in]", &w), ("[in, out]", &stored_transposed)] {
+                let got = x.apply_op3_no_bwd(w, &b, &SmallLinear).unwrap();
+                let diff: f32 = (&want - got)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap();
+                assert!(
+                    diff < 1e-3,
+                    "{rows}×{inputs}·{outputs}, weights {layout}: max difference {diff}"
+                );
+            }
         }
     }
 
