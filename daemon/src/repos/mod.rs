@@ -37,6 +37,9 @@ pub(crate) struct Repo {
     /// Searches borrow a reader each; SQLite WAL and the shared HNSW lock let
     /// them run beside each other and beside the writer.
     pub readers: Readers,
+    /// Turns at the readers, first come first served: a search waits here (not
+    /// on a blocking thread in the pool) until a reader is sure to be free.
+    pub searching: tokio::sync::Semaphore,
     status: Mutex<RepoStatus>,
     /// Where `repo.progress` goes; nobody listening is fine.
     events: tokio::sync::broadcast::Sender<RepoProgress>,
@@ -63,7 +66,7 @@ impl Repo {
     ) -> Result<Self, StoreError> {
         let manifest = Manifest::of(embedder, root);
         let store = Store::open(&Store::dir_for(indexes, root), &manifest)?;
-        let reader = store.reader()?;
+        let readers = Readers::for_this_machine(store.reader()?);
         let status = RepoStatus {
             path: root.display().to_string(),
             state: RepoState::Ready,
@@ -84,7 +87,8 @@ impl Repo {
             root: root.to_owned(),
             model: manifest.model,
             writer: tokio::sync::Mutex::new(store),
-            readers: Readers::for_this_machine(reader),
+            searching: tokio::sync::Semaphore::new(readers.max()),
+            readers,
             status: Mutex::new(status),
             events,
             removed: std::sync::atomic::AtomicBool::new(false),

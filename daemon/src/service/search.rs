@@ -33,24 +33,25 @@ impl Service {
                 None => repos.values().cloned().collect(),
             }
         };
-        // Every repository is searched at once, each on a blocking thread with
-        // its own SQLite connection: the words' side (full text, symbols) right
-        // away, beside the model embedding the query; the vector side when the
-        // query vector of the repository's model arrives.
-        let mut waiting: Vec<(String, std::sync::mpsc::Sender<Arc<Vec<f32>>>)> = Vec::new();
+        // Every repository is searched at once: its words' side (full text,
+        // symbols) right away, beside the model embedding the query; its vector
+        // side when the query vector of the repository's model arrives.
+        let query = Arc::new(Query {
+            text: p.query.clone(),
+            k: p.k,
+            mode,
+            languages: p.languages.clone(),
+            paths,
+        });
+        let mut waiting: Vec<(String, tokio::sync::oneshot::Sender<Arc<Vec<f32>>>)> = Vec::new();
         let searches: Vec<_> = selected
             .iter()
             .map(|repo| {
-                let (tx, rx) = std::sync::mpsc::channel();
+                let (tx, rx) = tokio::sync::oneshot::channel();
                 if mode != crate::search::Mode::Lexical {
                     waiting.push((repo.model.clone(), tx));
                 }
-                let repo = repo.clone();
-                let text = p.query.clone();
-                let (k, languages, paths) = (p.k, p.languages.clone(), paths.clone());
-                tokio::task::spawn_blocking(move || {
-                    search_repo(&repo, &text, rx, k, mode, languages, paths)
-                })
+                tokio::spawn(search_repo(repo.clone(), query.clone(), rx))
             })
             .collect();
         // One query vector per model. On an error the senders drop, and the
@@ -65,15 +66,14 @@ impl Service {
                 .pop()
                 .unwrap_or_default();
             let v = Arc::new(v);
-            waiting.retain(|(m, tx)| {
-                if *m == model {
-                    // A search that already failed has dropped its receiver.
-                    let _ = tx.send(v.clone());
-                    false
-                } else {
-                    true
-                }
-            });
+            let (now, later) = std::mem::take(&mut waiting)
+                .into_iter()
+                .partition::<Vec<_>, _>(|(m, _)| *m == model);
+            for (_, tx) in now {
+                // A search that already failed has dropped its receiver.
+                let _ = tx.send(v.clone());
+            }
+            waiting = later;
         }
         let mut hits: Vec<Hit> = Vec::new();
         for search in searches {
@@ -91,46 +91,84 @@ impl Service {
     }
 }
 
-/// One repository's hits for the query: the words' side first, then the
-/// vector side once `vector` delivers the query's embedding (nothing is
-/// awaited in lexical mode). Each side borrows a reader of its own, so none is
-/// held while the model works.
-fn search_repo(
-    repo: &Repo,
-    text: &str,
-    vector: std::sync::mpsc::Receiver<Arc<Vec<f32>>>,
+/// What one search asks of each repository.
+struct Query {
+    text: String,
     k: usize,
     mode: crate::search::Mode,
     languages: Option<Vec<String>>,
     paths: Option<globset::GlobSet>,
-) -> Result<Vec<Hit>, StoreError> {
-    let filtered = languages.is_some() || paths.is_some();
-    let keep = |r: &crate::store::ChunkRow| {
-        languages
+}
+
+impl Query {
+    fn keeps(&self, r: &crate::store::ChunkRow) -> bool {
+        self.languages
             .as_ref()
             .is_none_or(|l| l.iter().any(|x| x == &r.language))
-            && paths.as_ref().is_none_or(|g| g.is_match(&r.path))
+            && self.paths.as_ref().is_none_or(|g| g.is_match(&r.path))
+    }
+
+    fn request<'a>(
+        &'a self,
+        vector: Option<&'a [f32]>,
+        keep: &'a (dyn Fn(&crate::store::ChunkRow) -> bool + Sync),
+    ) -> crate::search::Request<'a> {
+        let filtered = self.languages.is_some() || self.paths.is_some();
+        crate::search::Request {
+            text: &self.text,
+            vector,
+            k: self.k,
+            mode: self.mode,
+            keep: filtered.then_some(keep),
+        }
+    }
+}
+
+/// One repository's hits for the query: the words' side first, then the
+/// vector side once `vector` delivers the query's embedding (nothing is
+/// awaited in lexical mode). Each side runs on a blocking thread with a reader
+/// of its own, after waiting its turn for one in `Repo::searching` (first come,
+/// first served: the reader pool's own wait lets a newcomer take a reader
+/// handed back before a search that has waited longer, and with 32 clients
+/// some searches waited half a second); none is held while the model works.
+async fn search_repo(
+    repo: Arc<Repo>,
+    query: Arc<Query>,
+    vector: tokio::sync::oneshot::Receiver<Arc<Vec<f32>>>,
+) -> Result<Vec<Hit>, ServiceError> {
+    let blocking = |what: &str, e: tokio::task::JoinError| {
+        ServiceError::Internal(format!("search ({what}) panicked: {e}"))
     };
-    let mut req = crate::search::Request {
-        text,
-        vector: None,
-        k,
-        mode,
-        keep: filtered.then_some(&keep as &(dyn Fn(&crate::store::ChunkRow) -> bool + Sync)),
+    let words = {
+        let _turn = repo.searching.acquire().await;
+        let (repo, query) = (repo.clone(), query.clone());
+        tokio::task::spawn_blocking(move || {
+            let keep = |r: &crate::store::ChunkRow| query.keeps(r);
+            crate::search::text_side(&*repo.readers.get()?, &query.request(None, &keep))
+        })
+        .await
+        .map_err(|e| blocking("full text", e))??
     };
-    let words = crate::search::text_side(&*repo.readers.get()?, &req)?;
-    let query = match mode {
+    let v = match query.mode {
         crate::search::Mode::Lexical => None,
         // No vector: the embedding failed and the search returns its error.
-        _ => match vector.recv() {
+        _ => match vector.await {
             Ok(v) => Some(v),
             Err(_) => return Ok(Vec::new()),
         },
     };
-    req.vector = query.as_deref().map(Vec::as_slice);
-    let rows = crate::search::ranked_with(&*repo.readers.get()?, &req, words)?;
+    let _turn = repo.searching.acquire().await;
+    let repo2 = repo.clone();
+    let found = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+        let keep = |r: &crate::store::ChunkRow| query.keeps(r);
+        let req = query.request(v.as_deref().map(Vec::as_slice), &keep);
+        let rows = crate::search::ranked_with(&*repo2.readers.get()?, &req, words)?;
+        Ok(crate::search::hits(&repo2.root, rows, query.k))
+    })
+    .await
+    .map_err(|e| blocking("vectors", e))??;
     let root = repo.root.display().to_string();
-    Ok(crate::search::hits(&repo.root, rows, k)
+    Ok(found
         .into_iter()
         .map(|h| Hit {
             repo: root.clone(),

@@ -63,6 +63,11 @@ impl Readers {
         Self::new(template, cores.clamp(2, 4))
     }
 
+    /// Readers lent at most at once.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
