@@ -279,8 +279,8 @@ pub(super) const SMALL_ROWS: usize = 192;
 /// `x · Wᵀ + b` for a few rows (search queries): one pass over the weights.
 ///
 /// GEMM packs the whole weight matrix on every call, which for a 7-token query
-/// costs more than the arithmetic; here each weight row is read once and dotted
-/// with every input row while it is in cache.
+/// costs more than the arithmetic; here each block of 32 output columns is read
+/// once, for every input row while it is in cache ([`OuterKernel`]).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct SmallLinear;
 
@@ -314,34 +314,36 @@ impl CustomOp3 for SmallLinear {
             );
         }
         // `Bert::load` stores the weights of the fused CPU path as `[in, out]`
-        // (the `[out, in]` weight is its transpose, a view): the kernel then
-        // needs no horizontal sums. A plain `[out, in]` weight (tests, other
-        // callers) takes the dot-product kernel.
+        // (the `[out, in]` weight is its transpose, a view), which the kernel
+        // reads without horizontal sums. A plain `[out, in]` weight (other
+        // callers, tests) is transposed into a copy first.
         let w_transposed = w_layout.transpose(0, 1)?;
-        let blocks: Vec<Vec<f32>> = if w_layout.is_contiguous() {
+        let copied: Vec<f32>;
+        let wt: &[f32] = if w_transposed.is_contiguous() {
+            f32_input(w, &w_transposed, self.name())?
+        } else if w_layout.is_contiguous() {
             let w = f32_input(w, w_layout, self.name())?;
-            w.par_chunks(COLUMNS_PER_TASK * inputs)
-                .zip(b.par_chunks(COLUMNS_PER_TASK))
-                .map(|(w, b)| pulp::Arch::new().dispatch(LinearKernel { x, w, b, inputs }))
-                .collect()
-        } else if w_transposed.is_contiguous() {
-            let wt = f32_input(w, &w_transposed, self.name())?;
-            b.par_chunks(COLUMNS_PER_TASK)
-                .enumerate()
-                .map(|(block, b)| {
-                    pulp::Arch::new().dispatch(OuterKernel {
-                        x,
-                        wt,
-                        b,
-                        inputs,
-                        outputs,
-                        first: block * COLUMNS_PER_TASK,
-                    })
-                })
-                .collect()
+            copied = (0..inputs * outputs)
+                .map(|i| w[(i % outputs) * inputs + i / outputs])
+                .collect();
+            &copied
         } else {
             candle_core::bail!("cpu-small-linear: the weight must be contiguous or its transpose");
         };
+        let blocks: Vec<Vec<f32>> = b
+            .par_chunks(COLUMNS_PER_TASK)
+            .enumerate()
+            .map(|(block, b)| {
+                pulp::Arch::new().dispatch(OuterKernel {
+                    x,
+                    wt,
+                    b,
+                    inputs,
+                    outputs,
+                    first: block * COLUMNS_PER_TASK,
+                })
+            })
+            .collect();
         let mut out = vec![0f32; rows * outputs];
         for (block, cols) in blocks.iter().enumerate() {
             let width = cols.len() / rows.max(1);
@@ -431,7 +433,10 @@ impl pulp::WithSimd for OuterKernel<'_> {
 /// Rows `r..r + R` × `C` vectors of this block's columns from `col`: `U × R × C`
 /// accumulators held in registers across all inputs (input `k` goes to the
 /// `k % U`-th), summed and added to the bias at the end.
-/// Plain loops, no closures (see [`tile`]).
+///
+/// Plain loops, no closures: a closure does not inherit the SIMD target features,
+/// and the intrinsics called inside one stop being inlined (a first version of
+/// the query kernel with closures ran 6× slower).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn outer_tile<S: pulp::Simd, const R: usize, const C: usize, const U: usize>(
@@ -487,117 +492,6 @@ fn outer_tile<S: pulp::Simd, const R: usize, const C: usize, const U: usize>(
             dst[j] = v;
         }
     }
-}
-
-struct LinearKernel<'a> {
-    x: &'a [f32],
-    w: &'a [f32],
-    b: &'a [f32],
-    inputs: usize,
-}
-
-impl pulp::WithSimd for LinearKernel<'_> {
-    /// `[rows][columns of this block]`.
-    type Output = Vec<f32>;
-
-    /// Tiles of 4 input rows × 4 weight rows: sixteen independent accumulators.
-    /// One dot product at a time is one chain of dependent multiply-adds, so the
-    /// core waits out each one's latency (a 20-token query took 13 ms that way);
-    /// sixteen chains keep both FMA units busy, and each weight row loaded is used
-    /// for four input rows.
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, simd: S) -> Vec<f32> {
-        let Self { x, w, b, inputs } = self;
-        let rows = x.len() / inputs;
-        let cols = b.len();
-        let mut out = vec![0f32; rows * cols];
-        let row = |r: usize| &x[r * inputs..][..inputs];
-        let col = |c: usize| &w[c * inputs..][..inputs];
-        let mut put = |r: usize, c: usize, v: f32| out[r * cols + c] = v + b[c];
-        let (full_rows, full_cols) = (rows - rows % 4, cols - cols % 4);
-        for c in (0..full_cols).step_by(4) {
-            let ws = [col(c), col(c + 1), col(c + 2), col(c + 3)];
-            for r in (0..full_rows).step_by(4) {
-                let t = tile::<S, 4, 4>(simd, [row(r), row(r + 1), row(r + 2), row(r + 3)], ws);
-                for (i, t) in t.iter().enumerate() {
-                    for (j, &v) in t.iter().enumerate() {
-                        put(r + i, c + j, v);
-                    }
-                }
-            }
-            for r in full_rows..rows {
-                for (j, &v) in tile::<S, 1, 4>(simd, [row(r)], ws)[0].iter().enumerate() {
-                    put(r, c + j, v);
-                }
-            }
-        }
-        for c in full_cols..cols {
-            for r in (0..full_rows).step_by(4) {
-                let t =
-                    tile::<S, 4, 1>(simd, [row(r), row(r + 1), row(r + 2), row(r + 3)], [col(c)]);
-                for (i, t) in t.iter().enumerate() {
-                    put(r + i, c, t[0]);
-                }
-            }
-            for r in full_rows..rows {
-                put(r, c, tile::<S, 1, 1>(simd, [row(r)], [col(c)])[0][0]);
-            }
-        }
-        out
-    }
-}
-
-/// The `R × C` dot products of `xs` with `ws` (all of one length), a SIMD vector
-/// at a time with one accumulator per pair, held in registers.
-///
-/// Plain loops, no closures: a closure does not inherit the SIMD target features,
-/// and the intrinsics called inside one stop being inlined.
-#[inline(always)]
-fn tile<S: pulp::Simd, const R: usize, const C: usize>(
-    simd: S,
-    xs: [&[f32]; R],
-    ws: [&[f32]; C],
-) -> [[f32; C]; R] {
-    let zero = simd.splat_f32s(0.0);
-    let mut xv = [(&[][..], &[][..]); R];
-    let mut wv = [(&[][..], &[][..]); C];
-    for i in 0..R {
-        xv[i] = S::as_simd_f32s(xs[i]);
-    }
-    for j in 0..C {
-        wv[j] = S::as_simd_f32s(ws[j]);
-    }
-    let steps = xv[0].0.len();
-    for v in xv.iter().chain(&wv) {
-        assert_eq!(v.0.len(), steps);
-    }
-    let mut acc = [[zero; C]; R];
-    for k in 0..steps {
-        let mut a = [zero; R];
-        let mut b = [zero; C];
-        for i in 0..R {
-            a[i] = xv[i].0[k];
-        }
-        for j in 0..C {
-            b[j] = wv[j].0[k];
-        }
-        for i in 0..R {
-            for j in 0..C {
-                acc[i][j] = simd.mul_add_e_f32s(a[i], b[j], acc[i][j]);
-            }
-        }
-    }
-    let mut out = [[0f32; C]; R];
-    for i in 0..R {
-        for j in 0..C {
-            let mut tail = 0f32;
-            for (a, b) in xv[i].1.iter().zip(wv[j].1) {
-                tail += a * b;
-            }
-            out[i][j] = simd.reduce_sum_f32s(acc[i][j]) + tail;
-        }
-    }
-    out
 }
 
 /// `out = scale · Σ_j weights[j] · rows[j]`, where row `j` is `out.len()` values
