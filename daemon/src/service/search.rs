@@ -140,6 +140,7 @@ async fn search_repo(
         ServiceError::Internal(format!("search ({what}) panicked: {e}"))
     };
     let words = {
+        // `searching` is never closed, so the wait always ends with a permit.
         let _turn = repo.searching.acquire().await;
         let (repo, query) = (repo.clone(), query.clone());
         tokio::task::spawn_blocking(move || {
