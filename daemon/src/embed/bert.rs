@@ -605,7 +605,10 @@ impl Bert {
                 .forward(&(self.linear(&layer.down, down, &gated)? + x)?);
         }
         let up = match self.act {
-            Act::GeluErf if self.fused_cpu => up.apply_op1_no_bwd(&GeluErf)?,
+            Act::GeluErf if self.fused_cpu => {
+                up.inplace_op1(&GeluErf)?;
+                up
+            }
             Act::GeluErf => up.gelu_erf()?,
             Act::GeluTanh => up.gelu()?,
             Act::Relu => up.relu()?,

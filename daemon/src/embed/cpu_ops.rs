@@ -7,7 +7,7 @@
 //! picked at run time (`pulp`), so the binary stays portable while AVX-512 machines
 //! get AVX-512. Only used for F32 on the CPU; GPUs keep candle's own kernels.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, InplaceOp1, Layout, Result, Shape};
 use rayon::prelude::*;
 
 /// Elements per parallel task of the element-wise kernels.
@@ -17,24 +17,27 @@ const CHUNK: usize = 16 * 1024;
 #[derive(Debug, Clone, Copy)]
 pub(super) struct GeluErf;
 
-impl CustomOp1 for GeluErf {
+/// In place (`Tensor::inplace_op1`): the dense layer's output is fresh and read
+/// by nothing else, and a new `[tokens, 4·hidden]` buffer cost more to allocate
+/// and zero than the GELU itself.
+impl InplaceOp1 for GeluErf {
     fn name(&self) -> &'static str {
         "cpu-gelu-erf"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let src = f32_input(storage, layout, self.name())?;
-        let mut dst = vec![0f32; src.len()];
-        dst.par_chunks_mut(CHUNK)
-            .zip(src.par_chunks(CHUNK))
-            .for_each(|(dst, src)| pulp::Arch::new().dispatch(GeluKernel { dst, src }));
-        Ok((CpuStorage::F32(dst), layout.shape().clone()))
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
+        let x = match (storage, layout.contiguous_offsets()) {
+            (CpuStorage::F32(data), Some((start, end))) => &mut data[start..end],
+            _ => candle_core::bail!("cpu-gelu-erf: input must be contiguous f32"),
+        };
+        x.par_chunks_mut(CHUNK)
+            .for_each(|x| pulp::Arch::new().dispatch(GeluKernel { x }));
+        Ok(())
     }
 }
 
 struct GeluKernel<'a> {
-    dst: &'a mut [f32],
-    src: &'a [f32],
+    x: &'a mut [f32],
 }
 
 impl pulp::WithSimd for GeluKernel<'_> {
@@ -42,8 +45,8 @@ impl pulp::WithSimd for GeluKernel<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
-        for (d, &x) in self.dst.iter_mut().zip(self.src) {
-            *d = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+        for x in self.x.iter_mut() {
+            *x = 0.5 * *x * (1.0 + erf(*x * std::f32::consts::FRAC_1_SQRT_2));
         }
     }
 }

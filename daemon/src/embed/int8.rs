@@ -24,6 +24,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Output columns per packed block: one AVX-512 register of sums.
 const BLOCK: usize = 16;
@@ -40,6 +41,10 @@ const ROWS_PER_TASK: usize = 96;
 pub(crate) enum Kernel {
     /// AVX-512 with VNNI's `vpdpbusd` (u8 × i8 → i32, 64 per instruction).
     Vnni512,
+    /// AVX-VNNI: the same instruction on 256-bit registers (32 per
+    /// instruction), on CPUs without AVX-512: Intel's Alder Lake and later
+    /// client cores, Sierra Forest.
+    AvxVnni,
     /// AVX2 only: `vpmaddubsw` + `vpmaddwd`, no faster than f32 FMA.
     Avx2,
     /// Any CPU: the reference the others are tested against.
@@ -47,8 +52,8 @@ pub(crate) enum Kernel {
 }
 
 impl Kernel {
-    /// The best kernel this CPU runs. `CODESEARCH_INT8_KERNEL=avx2|scalar` picks a
-    /// lesser one, to measure what a CPU without VNNI gets.
+    /// The best kernel this CPU runs. `CODESEARCH_INT8_KERNEL=avxvnni|avx2|scalar`
+    /// picks a lesser one, to measure what a CPU without AVX-512 or VNNI gets.
     pub(crate) fn detect() -> Self {
         static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
         *KERNEL.get_or_init(|| {
@@ -58,6 +63,7 @@ impl Kernel {
                 .as_deref()
             {
                 Some("scalar") => Self::Scalar,
+                Some("avxvnni") if Self::has_avx_vnni() => Self::AvxVnni,
                 Some("avx2") if best != Self::Scalar => Self::Avx2,
                 _ => best,
             }
@@ -73,6 +79,9 @@ impl Kernel {
             {
                 return Self::Vnni512;
             }
+            if Self::has_avx_vnni() {
+                return Self::AvxVnni;
+            }
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                 return Self::Avx2;
             }
@@ -80,11 +89,27 @@ impl Kernel {
         Self::Scalar
     }
 
+    fn has_avx_vnni() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            is_x86_feature_detected!("avxvnni")
+                && is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
     /// Whether int8 documents are worth it here: only with byte dot products
     /// (with AVX2 alone int8 is no faster than f32, and the scalar reference is
     /// far slower).
     pub(crate) fn is_fast(self) -> bool {
-        self == Self::Vnni512
+        matches!(self, Self::Vnni512 | Self::AvxVnni)
+    }
+
+    /// Whether the kernel multiplies unsigned inputs (`q + 128`) by signed weights.
+    fn unsigned(self) -> bool {
+        self.is_fast()
     }
 }
 
@@ -155,13 +180,16 @@ impl QuantLinear {
     fn forward(&self, x: &[f32], kernel: Kernel) -> Vec<f32> {
         let (inputs, outputs, groups) = (self.inputs, self.outputs, self.groups());
         let rows = x.len() / inputs;
-        let mut out = vec![0f32; rows * outputs];
-        out.par_chunks_mut(ROWS_PER_TASK * outputs)
+        // Not zeroed: every kernel stores every output (zeroing a fresh
+        // `[tokens, outputs]` buffer took 8 % of an int8 index pass, page faults included).
+        let mut out = Vec::with_capacity(rows * outputs);
+        out.spare_capacity_mut()[..rows * outputs]
+            .par_chunks_mut(ROWS_PER_TASK * outputs)
             .zip(x.par_chunks(ROWS_PER_TASK * inputs))
             .for_each(|(out, x)| {
                 let n = x.len() / inputs;
                 // VNNI multiplies unsigned by signed bytes: activations go in as q + 128.
-                let unsigned = kernel == Kernel::Vnni512;
+                let unsigned = kernel.unsigned();
                 let mut q = vec![0u8; n * inputs];
                 let mut row_scales = vec![0f32; n * groups];
                 pulp::Arch::new().dispatch(Quantize {
@@ -173,22 +201,31 @@ impl QuantLinear {
                 });
                 self.products(&q, &row_scales, n, out, kernel);
             });
-        out
+        written(out, rows * outputs)
     }
 
     /// `out[r][c] = w_scale[c] · Σ_g scale[r][g] · Σ_{k in g} q[r][k] · w[c][k] + bias[c]`
     /// for the `n` quantized rows in `q`.
-    fn products(&self, q: &[u8], scales: &[f32], n: usize, out: &mut [f32], kernel: Kernel) {
+    fn products(
+        &self,
+        q: &[u8],
+        scales: &[f32],
+        n: usize,
+        out: &mut [MaybeUninit<f32>],
+        kernel: Kernel,
+    ) {
         match kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Vnni512 => x86::vnni512(self, q, scales, n, out),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::AvxVnni => x86::avx_vnni(self, q, scales, n, out),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => x86::avx2(self, q, scales, n, out),
             _ => self.products_scalar(q, scales, n, out),
         }
     }
 
-    fn products_scalar(&self, q: &[u8], scales: &[f32], n: usize, acc: &mut [f32]) {
+    fn products_scalar(&self, q: &[u8], scales: &[f32], n: usize, acc: &mut [MaybeUninit<f32>]) {
         let (inputs, outputs, groups) = (self.inputs, self.outputs, self.groups());
         for r in 0..n {
             let x = &q[r * inputs..][..inputs];
@@ -204,10 +241,22 @@ impl QuantLinear {
                     }
                     total += sum as f32 * scales[r * groups + g];
                 }
-                acc[r * outputs + c] = total * self.scales[c] + self.bias[c];
+                acc[r * outputs + c].write(total * self.scales[c] + self.bias[c]);
             }
         }
     }
+}
+
+/// `out` with its first `len` values, which the caller wrote through its spare
+/// capacity.
+#[allow(unsafe_code)]
+fn written(mut out: Vec<f32>, len: usize) -> Vec<f32> {
+    assert!(out.capacity() >= len);
+    // SAFETY: the capacity holds `len` values, and `QuantLinear::forward` stored
+    // every one of them: its tasks cover all rows, and each kernel every column
+    // of its rows (`every_kernel_gives_the_same_sums` compares them all).
+    unsafe { out.set_len(len) };
+    out
 }
 
 /// Quantizes rows to `round(x / s)` in -127..=127 (stored as bytes, xor
@@ -324,6 +373,7 @@ impl CustomOp1 for QuantLinear {
 mod x86 {
     use super::{BLOCK, GROUP, QuantLinear};
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
     /// `q` holds `n` rows of `layer.inputs` bytes as `q + 128`, `scales` their
     /// `[n][groups]` scales; `acc` receives `n` rows of `layer.outputs` outputs.
@@ -333,7 +383,7 @@ mod x86 {
         q: &[u8],
         scales: &[f32],
         n: usize,
-        acc: &mut [f32],
+        acc: &mut [MaybeUninit<f32>],
     ) {
         assert!(
             is_x86_feature_detected!("avx512f")
@@ -345,16 +395,41 @@ mod x86 {
         unsafe { tiles(layer, q, scales, n, acc, 2, Tile::Vnni) }
     }
 
+    /// As [`vnni512`], on 256-bit registers (AVX-VNNI, with AVX2 and FMA).
+    /// Panics on a CPU without them.
+    pub(super) fn avx_vnni(
+        layer: &QuantLinear,
+        q: &[u8],
+        scales: &[f32],
+        n: usize,
+        acc: &mut [MaybeUninit<f32>],
+    ) {
+        assert!(
+            is_x86_feature_detected!("avxvnni")
+                && is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+        );
+        check(layer, q, scales, n, acc);
+        // SAFETY: the features are present and the lengths fit (checked above).
+        unsafe { tiles(layer, q, scales, n, acc, 1, Tile::AvxVnni) }
+    }
+
     /// As [`vnni512`], with signed bytes, for AVX2 (and FMA, for the group
     /// scaling). Panics on a CPU without them.
-    pub(super) fn avx2(layer: &QuantLinear, q: &[u8], scales: &[f32], n: usize, acc: &mut [f32]) {
+    pub(super) fn avx2(
+        layer: &QuantLinear,
+        q: &[u8],
+        scales: &[f32],
+        n: usize,
+        acc: &mut [MaybeUninit<f32>],
+    ) {
         assert!(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
         check(layer, q, scales, n, acc);
         // SAFETY: the feature is present and the lengths fit (checked above).
         unsafe { tiles(layer, q, scales, n, acc, 1, Tile::Avx2) }
     }
 
-    fn check(layer: &QuantLinear, q: &[u8], scales: &[f32], n: usize, acc: &[f32]) {
+    fn check(layer: &QuantLinear, q: &[u8], scales: &[f32], n: usize, acc: &[MaybeUninit<f32>]) {
         assert!(
             q.len() >= n * layer.inputs
                 && scales.len() >= n * layer.groups()
@@ -371,11 +446,15 @@ mod x86 {
     #[derive(Clone, Copy)]
     enum Tile {
         Vnni,
+        AvxVnni,
         Avx2,
     }
 
     /// Row tile height of each kernel, at most.
     const VNNI_ROWS: usize = 6;
+    /// Sixteen registers: 4 rows × 2 halves of sums, their f32 totals spilled
+    /// by the compiler and touched once a group.
+    const AVX_VNNI_ROWS: usize = 4;
     const AVX2_ROWS: usize = 2;
 
     /// Walks the output in tiles: up to `width` blocks of 16 columns (2, then 1,
@@ -389,7 +468,7 @@ mod x86 {
         q: &[u8],
         scales: &[f32],
         n: usize,
-        acc: &mut [f32],
+        acc: &mut [MaybeUninit<f32>],
         width: usize,
         tile: Tile,
     ) {
@@ -402,6 +481,7 @@ mod x86 {
             while r < n {
                 let max = match tile {
                     Tile::Vnni => VNNI_ROWS,
+                    Tile::AvxVnni => AVX_VNNI_ROWS,
                     Tile::Avx2 => AVX2_ROWS,
                 };
                 let rows = (n - r).min(max);
@@ -415,7 +495,7 @@ mod x86 {
                         offsets: layer.offsets.as_ptr().add(b * BLOCK),
                         col_scales: layer.scales.as_ptr().add(b * BLOCK),
                         bias: layer.bias.as_ptr().add(b * BLOCK),
-                        out: acc.as_mut_ptr().add(r * outputs + b * BLOCK),
+                        out: acc.as_mut_ptr().cast::<f32>().add(r * outputs + b * BLOCK),
                         inputs,
                         groups,
                         outputs,
@@ -423,6 +503,10 @@ mod x86 {
                     match (tile, v) {
                         (Tile::Vnni, 2) => vnni_rows::<2>(rows, t),
                         (Tile::Vnni, _) => vnni_rows::<1>(rows, t),
+                        (Tile::AvxVnni, _) if rows == AVX_VNNI_ROWS => {
+                            avx_vnni_tile::<AVX_VNNI_ROWS>(t)
+                        }
+                        (Tile::AvxVnni, _) => (0..rows).for_each(|i| avx_vnni_tile::<1>(t.row(i))),
                         (Tile::Avx2, _) if rows == AVX2_ROWS => avx2_tile::<AVX2_ROWS>(t),
                         (Tile::Avx2, _) => (0..rows).for_each(|i| avx2_tile::<1>(t.row(i))),
                     }
@@ -538,6 +622,52 @@ mod x86 {
         }
     }
 
+    /// [`vnni_tile`] on 256-bit registers: `R` rows × one block of 16 columns
+    /// (two registers of eight sums).
+    #[target_feature(enable = "avx2,fma,avxvnni")]
+    unsafe fn avx_vnni_tile<const R: usize>(t: Args) {
+        let steps = t.inputs / 4;
+        let mut total = [[_mm256_setzero_ps(); 2]; R];
+        for g in 0..t.groups {
+            let start = unsafe {
+                [
+                    _mm256_loadu_si256(t.offsets.add(g * t.outputs).cast()),
+                    _mm256_loadu_si256(t.offsets.add(g * t.outputs + 8).cast()),
+                ]
+            };
+            let mut acc = [start; R];
+            for k in g * GROUP / 4..((g + 1) * GROUP / 4).min(steps) {
+                let w0 = unsafe { _mm256_loadu_si256(t.w.add(k * 64).cast()) };
+                let w1 = unsafe { _mm256_loadu_si256(t.w.add(k * 64 + 32).cast()) };
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let xb = _mm256_set1_epi32(unsafe {
+                        t.x.add(r * t.inputs + k * 4).cast::<i32>().read_unaligned()
+                    });
+                    acc[0] = _mm256_dpbusd_avx_epi32(acc[0], xb, w0);
+                    acc[1] = _mm256_dpbusd_avx_epi32(acc[1], xb, w1);
+                }
+            }
+            for (r, (total, acc)) in total.iter_mut().zip(&acc).enumerate() {
+                let s = _mm256_set1_ps(unsafe { *t.s.add(r * t.groups + g) });
+                for (total, &acc) in total.iter_mut().zip(acc) {
+                    *total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), s, *total);
+                }
+            }
+        }
+        for v in 0..2 {
+            let (scale, bias) = unsafe {
+                (
+                    _mm256_loadu_ps(t.col_scales.add(v * 8)),
+                    _mm256_loadu_ps(t.bias.add(v * 8)),
+                )
+            };
+            for (r, total) in total.iter().enumerate() {
+                let out = _mm256_fmadd_ps(total[v], scale, bias);
+                unsafe { _mm256_storeu_ps(t.out.add(r * t.outputs + v * 8), out) };
+            }
+        }
+    }
+
     /// `R` rows × one block of 16 columns (two registers of eight sums).
     /// `vpmaddubsw` takes unsigned × signed bytes, so it multiplies `|x|` by `w`
     /// carrying `x`'s sign; neither exceeds 127, so the pair sums cannot saturate.
@@ -600,7 +730,14 @@ mod tests {
     fn kernels() -> Vec<Kernel> {
         let mut k = vec![Kernel::Scalar];
         match Kernel::best_available() {
-            Kernel::Vnni512 => k.extend([Kernel::Avx2, Kernel::Vnni512]),
+            Kernel::Vnni512 => {
+                k.push(Kernel::Avx2);
+                if Kernel::has_avx_vnni() {
+                    k.push(Kernel::AvxVnni);
+                }
+                k.push(Kernel::Vnni512);
+            }
+            Kernel::AvxVnni => k.extend([Kernel::Avx2, Kernel::AvxVnni]),
             Kernel::Avx2 => k.push(Kernel::Avx2),
             Kernel::Scalar => {}
         }
