@@ -29,8 +29,8 @@ pub fn minilm() -> MutexGuard<'static, CandleEmbedder> {
     static MODEL: OnceLock<Mutex<CandleEmbedder>> = OnceLock::new();
     MODEL
         .get_or_init(|| {
-            // f32 documents: the reference engine (int8, opt-in, has its
-            // own test).
+            // f32 documents: the reference engine (int8, the default on CPUs
+            // with VNNI, has its own test).
             let options = EmbedOptions {
                 model: "minilm".into(),
                 device: embed::DeviceChoice::Cpu,

@@ -2,8 +2,9 @@
 //!
 //! The dense layers are about 85 % of an encoder's arithmetic. CPUs with
 //! dot-product instructions for bytes (AVX-512 VNNI: Ice Lake and later Xeons,
-//! Zen 4 and later) do four times as many multiply-adds per instruction on int8
-//! as on f32, so indexing quantizes those layers:
+//! Zen 4 and later; AVX-VNNI on 256-bit registers: Alder Lake and later client
+//! cores) do four times as many multiply-adds per instruction on int8 as on
+//! f32, so indexing quantizes those layers:
 //!
 //! - weights once at load, symmetric per output column (`max |w| / 127`);
 //! - activations as they arrive, with a scale per row and per group of 64
@@ -17,10 +18,10 @@
 //!
 //! Attention, GELU, LayerNorm and pooling stay f32, and queries never come
 //! here: a query is embedded in f32, as the documents' vectors were before.
-//! The kernel is picked at run time ([`Kernel::detect`]). It is opt-in
-//! (`embedding.precision: int8`): on a CPU without byte dot products it is no
-//! faster than f32, and where it is faster it still moved a few near-tied
-//! results on the public eval (docs/BENCHMARKS.md).
+//! The kernel is picked at run time ([`Kernel::detect`]). `embedding.precision:
+//! auto` takes int8 where the CPU has byte dot products (AVX-512 VNNI or
+//! AVX-VNNI: cold indexing about twice as fast, both eval sets within 0.01 of
+//! f32, docs/BENCHMARKS.md) and f32 elsewhere, where int8 is no faster.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
