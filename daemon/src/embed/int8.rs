@@ -217,11 +217,9 @@ impl QuantLinear {
     ) {
         match kernel {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Vnni512 => x86::vnni512(self, q, scales, n, out),
-            #[cfg(target_arch = "x86_64")]
-            Kernel::AvxVnni => x86::avx_vnni(self, q, scales, n, out),
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => x86::avx2(self, q, scales, n, out),
+            Kernel::Vnni512 | Kernel::AvxVnni | Kernel::Avx2 => {
+                x86::products(self, q, scales, n, out, kernel)
+            }
             _ => self.products_scalar(q, scales, n, out),
         }
     }
@@ -372,62 +370,49 @@ impl CustomOp1 for QuantLinear {
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod x86 {
-    use super::{BLOCK, GROUP, QuantLinear};
+    use super::{BLOCK, GROUP, Kernel, QuantLinear};
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
 
-    /// `q` holds `n` rows of `layer.inputs` bytes as `q + 128`, `scales` their
-    /// `[n][groups]` scales; `acc` receives `n` rows of `layer.outputs` outputs.
-    /// Panics on a CPU without AVX-512 VNNI.
-    pub(super) fn vnni512(
+    /// `q` holds `n` rows of `layer.inputs` bytes (as `q + 128` for the VNNI
+    /// kernels), `scales` their `[n][groups]` scales; `acc` receives `n` rows of
+    /// `layer.outputs` outputs. Panics on a CPU without the kernel's features,
+    /// and for [`Kernel::Scalar`], which has no tiles here.
+    pub(super) fn products(
         layer: &QuantLinear,
         q: &[u8],
         scales: &[f32],
         n: usize,
         acc: &mut [MaybeUninit<f32>],
+        kernel: Kernel,
     ) {
-        assert!(
-            is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512bw")
-                && is_x86_feature_detected!("avx512vnni")
-        );
+        let (width, tile) = match kernel {
+            Kernel::Vnni512 => {
+                assert!(
+                    is_x86_feature_detected!("avx512f")
+                        && is_x86_feature_detected!("avx512bw")
+                        && is_x86_feature_detected!("avx512vnni")
+                );
+                (2, Tile::Vnni)
+            }
+            Kernel::AvxVnni => {
+                assert!(
+                    is_x86_feature_detected!("avxvnni")
+                        && is_x86_feature_detected!("avx2")
+                        && is_x86_feature_detected!("fma")
+                );
+                (1, Tile::AvxVnni)
+            }
+            // FMA for the group scaling.
+            Kernel::Avx2 => {
+                assert!(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
+                (1, Tile::Avx2)
+            }
+            Kernel::Scalar => panic!("the scalar int8 kernel has no SIMD tiles"),
+        };
         check(layer, q, scales, n, acc);
         // SAFETY: the features are present and the lengths fit (checked above).
-        unsafe { tiles(layer, q, scales, n, acc, 2, Tile::Vnni) }
-    }
-
-    /// As [`vnni512`], on 256-bit registers (AVX-VNNI, with AVX2 and FMA).
-    /// Panics on a CPU without them.
-    pub(super) fn avx_vnni(
-        layer: &QuantLinear,
-        q: &[u8],
-        scales: &[f32],
-        n: usize,
-        acc: &mut [MaybeUninit<f32>],
-    ) {
-        assert!(
-            is_x86_feature_detected!("avxvnni")
-                && is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-        );
-        check(layer, q, scales, n, acc);
-        // SAFETY: the features are present and the lengths fit (checked above).
-        unsafe { tiles(layer, q, scales, n, acc, 1, Tile::AvxVnni) }
-    }
-
-    /// As [`vnni512`], with signed bytes, for AVX2 (and FMA, for the group
-    /// scaling). Panics on a CPU without them.
-    pub(super) fn avx2(
-        layer: &QuantLinear,
-        q: &[u8],
-        scales: &[f32],
-        n: usize,
-        acc: &mut [MaybeUninit<f32>],
-    ) {
-        assert!(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
-        check(layer, q, scales, n, acc);
-        // SAFETY: the feature is present and the lengths fit (checked above).
-        unsafe { tiles(layer, q, scales, n, acc, 1, Tile::Avx2) }
+        unsafe { tiles(layer, q, scales, n, acc, width, tile) }
     }
 
     fn check(layer: &QuantLinear, q: &[u8], scales: &[f32], n: usize, acc: &[MaybeUninit<f32>]) {
@@ -648,13 +633,33 @@ mod x86 {
                     acc[1] = _mm256_dpbusd_avx_epi32(acc[1], xb, w1);
                 }
             }
-            for (r, (total, acc)) in total.iter_mut().zip(&acc).enumerate() {
-                let s = _mm256_set1_ps(unsafe { *t.s.add(r * t.groups + g) });
-                for (total, &acc) in total.iter_mut().zip(acc) {
-                    *total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), s, *total);
-                }
+            unsafe { add_group_256(&mut total, &acc, t, g) };
+        }
+        unsafe { store_256(&total, t) };
+    }
+
+    /// Adds a group's i32 sums, times each row's scale for the group, to the f32
+    /// totals (the 256-bit tiles).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn add_group_256<const R: usize>(
+        total: &mut [[__m256; 2]; R],
+        acc: &[[__m256i; 2]; R],
+        t: Args,
+        g: usize,
+    ) {
+        for (r, (total, acc)) in total.iter_mut().zip(acc).enumerate() {
+            let s = _mm256_set1_ps(unsafe { *t.s.add(r * t.groups + g) });
+            for (total, &acc) in total.iter_mut().zip(acc) {
+                *total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), s, *total);
             }
         }
+    }
+
+    /// Stores `total · column scale + bias` (the 256-bit tiles).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn store_256<const R: usize>(total: &[[__m256; 2]; R], t: Args) {
         for v in 0..2 {
             let (scale, bias) = unsafe {
                 (
@@ -693,25 +698,9 @@ mod x86 {
                     acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(p1, ones));
                 }
             }
-            for (r, (total, acc)) in total.iter_mut().zip(&acc).enumerate() {
-                let s = _mm256_set1_ps(unsafe { *t.s.add(r * t.groups + g) });
-                for (total, &acc) in total.iter_mut().zip(acc) {
-                    *total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), s, *total);
-                }
-            }
+            unsafe { add_group_256(&mut total, &acc, t, g) };
         }
-        for v in 0..2 {
-            let (scale, bias) = unsafe {
-                (
-                    _mm256_loadu_ps(t.col_scales.add(v * 8)),
-                    _mm256_loadu_ps(t.bias.add(v * 8)),
-                )
-            };
-            for (r, total) in total.iter().enumerate() {
-                let out = _mm256_fmadd_ps(total[v], scale, bias);
-                unsafe { _mm256_storeu_ps(t.out.add(r * t.outputs + v * 8), out) };
-            }
-        }
+        unsafe { store_256(&total, t) };
     }
 }
 
