@@ -72,8 +72,19 @@ fn bench_embed_reports_the_four_figures() {
         report["peak_rss_bytes"].as_u64().unwrap() > 10_000_000,
         "{report}"
     );
+    // The default precision: int8 documents on a CPU with VNNI or AVX-VNNI (held
+    // to the 0.995, against sentence-transformers and our own f32), f32
+    // elsewhere (0.999).
+    let int8 = report["int8_documents"].as_bool().unwrap();
+    let floor = if int8 { 0.995 } else { 0.999 };
     assert!(
-        report["min_cos_vs_reference"].as_f64().unwrap() >= 0.999,
+        report["min_cos_vs_reference"].as_f64().unwrap() >= floor,
         "{report}"
     );
+    if int8 {
+        assert!(
+            report["min_cos_vs_f32"].as_f64().unwrap() >= floor,
+            "{report}"
+        );
+    }
 }
