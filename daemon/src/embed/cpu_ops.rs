@@ -201,7 +201,6 @@ impl pulp::WithSimd for TiledAttention<'_> {
         let mut probs = vec![0f32; QUERIES * padded];
         let mut sums = vec![0f32; QUERIES * hd];
         let (no_keys, no_columns) = (vec![0f32; padded], vec![0f32; hd]);
-        let pairs = padded / (2 * lanes) * 2 * lanes;
         for head in 0..op.heads {
             let (q_off, k_off, v_off) = (head * hd, hidden + head * hd, 2 * hidden + head * hd);
             for j in 0..real {
@@ -222,18 +221,8 @@ impl pulp::WithSimd for TiledAttention<'_> {
                         q.fill(0.0);
                     }
                 }
-                // Scores: queries · keysᵀ, two vectors of keys at a time, then one.
-                let (q, k) = (&queries[..], &keys_t[..]);
-                for col in (0..pairs).step_by(2 * lanes) {
-                    outer_tile::<S, QUERIES, 2, 1>(
-                        simd, q, 0, hd, k, padded, 0, &no_keys, col, &mut probs,
-                    );
-                }
-                if pairs < padded {
-                    outer_tile::<S, QUERIES, 1, 2>(
-                        simd, q, 0, hd, k, padded, 0, &no_keys, pairs, &mut probs,
-                    );
-                }
+                // Scores: queries · keysᵀ.
+                rows_times(simd, &queries, hd, &keys_t, &no_keys, &mut probs);
                 let mut inv = [0f32; QUERIES];
                 for (r, inv) in inv.iter_mut().enumerate().take(n) {
                     let s = &mut probs[r * padded..][..real];
@@ -245,37 +234,7 @@ impl pulp::WithSimd for TiledAttention<'_> {
                     probs[r * padded + real..(r + 1) * padded].fill(0.0);
                 }
                 // Weighted sums of values: probabilities · values.
-                let (p, v) = (&probs[..], &values[..]);
-                let mut col = 0;
-                while col + 2 * lanes <= hd {
-                    outer_tile::<S, QUERIES, 2, 1>(
-                        simd,
-                        p,
-                        0,
-                        padded,
-                        v,
-                        hd,
-                        0,
-                        &no_columns,
-                        col,
-                        &mut sums,
-                    );
-                    col += 2 * lanes;
-                }
-                if col < hd {
-                    outer_tile::<S, QUERIES, 1, 2>(
-                        simd,
-                        p,
-                        0,
-                        padded,
-                        v,
-                        hd,
-                        0,
-                        &no_columns,
-                        col,
-                        &mut sums,
-                    );
-                }
+                rows_times(simd, &probs, padded, &values, &no_columns, &mut sums);
                 for r in 0..n {
                     let o = &mut out[(first + r) * hidden + q_off..][..hd];
                     for (o, &s) in o.iter_mut().zip(&sums[r * hd..][..hd]) {
@@ -284,6 +243,30 @@ impl pulp::WithSimd for TiledAttention<'_> {
                 }
             }
         }
+    }
+}
+
+/// `out = x · wt` for [`QUERIES`] rows of `inputs` values, `wt` stored
+/// `[inputs][width]` with `width = zeros.len()` a whole number of vectors: two
+/// vectors of columns at a time, then one ([`outer_tile`] adds `zeros` as its bias).
+#[inline(always)]
+fn rows_times<S: pulp::Simd>(
+    simd: S,
+    x: &[f32],
+    inputs: usize,
+    wt: &[f32],
+    zeros: &[f32],
+    out: &mut [f32],
+) {
+    let lanes = std::mem::size_of::<S::f32s>() / std::mem::size_of::<f32>();
+    let width = zeros.len();
+    let mut col = 0;
+    while col + 2 * lanes <= width {
+        outer_tile::<S, QUERIES, 2, 1>(simd, x, 0, inputs, wt, width, 0, zeros, col, out);
+        col += 2 * lanes;
+    }
+    if col < width {
+        outer_tile::<S, QUERIES, 1, 2>(simd, x, 0, inputs, wt, width, 0, zeros, col, out);
     }
 }
 
