@@ -105,8 +105,8 @@ struct BenchIndexArgs {
     /// (comma-separated) instead of the shipped one.
     #[arg(long, value_delimiter = ',', requires = "recall")]
     ef_search: Vec<usize>,
-    /// f32, int8 (documents; CPU), f16 or bf16 [default: f32 on CPU,
-    /// f16 on GPU]
+    /// f32, int8 (documents; CPU), f16 or bf16 [default: int8 documents on a
+    /// CPU with VNNI, or AVX2 where int8 timed faster, else f32; f16 on GPU]
     #[arg(long)]
     precision: Option<Precision>,
     #[command(flatten)]
@@ -120,8 +120,8 @@ struct BenchArgs {
     /// Padded tokens per forward pass at most [default: 4096 on CPU, 65536 on GPU]
     #[arg(long)]
     token_budget: Option<usize>,
-    /// f32, int8 (documents; CPU), f16 or bf16 [default: f32 on CPU,
-    /// f16 on GPU]
+    /// f32, int8 (documents; CPU), f16 or bf16 [default: int8 documents on a
+    /// CPU with VNNI, or AVX2 where int8 timed faster, else f32; f16 on GPU]
     #[arg(long)]
     precision: Option<Precision>,
     /// The chunks to embed (one `{"id", "text"}` object per line).

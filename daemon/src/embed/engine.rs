@@ -319,7 +319,8 @@ impl CandleEmbedder {
 
         // On a CPU with byte dot products (AVX-512 VNNI or AVX-VNNI) documents go
         // int8 by default: cold indexing ~2x faster, and both eval sets within
-        // 0.01 of f32 (docs/BENCHMARKS.md). Elsewhere int8 is no faster: f32.
+        // 0.01 of f32 (docs/BENCHMARKS.md). With AVX2 alone, where a dense layer
+        // timed at start-up says int8 is clearly faster; elsewhere f32.
         let precision = precision.unwrap_or(if !device.is_cpu() {
             Precision::F16
         } else if super::int8::Kernel::detect().is_fast() {
@@ -339,7 +340,7 @@ impl CandleEmbedder {
             tracing::warn!(
                 model,
                 kernel = ?super::int8::Kernel::detect(),
-                "this CPU has no byte dot products (AVX-512 VNNI): int8 documents will be no faster than f32, or slower"
+                "on this CPU int8 dense layers are not clearly faster than f32 (no AVX-512 VNNI or AVX-VNNI, and AVX2 timed no faster): int8 documents will be no faster, or slower"
             );
         }
         let dtype = precision.dtype();

@@ -46,7 +46,8 @@ pub(crate) enum Kernel {
     /// instruction), on CPUs without AVX-512: Intel's Alder Lake and later
     /// client cores, Sierra Forest.
     AvxVnni,
-    /// AVX2 only: `vpmaddubsw` + `vpmaddwd`, no faster than f32 FMA.
+    /// AVX2 only: `vpmaddwd` on inputs and weights widened to 16 bits (16
+    /// multiply-adds per instruction, twice an f32 FMA's eight).
     Avx2,
     /// Any CPU: the reference the others are tested against.
     Scalar,
@@ -101,17 +102,92 @@ impl Kernel {
         false
     }
 
-    /// Whether int8 documents are worth it here: only with byte dot products
-    /// (with AVX2 alone int8 is no faster than f32, and the scalar reference is
-    /// far slower).
+    /// Whether int8 documents are worth it here: always with byte dot products;
+    /// with AVX2 alone where [`avx2_beats_f32`] measured it; never with the
+    /// scalar reference, which is far slower.
     pub(crate) fn is_fast(self) -> bool {
-        matches!(self, Self::Vnni512 | Self::AvxVnni)
+        match self {
+            Self::Vnni512 | Self::AvxVnni => true,
+            Self::Avx2 => avx2_beats_f32(),
+            Self::Scalar => false,
+        }
     }
 
     /// Whether the kernel multiplies unsigned inputs (`q + 128`) by signed weights.
     fn unsigned(self) -> bool {
-        self.is_fast()
+        matches!(self, Self::Vnni512 | Self::AvxVnni)
     }
+}
+
+/// Whether the AVX2 kernel is clearly faster than candle's f32 GEMM on this CPU,
+/// timed once per process on a layer of the encoder's feed-forward shape.
+///
+/// `vpmaddwd` does sixteen multiply-adds an instruction to an f32 FMA's eight,
+/// but where it has one execution port (Haswell, Zen 2, by their manuals) and
+/// FMA two, that is no gain, and the quantizing costs on top. Which CPUs have
+/// two is not something a feature flag says, so this measures: both paths on
+/// 1,024 rows × 384 inputs × 1,536 outputs (604 M multiply-adds; a CPU batch is
+/// about 4,096 rows, and with a few hundred f32's GEMM is less efficient and the
+/// comparison misleads), the best of five runs each, int8 kept where it is at
+/// least 1.25× faster (tens of milliseconds, once).
+fn avx2_beats_f32() -> bool {
+    static FAST: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FAST.get_or_init(|| match avx2_against_f32() {
+        Ok((int8, f32)) => {
+            let fast = int8.as_secs_f64() * 1.25 <= f32.as_secs_f64();
+            tracing::info!(
+                int8_ms = int8.as_secs_f64() * 1e3,
+                f32_ms = f32.as_secs_f64() * 1e3,
+                int8_documents = fast,
+                "AVX2 without byte dot products: int8 dense layer timed against f32"
+            );
+            fast
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not time the AVX2 int8 kernel; documents stay f32");
+            false
+        }
+    })
+}
+
+/// The best of five times of one dense layer in int8 (AVX2) and in f32.
+fn avx2_against_f32() -> Result<(std::time::Duration, std::time::Duration)> {
+    use candle_core::{Device, Module};
+    let (rows, inputs, outputs) = (1024, 384, 1536);
+    // Any values do: the time depends on the shapes alone.
+    let values = |n: usize, seed: u32| -> Vec<f32> {
+        (0..n as u32)
+            .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 2001) as f32 / 1000.0 - 1.0)
+            .collect()
+    };
+    let dev = Device::Cpu;
+    let w = Tensor::from_vec(values(outputs * inputs, 7), (outputs, inputs), &dev)?;
+    let b = Tensor::from_vec(values(outputs, 11), outputs, &dev)?;
+    let x = values(rows * inputs, 13);
+    let xt = Tensor::from_vec(x.clone(), (rows, inputs), &dev)?;
+    let Some(layer) = QuantLinear::for_kernel(&w, Some(&b), Kernel::Avx2)? else {
+        candle_core::bail!("the timing layer does not pack");
+    };
+    let linear = candle_nn::Linear::new(w, Some(b));
+    let best = |f: &mut dyn FnMut() -> Result<()>| -> Result<std::time::Duration> {
+        f()?; // warm: the first run faults the pages in
+        let mut best = std::time::Duration::MAX;
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            f()?;
+            best = best.min(t.elapsed());
+        }
+        Ok(best)
+    };
+    let int8 = best(&mut || {
+        std::hint::black_box(layer.forward(&x, Kernel::Avx2));
+        Ok(())
+    })?;
+    let f32 = best(&mut || {
+        std::hint::black_box(linear.forward(&xt)?);
+        Ok(())
+    })?;
+    Ok((int8, f32))
 }
 
 /// A dense layer `x · Wᵀ + b` with its weights quantized to int8.
@@ -122,6 +198,10 @@ pub(super) struct QuantLinear {
     /// `[outputs / 16][inputs / 4][16 columns][4 inputs]`: one 64-byte load
     /// holds four consecutive inputs of sixteen columns, the order `vpdpbusd` sums.
     packed: Vec<i8>,
+    /// For the AVX2 kernel only (else empty), the same weights widened to 16
+    /// bits, `[outputs / 16][inputs / 2][16 columns][2 inputs]`: the pairs
+    /// `vpmaddwd` sums, 64 bytes a step as in `packed`.
+    wide: Vec<i16>,
     /// Per output column, what one unit of its quantized weights is worth.
     scales: Vec<f32>,
     /// `[groups][outputs]`: per group of inputs and output column, `−128 · Σ q`.
@@ -132,9 +212,14 @@ pub(super) struct QuantLinear {
 }
 
 impl QuantLinear {
-    /// Quantizes a layer; `None` where its shape does not fit the packing
-    /// (outputs a multiple of 16, inputs of 4), which then stays f32.
+    /// Quantizes a layer for this CPU's kernel; `None` where its shape does not
+    /// fit the packing (outputs a multiple of 16, inputs of 4), which then stays f32.
     pub(super) fn new(weight: &Tensor, bias: Option<&Tensor>) -> Result<Option<Self>> {
+        Self::for_kernel(weight, bias, Kernel::detect())
+    }
+
+    /// [`QuantLinear::new`], packed for `kernel`.
+    fn for_kernel(weight: &Tensor, bias: Option<&Tensor>, kernel: Kernel) -> Result<Option<Self>> {
         let (outputs, inputs) = weight.dims2()?;
         if outputs % BLOCK != 0 || inputs % 4 != 0 || inputs == 0 || outputs == 0 {
             return Ok(None);
@@ -163,10 +248,16 @@ impl QuantLinear {
             }
             scales.push(scale);
         }
+        let wide = if kernel == Kernel::Avx2 {
+            widen(&packed, inputs)
+        } else {
+            Vec::new()
+        };
         Ok(Some(Self {
             inputs,
             outputs,
             packed,
+            wide,
             scales,
             offsets,
             bias,
@@ -200,16 +291,25 @@ impl QuantLinear {
                     inputs,
                     flip: if unsigned { 0x80 } else { 0 },
                 });
-                self.products(&q, &row_scales, n, out, kernel);
+                // AVX2 multiplies 16-bit values: the rows widened once here, not
+                // at each of the layer's column blocks.
+                let wide: Vec<i16> = if kernel == Kernel::Avx2 {
+                    q.iter().map(|&b| i16::from(b as i8)).collect()
+                } else {
+                    Vec::new()
+                };
+                self.products(&q, &wide, &row_scales, n, out, kernel);
             });
         written(out, rows * outputs)
     }
 
     /// `out[r][c] = w_scale[c] · Σ_g scale[r][g] · Σ_{k in g} q[r][k] · w[c][k] + bias[c]`
     /// for the `n` quantized rows in `q`.
+    /// `wide`: the rows of `q` widened to 16 bits, for the AVX2 kernel.
     fn products(
         &self,
         q: &[u8],
+        wide: &[i16],
         scales: &[f32],
         n: usize,
         out: &mut [MaybeUninit<f32>],
@@ -218,7 +318,7 @@ impl QuantLinear {
         match kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Vnni512 | Kernel::AvxVnni | Kernel::Avx2 => {
-                x86::products(self, q, scales, n, out, kernel)
+                x86::products(self, q, wide, scales, n, out, kernel)
             }
             _ => self.products_scalar(q, scales, n, out),
         }
@@ -244,6 +344,24 @@ impl QuantLinear {
             }
         }
     }
+}
+
+/// `packed` (`[blocks][inputs / 4][16][4]` bytes) as `[blocks][inputs / 2][16][2]`
+/// values of 16 bits.
+fn widen(packed: &[i8], inputs: usize) -> Vec<i16> {
+    let mut wide = vec![0i16; packed.len()];
+    for (wide, block) in wide
+        .chunks_exact_mut(inputs * BLOCK)
+        .zip(packed.chunks_exact(inputs * BLOCK))
+    {
+        for k in 0..inputs {
+            for c in 0..BLOCK {
+                wide[(k / 2) * BLOCK * 2 + c * 2 + k % 2] =
+                    i16::from(block[(k / 4) * BLOCK * 4 + c * 4 + k % 4]);
+            }
+        }
+    }
+    wide
 }
 
 /// `out` with its first `len` values, which the caller wrote through its spare
@@ -375,12 +493,14 @@ mod x86 {
     use std::mem::MaybeUninit;
 
     /// `q` holds `n` rows of `layer.inputs` bytes (as `q + 128` for the VNNI
-    /// kernels), `scales` their `[n][groups]` scales; `acc` receives `n` rows of
-    /// `layer.outputs` outputs. Panics on a CPU without the kernel's features,
-    /// and for [`Kernel::Scalar`], which has no tiles here.
+    /// kernels), `wide` the same rows in 16 bits for the AVX2 kernel, `scales`
+    /// their `[n][groups]` scales; `acc` receives `n` rows of `layer.outputs`
+    /// outputs. Panics on a CPU without the kernel's features, and for
+    /// [`Kernel::Scalar`], which has no tiles here.
     pub(super) fn products(
         layer: &QuantLinear,
         q: &[u8],
+        wide: &[i16],
         scales: &[f32],
         n: usize,
         acc: &mut [MaybeUninit<f32>],
@@ -406,13 +526,17 @@ mod x86 {
             // FMA for the group scaling.
             Kernel::Avx2 => {
                 assert!(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
+                assert!(
+                    wide.len() >= n * layer.inputs
+                        && layer.wide.len() == layer.inputs * layer.outputs
+                );
                 (1, Tile::Avx2)
             }
             Kernel::Scalar => panic!("the scalar int8 kernel has no SIMD tiles"),
         };
         check(layer, q, scales, n, acc);
         // SAFETY: the features are present and the lengths fit (checked above).
-        unsafe { tiles(layer, q, scales, n, acc, width, tile) }
+        unsafe { tiles(layer, q, wide, scales, n, acc, width, tile) }
     }
 
     fn check(layer: &QuantLinear, q: &[u8], scales: &[f32], n: usize, acc: &[MaybeUninit<f32>]) {
@@ -439,9 +563,9 @@ mod x86 {
     /// Row tile height of each kernel, at most.
     const VNNI_ROWS: usize = 6;
     /// Sixteen registers: 4 rows × 2 halves of sums, their f32 totals spilled
-    /// by the compiler and touched once a group.
+    /// by the compiler and touched once a group (the AVX2 tile the same).
     const AVX_VNNI_ROWS: usize = 4;
-    const AVX2_ROWS: usize = 2;
+    const AVX2_ROWS: usize = 4;
 
     /// Walks the output in tiles: up to `width` blocks of 16 columns (2, then 1,
     /// for VNNI; four blocks spilled the f32 sums and ran 30 % slower) by up to
@@ -449,9 +573,11 @@ mod x86 {
     ///
     /// # Safety
     /// The CPU has the kernel's features; the lengths passed `check`.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn tiles(
         layer: &QuantLinear,
         q: &[u8],
+        wide: &[i16],
         scales: &[f32],
         n: usize,
         acc: &mut [MaybeUninit<f32>],
@@ -474,15 +600,30 @@ mod x86 {
                 // SAFETY: every offset stays inside the slices `check` measured:
                 // rows r..r+rows < n, blocks b..b+v ≤ outputs / 16.
                 unsafe {
+                    // The AVX2 tile reads the 16-bit rows and weights: the same
+                    // element offsets, twice the bytes.
+                    let (x, w, row_bytes) = match tile {
+                        Tile::Avx2 => (
+                            wide.as_ptr().add(r * inputs).cast::<u8>(),
+                            layer.wide.as_ptr().add(b * inputs * BLOCK).cast::<i8>(),
+                            2 * inputs,
+                        ),
+                        _ => (
+                            q.as_ptr().add(r * inputs),
+                            layer.packed.as_ptr().add(b * inputs * BLOCK),
+                            inputs,
+                        ),
+                    };
                     let t = Args {
-                        x: q.as_ptr().add(r * inputs),
+                        x,
                         s: scales.as_ptr().add(r * groups),
-                        w: layer.packed.as_ptr().add(b * inputs * BLOCK),
+                        w,
                         offsets: layer.offsets.as_ptr().add(b * BLOCK),
                         col_scales: layer.scales.as_ptr().add(b * BLOCK),
                         bias: layer.bias.as_ptr().add(b * BLOCK),
                         out: acc.as_mut_ptr().cast::<f32>().add(r * outputs + b * BLOCK),
                         inputs,
+                        row_bytes,
                         groups,
                         outputs,
                     };
@@ -526,7 +667,7 @@ mod x86 {
     /// Where one tile reads and writes.
     #[derive(Clone, Copy)]
     struct Args {
-        /// Its first row of quantized inputs.
+        /// Its first row of quantized inputs (bytes, or 16-bit values for AVX2).
         x: *const u8,
         /// That row's group scales.
         s: *const f32,
@@ -540,6 +681,8 @@ mod x86 {
         /// Its first sum.
         out: *mut f32,
         inputs: usize,
+        /// From one row of `x` to the next.
+        row_bytes: usize,
         groups: usize,
         outputs: usize,
     }
@@ -549,7 +692,7 @@ mod x86 {
         unsafe fn row(self, i: usize) -> Self {
             unsafe {
                 Self {
-                    x: self.x.add(i * self.inputs),
+                    x: self.x.add(i * self.row_bytes),
                     s: self.s.add(i * self.groups),
                     out: self.out.add(i * self.outputs),
                     ..self
@@ -580,7 +723,9 @@ mod x86 {
                 }
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let xb = _mm512_set1_epi32(unsafe {
-                        t.x.add(r * t.inputs + k * 4).cast::<i32>().read_unaligned()
+                        t.x.add(r * t.row_bytes + k * 4)
+                            .cast::<i32>()
+                            .read_unaligned()
                     });
                     for (acc, &wv) in acc.iter_mut().zip(&wv) {
                         *acc = _mm512_dpbusd_epi32(*acc, xb, wv);
@@ -627,7 +772,9 @@ mod x86 {
                 let w1 = unsafe { _mm256_loadu_si256(t.w.add(k * 64 + 32).cast()) };
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let xb = _mm256_set1_epi32(unsafe {
-                        t.x.add(r * t.inputs + k * 4).cast::<i32>().read_unaligned()
+                        t.x.add(r * t.row_bytes + k * 4)
+                            .cast::<i32>()
+                            .read_unaligned()
                     });
                     acc[0] = _mm256_dpbusd_avx_epi32(acc[0], xb, w0);
                     acc[1] = _mm256_dpbusd_avx_epi32(acc[1], xb, w1);
@@ -674,28 +821,30 @@ mod x86 {
         }
     }
 
-    /// `R` rows × one block of 16 columns (two registers of eight sums).
-    /// `vpmaddubsw` takes unsigned × signed bytes, so it multiplies `|x|` by `w`
-    /// carrying `x`'s sign; neither exceeds 127, so the pair sums cannot saturate.
+    /// `R` rows × one block of 16 columns (two registers of eight sums), on
+    /// inputs and weights widened to 16 bits: `vpmaddwd` multiplies pairs and
+    /// adds each pair into an i32 lane (exact: 2 · 127² per step, 32 steps a
+    /// group). `vpmaddubsw` on the bytes does twice the products an instruction
+    /// but needs a second one to widen its sums, and it saturates at 16 bits
+    /// unless one side loses a bit (weights of 7 bits cost the reference chunks'
+    /// cosine to f32 0.998 → 0.995); this is as fast and as exact as the VNNI kernels.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2_tile<const R: usize>(t: Args) {
-        let ones = _mm256_set1_epi16(1);
-        let steps = t.inputs / 4;
+        let steps = t.inputs / 2;
         let mut total = [[_mm256_setzero_ps(); 2]; R];
         for g in 0..t.groups {
             let mut acc = [[_mm256_setzero_si256(); 2]; R];
-            for k in g * GROUP / 4..((g + 1) * GROUP / 4).min(steps) {
+            for k in g * GROUP / 2..((g + 1) * GROUP / 2).min(steps) {
                 let w0 = unsafe { _mm256_loadu_si256(t.w.add(k * 64).cast()) };
                 let w1 = unsafe { _mm256_loadu_si256(t.w.add(k * 64 + 32).cast()) };
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let xb = _mm256_set1_epi32(unsafe {
-                        t.x.add(r * t.inputs + k * 4).cast::<i32>().read_unaligned()
+                        t.x.add(r * t.row_bytes + k * 4)
+                            .cast::<i32>()
+                            .read_unaligned()
                     });
-                    let ax = _mm256_sign_epi8(xb, xb);
-                    let p0 = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(w0, xb));
-                    let p1 = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(w1, xb));
-                    acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(p0, ones));
-                    acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(p1, ones));
+                    acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(xb, w0));
+                    acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(xb, w1));
                 }
             }
             unsafe { add_group_256(&mut total, &acc, t, g) };
@@ -715,6 +864,12 @@ mod tests {
         let b = Tensor::randn(0f32, 0.1, outputs, &dev).unwrap();
         let q = QuantLinear::new(&w, Some(&b)).unwrap().expect("shape fits");
         (w, b, q)
+    }
+
+    fn quantized(w: &Tensor, b: &Tensor, kernel: Kernel) -> QuantLinear {
+        QuantLinear::for_kernel(w, Some(b), kernel)
+            .unwrap()
+            .expect("shape fits")
     }
 
     fn kernels() -> Vec<Kernel> {
@@ -738,16 +893,84 @@ mod tests {
     fn every_kernel_gives_the_same_sums() {
         // Rows and blocks that leave remainders in both directions of the tiles.
         let (outputs, inputs, rows) = (48, 68, 13);
-        let (_, _, q) = layer(outputs, inputs);
+        let (w, b, _) = layer(outputs, inputs);
         let x = Tensor::randn(0f32, 1.0, (rows, inputs), &Device::Cpu).unwrap();
         let x: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
-        let reference = q.forward(&x, Kernel::Scalar);
         for kernel in kernels() {
-            // The same integer sums; only the f32 rounding of their scaling differs.
+            // Each kernel's packing of the same weights, the scalar sums of them as
+            // the reference: the same integer sums, only the f32 rounding of their
+            // scaling differs.
+            let q = quantized(&w, &b, kernel);
+            let reference = q.forward(&x, Kernel::Scalar);
             for (i, (a, b)) in q.forward(&x, kernel).iter().zip(&reference).enumerate() {
                 assert!(
                     (a - b).abs() <= 1e-5 * b.abs().max(1.0),
                     "{kernel:?} at {i}: {a} vs {b}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_avx2_timing_runs_both_paths() {
+        if !kernels().contains(&Kernel::Avx2) {
+            return;
+        }
+        let (int8, f32) = avx2_against_f32().unwrap();
+        assert!(int8 > std::time::Duration::ZERO && f32 > std::time::Duration::ZERO);
+    }
+
+    #[test]
+    fn the_largest_inputs_and_weights_do_not_saturate() {
+        // Every input at ±max (quantized to ±127, fed as 1 or 255 to VNNI) against
+        // weights at ±max (±127): the largest products every kernel makes, with
+        // signs alternating in blocks so that sums of both signs reach the edge.
+        let (outputs, inputs, rows) = (32, 256, 6);
+        let sign = |i: usize| {
+            if (i / 3).is_multiple_of(2) {
+                1f32
+            } else {
+                -1f32
+            }
+        };
+        let w: Vec<f32> = (0..outputs * inputs)
+            .map(|i| sign(i / inputs + i) * 0.25)
+            .collect();
+        let w = Tensor::from_vec(w, (outputs, inputs), &Device::Cpu).unwrap();
+        let b = Tensor::zeros(outputs, DType::F32, &Device::Cpu).unwrap();
+        let x: Vec<f32> = (0..rows * inputs).map(|i| sign(i * 7 / 5) * 4.0).collect();
+        for kernel in kernels() {
+            let q = quantized(&w, &b, kernel);
+            let reference = q.forward(&x, Kernel::Scalar);
+            let exact: Vec<f32> = x
+                .chunks(inputs)
+                .flat_map(|x| {
+                    let w: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
+                    (0..outputs)
+                        .map(|c| {
+                            x.iter()
+                                .zip(&w[c * inputs..][..inputs])
+                                .map(|(a, b)| a * b)
+                                .sum::<f32>()
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            for (i, ((a, b), e)) in q
+                .forward(&x, kernel)
+                .iter()
+                .zip(&reference)
+                .zip(&exact)
+                .enumerate()
+            {
+                // Values at ±max quantize exactly, so every kernel gets the exact sums.
+                assert!(
+                    (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                    "{kernel:?} at {i}: {a} vs {b}"
+                );
+                assert!(
+                    (a - e).abs() <= 1e-3 * e.abs().max(1.0),
+                    "{kernel:?} at {i}: {a} vs exact {e}"
                 );
             }
         }
@@ -769,11 +992,22 @@ mod tests {
             .unwrap();
         let got = x.apply_op1_no_bwd(&q).unwrap();
         let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
-        for (r, (g, w)) in got.chunks(outputs).zip(want.chunks(outputs)).enumerate() {
-            let dot: f32 = g.iter().zip(w).map(|(a, b)| a * b).sum();
-            let norm = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>().sqrt();
-            let cos = dot / (norm(g) * norm(w));
-            assert!(cos > 0.999, "row {r}: cosine {cos}");
+        let xs: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+        // The AVX2 kernel too, wherever the CPU runs it.
+        let mut runs = vec![(Kernel::detect(), got)];
+        if kernels().contains(&Kernel::Avx2) {
+            runs.push((
+                Kernel::Avx2,
+                quantized(&w, &b, Kernel::Avx2).forward(&xs, Kernel::Avx2),
+            ));
+        }
+        for (kernel, got) in runs {
+            for (r, (g, w)) in got.chunks(outputs).zip(want.chunks(outputs)).enumerate() {
+                let dot: f32 = g.iter().zip(w).map(|(a, b)| a * b).sum();
+                let norm = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>().sqrt();
+                let cos = dot / (norm(g) * norm(w));
+                assert!(cos > 0.999, "{kernel:?}, row {r}: cosine {cos}");
+            }
         }
     }
 
@@ -783,7 +1017,7 @@ mod tests {
         let w = Tensor::zeros((10, 8), DType::F32, &dev).unwrap();
         let b = Tensor::zeros(10, DType::F32, &dev).unwrap();
         assert!(QuantLinear::new(&w, Some(&b)).unwrap().is_none());
-        let (_, _, q) = layer(16, 8);
+        let (w, b, q) = layer(16, 8);
         let out = q.forward(&[0f32; 16], Kernel::detect());
         assert!(out.iter().all(|v| v.is_finite()));
         // A NaN anywhere in a row makes that row's outputs NaN, as in f32; the
@@ -791,7 +1025,7 @@ mod tests {
         let mut x = [0.5f32; 16];
         x[3] = f32::NAN;
         for kernel in kernels() {
-            let out = q.forward(&x, kernel);
+            let out = quantized(&w, &b, kernel).forward(&x, kernel);
             assert!(out[..16].iter().all(|v| v.is_nan()), "{kernel:?}: {out:?}");
             assert!(
                 out[16..].iter().all(|v| v.is_finite()),
