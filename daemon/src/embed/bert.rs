@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
-use super::cpu_ops::{Attention, GeluErf, SMALL_ROWS, SmallLinear};
+use super::cpu_ops::{AddNorm, Attention, GeluErf, SMALL_ROWS, SmallLinear};
 #[cfg(feature = "cuda")]
 use super::cuda_ops;
 use super::int8::QuantLinear;
@@ -585,13 +585,31 @@ impl Bert {
             };
             self.attention(&qkv, batch, bias)?
         };
-        layer.attn_norm.forward(
-            &(self.linear(
-                &layer.attn_out,
-                int8.and_then(|q| q.attn_out.as_ref()),
-                &ctx,
-            )? + x)?,
-        )
+        let out = self.linear(
+            &layer.attn_out,
+            int8.and_then(|q| q.attn_out.as_ref()),
+            &ctx,
+        )?;
+        self.add_norm(out, x, &layer.attn_norm)
+    }
+
+    /// `norm(y + x)`: in place in `y` (a dense layer's fresh output) on the fused
+    /// CPU path, else candle's add and layer norm.
+    fn add_norm(&self, y: Tensor, x: &Tensor, norm: &LayerNorm) -> Result<Tensor> {
+        match norm.bias() {
+            Some(bias) if self.fused_cpu && y.is_contiguous() && x.is_contiguous() => {
+                let params = Tensor::stack(&[norm.weight(), bias], 0)?;
+                y.inplace_op3(
+                    x,
+                    &params,
+                    &AddNorm {
+                        eps: norm.eps() as f32,
+                    },
+                )?;
+                Ok(y)
+            }
+            _ => norm.forward(&(y + x)?),
+        }
     }
 
     fn feed_forward(&self, layer: &Layer, int8: Option<&Int8Layer>, x: &Tensor) -> Result<Tensor> {
@@ -600,9 +618,8 @@ impl Bert {
         if let Some(gate) = &layer.gate {
             let gate = self.linear(gate, int8.and_then(|q| q.gate.as_ref()), x)?;
             let gated = (candle_nn::ops::silu(&gate)? * up)?;
-            return layer
-                .out_norm
-                .forward(&(self.linear(&layer.down, down, &gated)? + x)?);
+            let out = self.linear(&layer.down, down, &gated)?;
+            return self.add_norm(out, x, &layer.out_norm);
         }
         let up = match self.act {
             Act::GeluErf if self.fused_cpu => {
@@ -613,9 +630,8 @@ impl Bert {
             Act::GeluTanh => up.gelu()?,
             Act::Relu => up.relu()?,
         };
-        layer
-            .out_norm
-            .forward(&(self.linear(&layer.down, down, &up)? + x)?)
+        let out = self.linear(&layer.down, down, &up)?;
+        self.add_norm(out, x, &layer.out_norm)
     }
 
     /// A dense layer on `[tokens, in]`: int8 for a document batch where the layer
