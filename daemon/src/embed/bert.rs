@@ -590,12 +590,12 @@ impl Bert {
             int8.and_then(|q| q.attn_out.as_ref()),
             &ctx,
         )?;
-        self.add_norm(out, x, &layer.attn_norm)
+        self.residual_norm(out, x, &layer.attn_norm)
     }
 
     /// `norm(y + x)`: in place in `y` (a dense layer's fresh output) on the fused
     /// CPU path, else candle's add and layer norm.
-    fn add_norm(&self, y: Tensor, x: &Tensor, norm: &LayerNorm) -> Result<Tensor> {
+    fn residual_norm(&self, y: Tensor, x: &Tensor, norm: &LayerNorm) -> Result<Tensor> {
         match norm.bias() {
             Some(bias) if self.fused_cpu && y.is_contiguous() && x.is_contiguous() => {
                 let params = Tensor::stack(&[norm.weight(), bias], 0)?;
@@ -619,7 +619,7 @@ impl Bert {
             let gate = self.linear(gate, int8.and_then(|q| q.gate.as_ref()), x)?;
             let gated = (candle_nn::ops::silu(&gate)? * up)?;
             let out = self.linear(&layer.down, down, &gated)?;
-            return self.add_norm(out, x, &layer.out_norm);
+            return self.residual_norm(out, x, &layer.out_norm);
         }
         let up = match self.act {
             Act::GeluErf if self.fused_cpu => {
@@ -631,7 +631,7 @@ impl Bert {
             Act::Relu => up.relu()?,
         };
         let out = self.linear(&layer.down, down, &up)?;
-        self.add_norm(out, x, &layer.out_norm)
+        self.residual_norm(out, x, &layer.out_norm)
     }
 
     /// A dense layer on `[tokens, in]`: int8 for a document batch where the layer
