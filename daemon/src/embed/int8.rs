@@ -65,7 +65,7 @@ impl Kernel {
                 .as_deref()
             {
                 Some("scalar") => Self::Scalar,
-                Some("avxvnni") if Self::has_avx_vnni() => Self::AvxVnni,
+                Some("avxvnni") if Self::AvxVnni.runs_here() => Self::AvxVnni,
                 Some("avx2") if best != Self::Scalar => Self::Avx2,
                 _ => best,
             }
@@ -73,33 +73,35 @@ impl Kernel {
     }
 
     fn best_available() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512bw")
-                && is_x86_feature_detected!("avx512vnni")
-            {
-                return Self::Vnni512;
-            }
-            if Self::has_avx_vnni() {
-                return Self::AvxVnni;
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return Self::Avx2;
-            }
-        }
-        Self::Scalar
+        [Self::Vnni512, Self::AvxVnni, Self::Avx2]
+            .into_iter()
+            .find(|k| k.runs_here())
+            .unwrap_or(Self::Scalar)
     }
 
-    fn has_avx_vnni() -> bool {
+    /// Whether this CPU has the kernel's instructions (FMA too for the 256-bit
+    /// ones, which scale the group sums with it): what detection picks by, and
+    /// what the SIMD entry point checks before it runs one.
+    fn runs_here(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
-            is_x86_feature_detected!("avxvnni")
-                && is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
+            match self {
+                Self::Vnni512 => {
+                    is_x86_feature_detected!("avx512f")
+                        && is_x86_feature_detected!("avx512bw")
+                        && is_x86_feature_detected!("avx512vnni")
+                }
+                Self::AvxVnni => {
+                    is_x86_feature_detected!("avxvnni")
+                        && is_x86_feature_detected!("avx2")
+                        && is_x86_feature_detected!("fma")
+                }
+                Self::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+                Self::Scalar => true,
+            }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        false
+        matches!(self, Self::Scalar)
     }
 
     /// Whether int8 documents are worth it here: always with byte dot products;
@@ -506,26 +508,14 @@ mod x86 {
         acc: &mut [MaybeUninit<f32>],
         kernel: Kernel,
     ) {
+        assert!(
+            kernel.runs_here(),
+            "{kernel:?} needs instructions this CPU lacks"
+        );
         let (width, tile) = match kernel {
-            Kernel::Vnni512 => {
-                assert!(
-                    is_x86_feature_detected!("avx512f")
-                        && is_x86_feature_detected!("avx512bw")
-                        && is_x86_feature_detected!("avx512vnni")
-                );
-                (2, Tile::Vnni)
-            }
-            Kernel::AvxVnni => {
-                assert!(
-                    is_x86_feature_detected!("avxvnni")
-                        && is_x86_feature_detected!("avx2")
-                        && is_x86_feature_detected!("fma")
-                );
-                (1, Tile::AvxVnni)
-            }
-            // FMA for the group scaling.
+            Kernel::Vnni512 => (2, Tile::Vnni),
+            Kernel::AvxVnni => (1, Tile::AvxVnni),
             Kernel::Avx2 => {
-                assert!(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
                 assert!(
                     wide.len() >= n * layer.inputs
                         && layer.wide.len() == layer.inputs * layer.outputs
@@ -877,7 +867,7 @@ mod tests {
         match Kernel::best_available() {
             Kernel::Vnni512 => {
                 k.push(Kernel::Avx2);
-                if Kernel::has_avx_vnni() {
+                if Kernel::AvxVnni.runs_here() {
                     k.push(Kernel::AvxVnni);
                 }
                 k.push(Kernel::Vnni512);
